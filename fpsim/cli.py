@@ -1,0 +1,85 @@
+"""The ``fpsim`` command line.
+
+``fpsim formats [NAME ...]``  table of format properties
+``fpsim values NAME``         every value of a format with its code
+``fpsim report [--out DIR]``  fpsim's main job: writes a report folder
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+
+
+def _cmd_formats(args) -> int:
+    from .analysis.tables import format_table, to_markdown
+
+    print(to_markdown(format_table(args.names or None)))
+    return 0
+
+
+def _cmd_values(args) -> int:
+    from .formats import MAX_TABLE_BITS, parse
+    from .rounding import decode
+
+    fmt = parse(args.name)
+    if fmt.bits > MAX_TABLE_BITS:
+        print(f"{fmt.name} has {fmt.bits} bits: too many values to list (at most {MAX_TABLE_BITS} bits)",
+              file=sys.stderr)
+        return 2
+    codes = np.arange(2**fmt.bits, dtype=np.uint64)
+    try:
+        vals = decode(codes, fmt)
+    except ValueError:  # codebooks with unused codes
+        vals = np.array([fmt.code_values[c] for c in codes])
+    width = (fmt.bits + 3) // 4
+    print(f"# {fmt.name}: {fmt.bits} bits")
+    print("code      bits" + " " * max(fmt.bits - 4, 0) + "  value")
+    for c, v in zip(codes, vals):
+        if isinstance(v, float) and np.isnan(v) and hasattr(fmt, "values_") and c >= len(fmt.values_):
+            continue
+        print(f"0x{int(c):0{width}x}  {int(c):0{fmt.bits}b}  {float(v)!r}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .report import write_report
+
+    path = write_report(args.out, quick=args.quick)
+    print(f"report written to {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``fpsim`` console script.
+
+    >>> main(["formats", "e2m1"])  # doctest: +NORMALIZE_WHITESPACE
+    | name | bits | max | min_normal | min_subnormal | eps | values | specials |
+    |---|---|---|---|---|---|---|---|
+    | e2m1 | 4 | 6 | 1 | 0.5 | 0.5 | 15 | -0 |
+    0
+    """
+    ap = argparse.ArgumentParser(prog="fpsim", description="Emulate number formats and hardware arithmetic.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("formats", help="table of format properties")
+    p.add_argument("names", nargs="*", help="format names (default: the well-known formats)")
+    p.set_defaults(func=_cmd_formats)
+    p = sub.add_parser("values", help="list every value of a format with its code")
+    p.add_argument("name")
+    p.set_defaults(func=_cmd_values)
+    p = sub.add_parser("report", help="write fpsim's report (formats, rounding errors, ...)")
+    p.add_argument("--out", default="fpsim-report", help="output folder (default: fpsim-report)")
+    p.add_argument("--quick", action="store_true", help="smaller sample sizes")
+    p.set_defaults(func=_cmd_report)
+    args = ap.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError) as e:
+        print(f"fpsim: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

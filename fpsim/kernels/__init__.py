@@ -1,0 +1,1 @@
+"""Numba kernels. Everything here is an implementation detail of the public API."""

@@ -1,0 +1,517 @@
+"""Rounding into any format: :func:`quantize`, :func:`encode`, :func:`decode` (SPEC §2).
+
+Rounding modes (every one a named value of :class:`Rounding`):
+
+========== =========================================================================
+``rne``    to nearest, ties to even (the default)
+``rna``    to nearest, ties away from zero
+``rtz``    toward zero (truncation)
+``rup``    toward +inf
+``rdn``    toward -inf
+``rto``    to odd: an inexact result gets an odd last bit (exact for later rounding)
+``stochastic`` up (in magnitude) with probability equal to the discarded fraction
+========== =========================================================================
+
+Overflow policies (:class:`Overflow`): ``saturate`` (finite overflow and ±inf → ±max),
+``inf`` (IEEE: per rounding mode, e.g. ``rtz`` gives ±max, ``rne`` gives ±inf), ``nan``
+(non-saturating OCP: overflow → NaN), ``wrap`` (integers: modulo 2**N).  ``None`` picks the
+family's standard behaviour (:attr:`FloatFormat.default_overflow`).
+
+NaN inputs (:class:`NaNPolicy`): ``propagate`` (formats with NaN), ``raise`` (default for
+formats without NaN), ``zero``, ``max``.
+
+Every result equals the exact input rounded *once* into the format: no double rounding.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import secrets
+from functools import lru_cache
+
+import numpy as np
+
+from .formats import (CodebookFormat, DIntFormat, FixedFormat, FloatFormat, Format, IntFormat,
+                      as_format)
+from .kernels import _modes as K
+from .kernels.float_round import (FIXED_EMIN, CodeParams, DecodeParams, RoundParams,
+                                  codes_from_bits, decode_codes, quantize_parallel,
+                                  quantize_serial)
+from .kernels.table_round import table_parallel, table_serial
+
+__all__ = ["Rounding", "Overflow", "NaNPolicy", "quantize", "encode", "decode", "ROUNDING_MODES",
+           "code_dtype"]
+
+
+class Rounding(str, enum.Enum):
+    """Rounding modes. Pass the member or its string value (``"rne"``)."""
+
+    RNE = "rne"  #: to nearest, ties to even
+    RNA = "rna"  #: to nearest, ties away from zero
+    RTZ = "rtz"  #: toward zero
+    RUP = "rup"  #: toward +infinity
+    RDN = "rdn"  #: toward -infinity
+    RTO = "rto"  #: to odd
+    STOCHASTIC = "stochastic"  #: stochastic rounding
+
+
+class Overflow(str, enum.Enum):
+    """What a value beyond the largest finite number becomes."""
+
+    SATURATE = "saturate"  #: ±max (±inf too)
+    INF = "inf"  #: IEEE: ±inf or ±max depending on the rounding direction
+    NAN = "nan"  #: NaN (non-saturating OCP E4M3 / ml_dtypes behaviour)
+    WRAP = "wrap"  #: integers and fixed point: modulo 2**bits
+
+
+class NaNPolicy(str, enum.Enum):
+    """What a NaN input becomes."""
+
+    PROPAGATE = "propagate"  #: stays NaN (formats that have a NaN)
+    RAISE = "raise"  #: ValueError (default for formats without NaN)
+    ZERO = "zero"  #: +0 (what ml_dtypes does for its NaN-less types, up to the sign)
+    MAX = "max"  #: +max
+
+
+ROUNDING_MODES = tuple(r.value for r in Rounding)
+
+_MODE_CODE = {Rounding.RNE: K.RNE, Rounding.RNA: K.RNA, Rounding.RTZ: K.RTZ, Rounding.RUP: K.RUP,
+              Rounding.RDN: K.RDN, Rounding.RTO: K.RTO, Rounding.STOCHASTIC: K.SR}
+_OVF_CODE = {Overflow.SATURATE: K.OVF_SATURATE, Overflow.INF: K.OVF_INF, Overflow.NAN: K.OVF_NAN,
+             Overflow.WRAP: K.OVF_WRAP}
+_NAN_CODE = {NaNPolicy.PROPAGATE: K.NAN_PROPAGATE, NaNPolicy.RAISE: K.NAN_ERROR,
+             NaNPolicy.ZERO: K.NAN_ZERO, NaNPolicy.MAX: K.NAN_MAX}
+
+#: Arrays at least this long use the parallel kernels.
+PARALLEL_THRESHOLD = 1 << 15
+
+
+def _enum(cls, value, what):
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(str(value).lower())
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"{what}={value!r} is not allowed; choose one of {allowed}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Input types
+# ---------------------------------------------------------------------------------------
+
+class _DType:
+    """Bit layout of a supported input dtype."""
+
+    def __init__(self, dtype, uint, M, E):
+        self.dtype, self.uint, self.M, self.E = np.dtype(dtype), np.dtype(uint), M, E
+        self.bias = 2 ** (E - 1) - 1
+        self.expmax = 2**E - 1
+        self.sign_shift = M + E
+
+
+def _bfloat16():
+    try:
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    except ImportError:  # pragma: no cover - ml_dtypes is optional
+        return None
+
+
+_DTYPES = {
+    np.dtype(np.float64): _DType(np.float64, np.uint64, 52, 11),
+    np.dtype(np.float32): _DType(np.float32, np.uint32, 23, 8),
+    np.dtype(np.float16): _DType(np.float16, np.uint16, 10, 5),
+}
+_BF16 = _bfloat16()
+if _BF16 is not None:
+    _DTYPES[_BF16] = _DType(_BF16, np.uint16, 7, 8)
+_F64 = _DTYPES[np.dtype(np.float64)]
+
+
+def _as_input(x):
+    """Return (contiguous float array, restore function) for any accepted input."""
+    if isinstance(x, np.ndarray):
+        arr = x
+        if arr.dtype not in _DTYPES:
+            raise TypeError(_dtype_error(arr.dtype))
+        return np.ascontiguousarray(arr), (lambda r: r)
+    if isinstance(x, np.generic):
+        if np.dtype(x.dtype) not in _DTYPES:
+            raise TypeError(_dtype_error(x.dtype))
+        return np.asarray(x).reshape(1), (lambda r: r.reshape(())[()])
+    if isinstance(x, bool):
+        raise TypeError("quantize takes real numbers, not bool")
+    if isinstance(x, (int, float)):
+        return np.array([x], dtype=np.float64), (lambda r: float(r[0]))
+    if isinstance(x, complex):
+        raise TypeError("complex input is not supported: quantize the real and imaginary parts separately")
+    if isinstance(x, (list, tuple)):
+        arr = np.asarray(x)
+        if arr.dtype.kind in "iub":
+            arr = arr.astype(np.float64)
+        if arr.dtype not in _DTYPES:
+            raise TypeError(_dtype_error(arr.dtype))
+        return np.ascontiguousarray(arr), (lambda r: r)
+    mod = type(x).__module__
+    if mod.startswith("torch"):
+        raise TypeError("torch tensors go through fpsim.torch.quantize (the core has no torch dependency)")
+    raise TypeError(f"cannot quantize a {type(x).__name__}; pass a numpy float array or a Python float")
+
+
+def _dtype_error(dt) -> str:
+    allowed = "float16, bfloat16 (ml_dtypes), float32, float64"
+    if np.dtype(dt).kind in "iub":
+        return (f"{dt} arrays are not accepted: fpsim rounds real numbers; convert with "
+                f".astype(np.float64) first (allowed dtypes: {allowed})")
+    return f"dtype {dt} is not supported; allowed: {allowed}"
+
+
+def _exact_in(value: float, dt: _DType) -> bool:
+    with np.errstate(over="ignore"):
+        return bool(np.array(value, dtype=np.float64).astype(dt.dtype).astype(np.float64) == value)
+
+
+def _mag_bits(value: float, dt: _DType) -> int:
+    return int(np.array(abs(value), dtype=dt.dtype).view(dt.uint))
+
+
+# ---------------------------------------------------------------------------------------
+# Option handling
+# ---------------------------------------------------------------------------------------
+
+def _options(fmt: Format, rounding, overflow, nan, subnormals, daz, srbits):
+    mode = _enum(Rounding, rounding, "rounding")
+    ovf = _enum(Overflow, overflow if overflow is not None else fmt.default_overflow, "overflow")
+    if ovf is Overflow.INF and not fmt.has_inf:
+        raise ValueError(f"overflow='inf' needs a format with infinities; {fmt.name} has none "
+                         "(use 'saturate'" + (" or 'nan')" if fmt.has_nan else ")"))
+    if ovf is Overflow.NAN and not fmt.has_nan:
+        raise ValueError(f"overflow='nan' needs a format with NaN; {fmt.name} has none (use 'saturate')")
+    if ovf is Overflow.WRAP and not isinstance(fmt, FixedFormat):
+        raise ValueError("overflow='wrap' is only for integer and fixed-point formats")
+    if ovf is Overflow.WRAP and fmt.narrow:
+        raise ValueError("overflow='wrap' needs the full two's complement range (narrow=False)")
+    if nan is None:
+        nanp = NaNPolicy.PROPAGATE if fmt.has_nan else NaNPolicy.RAISE
+    else:
+        nanp = _enum(NaNPolicy, nan, "nan")
+        if nanp is NaNPolicy.PROPAGATE and not fmt.has_nan:
+            raise ValueError(f"nan='propagate' needs a format with NaN; {fmt.name} has none "
+                             "(choose 'raise', 'zero' or 'max')")
+    if subnormals is None:
+        subn = bool(getattr(fmt, "subnormals", True))
+    else:
+        subn = bool(subnormals)
+    if srbits is not None:
+        if mode is not Rounding.STOCHASTIC:
+            raise ValueError("srbits only applies to rounding='stochastic'")
+        if isinstance(srbits, bool) or not isinstance(srbits, (int, np.integer)) or not 1 <= srbits <= 62:
+            raise ValueError(f"srbits={srbits!r}: allowed an int 1..62, or None for exact")
+    return mode, ovf, nanp, subn, bool(daz), int(srbits or 0)
+
+
+def _seed(seed, mode) -> np.uint64:
+    if mode is not Rounding.STOCHASTIC:
+        return np.uint64(0)
+    if seed is None:
+        return np.uint64(secrets.randbits(64))
+    if isinstance(seed, np.random.Generator):
+        return np.uint64(seed.integers(0, 2**63, dtype=np.int64))
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        return np.uint64(int(seed) % 2**64)
+    raise TypeError(f"seed must be an int, a numpy Generator or None, got {type(seed).__name__}")
+
+
+# ---------------------------------------------------------------------------------------
+# Grid (float / fixed) formats
+# ---------------------------------------------------------------------------------------
+
+def _grid_limits(fmt):
+    """(M, emin, max positive, max negative magnitude, smallest rounded-up value, min normal)."""
+    if isinstance(fmt, FloatFormat):
+        minsub = fmt.replace(subnormals=True).min_subnormal
+        return (fmt.man_bits, fmt.emin, fmt.max, fmt.max if fmt.signed else 0.0, minsub,
+                fmt.min_normal)
+    q = math.ldexp(1.0, -fmt.frac_bits)
+    return (FIXED_EMIN + fmt.frac_bits, FIXED_EMIN, fmt.max, -fmt.min, q, q)
+
+
+@lru_cache(maxsize=512)
+def _round_params(fmt, dt: _DType, mode, ovf, nanp, subn, daz, srbits):
+    """Kernel parameters, or None if the format's limits are not exact in ``dt``."""
+    M, emin, mx, mxneg, minsub, minnorm = _grid_limits(fmt)
+    if ovf is Overflow.WRAP and dt is not _F64:
+        return None
+    if not all(_exact_in(v, dt) for v in (mx, mxneg, minsub, minnorm)):
+        return None
+    is_fixed = isinstance(fmt, FixedFormat)
+    return RoundParams(
+        in_M=dt.M, in_bias=dt.bias, in_expmax=dt.expmax, sign_shift=dt.sign_shift,
+        M=M, emin=emin, maxpos=_mag_bits(mx, dt), maxneg=_mag_bits(mxneg, dt),
+        minsub=_mag_bits(minsub, dt), minnorm=_mag_bits(minnorm, dt),
+        mode=_MODE_CODE[mode], ovf=_OVF_CODE[ovf], nan_action=_NAN_CODE[nanp],
+        ftz=int(not subn), daz=int(daz), no_negzero=int(not fmt.has_negzero),
+        no_zero=int(not fmt.has_zero), srbits=srbits,
+        wrap_bits=fmt.bits if is_fixed else 0, frac_bits=fmt.frac_bits if is_fixed else 0,
+        signed_int=int(fmt.signed) if is_fixed else 0,
+    )
+
+
+def _round_grid(arr, fmt, opts, seed):
+    """Round a contiguous float array; returns (bits array, dtype layout used)."""
+    mode = opts[0]
+    dt = _DTYPES[arr.dtype]
+    p = _round_params(fmt, dt, *opts)
+    if p is None:  # the format's limits need float64
+        dt = _F64
+        arr = arr.astype(np.float64)
+        p = _round_params(fmt, dt, *opts)
+    xb = arr.reshape(-1).view(dt.uint)
+    ob = np.empty_like(xb)
+    kern = quantize_parallel if xb.size >= PARALLEL_THRESHOLD else quantize_serial
+    err = kern(xb, ob, p, _seed(seed, mode))
+    if err:
+        raise ValueError(f"{fmt.name} has no NaN but the input holds {err} NaN value(s); pass "
+                         "nan='zero' or nan='max' to map them, or clean the input")
+    return ob.reshape(arr.shape), dt
+
+
+# ---------------------------------------------------------------------------------------
+# Table formats
+# ---------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=128)
+def _table_data(fmt):
+    v = np.ascontiguousarray(fmt.sorted_values, dtype=np.float64)
+    a, b = v[:-1], v[1:]
+    s = a + b
+    # TwoSum: s + err == a + b exactly; halving is exact away from underflow
+    bb = s - a
+    err = (a - (s - bb)) + (b - bb)
+    mid_hi, mid_lo = s / 2, err / 2
+    odd = (np.asarray(fmt.sorted_codes) & 1).astype(np.int64)
+    zero_idx = int(np.argmin(np.abs(v)))
+    return v, mid_hi, mid_lo, odd, zero_idx
+
+
+def _round_table(arr, fmt, opts, seed):
+    mode, ovf, nanp = opts[0], opts[1], opts[2]
+    if mode is Rounding.RTO and not isinstance(fmt, (CodebookFormat, DIntFormat)):
+        raise ValueError("rto is not defined here")
+    v, mid_hi, mid_lo, odd, zero_idx = _table_data(fmt)
+    x = arr.reshape(-1)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float32)
+    idx = np.empty(x.size, dtype=np.int64)
+    kern = table_parallel if x.size >= PARALLEL_THRESHOLD else table_serial
+    err = kern(x, idx, v, mid_hi, mid_lo, odd, _MODE_CODE[mode], _NAN_CODE[nanp], zero_idx,
+               _seed(seed, mode))
+    if err:
+        raise ValueError(f"{fmt.name} has no NaN but the input holds {err} NaN value(s); pass "
+                         "nan='zero' or nan='max' to map them, or clean the input")
+    return idx.reshape(arr.shape)
+
+
+# ---------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------
+
+def quantize(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False, nan=None,
+             seed=None, srbits=None):
+    """Round ``x`` once into ``fmt``; the result has the input's shape and dtype.
+
+    Parameters
+    ----------
+    x : array_like
+        numpy float16/bfloat16/float32/float64 array or scalar, or a Python float.
+    fmt : Format or str
+        Target format (see :func:`fpsim.parse`).
+    rounding : str
+        One of :data:`ROUNDING_MODES` (default ``"rne"``).
+    overflow : str, optional
+        ``"saturate"``, ``"inf"``, ``"nan"`` or ``"wrap"``; ``None`` = the family default.
+    subnormals : bool, optional
+        ``False`` flushes subnormal results to zero (FTZ); ``None`` = the format's setting.
+    daz : bool
+        Denormals-are-zero: inputs below the format's smallest normal count as zero.
+    nan : str, optional
+        NaN inputs: ``"propagate"``, ``"raise"``, ``"zero"`` or ``"max"``.
+    seed : int or numpy.random.Generator, optional
+        Stochastic rounding stream; a given seed gives the same bits for any thread count.
+    srbits : int, optional
+        Random bits used by stochastic rounding (default: exact probabilities).
+
+    Returns
+    -------
+    numpy array (or scalar) of the input's dtype holding values of ``fmt``. If a value
+    of ``fmt`` the result needs cannot be held by that dtype, ``ValueError`` asks for a
+    float64 input instead of returning a wrong number.
+
+    Examples
+    --------
+    >>> import numpy as np, fpsim
+    >>> fpsim.quantize(np.array([0.3, 500.0, 1e-4], dtype=np.float32), "e4m3")
+    array([3.125e-01, 4.480e+02, 0.000e+00], dtype=float32)
+    >>> fpsim.quantize(2.5, "int8"), fpsim.quantize(2.5, "int8", rounding="rna")
+    (2.0, 3.0)
+    >>> fpsim.quantize(1000.0, "e5m2", rounding="rtz"), fpsim.quantize(1e6, "e5m2")
+    (896.0, inf)
+    """
+    fmt = as_format(fmt)
+    arr, restore = _as_input(x)
+    opts = _options(fmt, rounding, overflow, nan, subnormals, daz, srbits)
+    if isinstance(fmt, (CodebookFormat, DIntFormat)):
+        idx = _round_table(arr, fmt, opts, seed)
+        vals = fmt.sorted_values[idx]
+        return restore(_cast_back(vals, arr.dtype, fmt))
+    bits, dt = _round_grid(arr, fmt, opts, seed)
+    out = bits.view(dt.dtype)
+    if dt.dtype != arr.dtype:
+        out = _cast_back(out, arr.dtype, fmt)
+    return restore(out)
+
+
+def _cast_back(vals: np.ndarray, dtype, fmt) -> np.ndarray:
+    if vals.dtype == dtype:
+        return vals
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = vals.astype(dtype)
+        back = out.astype(np.float64)
+    v64 = vals.astype(np.float64)
+    bad = ~((back == v64) | (np.isnan(back) & np.isnan(v64)))
+    if np.any(bad):
+        i = int(np.flatnonzero(bad.reshape(-1))[0])
+        raise ValueError(f"the {fmt.name} value {v64.reshape(-1)[i]!r} is not representable in "
+                         f"{np.dtype(dtype).name}; pass a float64 array to get it")
+    return out
+
+
+def code_dtype(fmt) -> np.dtype:
+    """Smallest unsigned integer dtype that holds every code of ``fmt``.
+
+    >>> import fpsim
+    >>> fpsim.code_dtype("e4m3"), fpsim.code_dtype("bf16"), fpsim.code_dtype("tf32")
+    (dtype('uint8'), dtype('uint16'), dtype('uint32'))
+    """
+    b = as_format(fmt).bits
+    for dt in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if b <= 8 * np.dtype(dt).itemsize:
+            return np.dtype(dt)
+    raise AssertionError("formats have at most 64 bits")
+
+
+@lru_cache(maxsize=256)
+def _code_params(fmt: FloatFormat, dt: _DType) -> CodeParams:
+    M, bits = fmt.man_bits, fmt.bits
+    fam = fmt.family
+    top = 2 ** (fmt.exp_bits + M) - 1  # all-ones magnitude code
+    if fam == "ieee":
+        nan_code, keep = ((2**fmt.exp_bits - 1) << M) | (1 << max(M - 1, 0)), 1
+        inf_code = (2**fmt.exp_bits - 1) << M
+    elif fam == "fn":
+        nan_code, keep, inf_code = top, 1, -1
+    elif fam == "fnuz" or (fam.startswith("p3109") and fmt.signed):
+        nan_code, keep = 1 << (bits - 1), 0
+        inf_code = top if fam == "p3109" else -1
+    elif fam == "e8m0" or fam.startswith("p3109"):  # unsigned: NaN is the top code
+        nan_code, keep = 2**bits - 1, 0
+        inf_code = 2**bits - 2 if fam == "p3109" else -1
+    else:  # finite: no NaN can reach here (quantize raised)
+        nan_code, keep, inf_code = 0, 0, -1
+    return CodeParams(in_M=dt.M, in_bias=dt.bias, in_expmax=dt.expmax, sign_shift=dt.sign_shift,
+                      M=M, emin=fmt.emin, bias=fmt.bias,
+                      code_sign_shift=bits - 1 if fmt.signed else -1, nan_code=nan_code,
+                      nan_keeps_sign=keep, inf_code=inf_code,
+                      negzero_is_code=int(fmt.has_negzero))
+
+
+def encode(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False, nan=None,
+           seed=None, srbits=None):
+    """Round ``x`` into ``fmt`` and return the bit codes (see :func:`code_dtype`).
+
+    Takes the same options as :func:`quantize`. Float codes are sign | exponent | mantissa;
+    integers are two's complement in ``bits`` bits; codebooks use the index of the value.
+
+    >>> import numpy as np, fpsim
+    >>> fpsim.encode(np.array([1.0, -2.0, 448.0]), "e4m3")
+    array([ 56, 192, 126], dtype=uint8)
+    >>> fpsim.encode(np.array([-1.0, 3.0]), "int4")
+    array([15,  3], dtype=uint8)
+    """
+    fmt = as_format(fmt)
+    arr, restore = _as_input(x)
+    opts = _options(fmt, rounding, overflow, nan, subnormals, daz, srbits)
+    cdt = code_dtype(fmt)
+    if isinstance(fmt, (CodebookFormat, DIntFormat)):
+        idx = _round_table(arr, fmt, opts, seed)
+        return restore(fmt.sorted_codes[idx].astype(cdt))
+    bits, dt = _round_grid(arr, fmt, opts, seed)
+    if isinstance(fmt, FixedFormat):
+        vals = bits.view(dt.dtype).astype(np.float64)
+        k = (vals * math.ldexp(1.0, fmt.frac_bits)).astype(np.int64)
+        return restore((k & (2**fmt.bits - 1)).astype(cdt))
+    out = np.empty(bits.size, dtype=np.int64)
+    codes_from_bits(bits.reshape(-1), out, _code_params(fmt, dt))
+    return restore(out.astype(cdt).reshape(arr.shape))
+
+
+_POW2 = np.array([math.ldexp(1.0, k) for k in range(-1074, 1024)], dtype=np.float64)
+
+
+@lru_cache(maxsize=256)
+def _decode_params(fmt: FloatFormat) -> DecodeParams:
+    top = 2 ** (fmt.exp_bits + fmt.man_bits) - 1
+    inf = -1
+    if fmt.family == "ieee":
+        inf = (2**fmt.exp_bits - 1) << fmt.man_bits
+    elif fmt.family == "p3109":
+        inf = top if fmt.signed else top - 1
+    return DecodeParams(M=fmt.man_bits, bias=fmt.bias, emin=fmt.emin, e8m0=int(fmt.family == "e8m0"),
+                        code_sign_shift=fmt.bits - 1 if fmt.signed else -1,
+                        max_code_mag=fmt._max_code_mag(), inf_code=inf,
+                        negzero_nan=int(fmt.family == "fnuz" or (fmt.family.startswith("p3109") and fmt.signed)),
+                        bits=fmt.bits)
+
+
+def decode(codes, fmt, *, dtype=np.float64):
+    """Values of the bit codes ``codes`` of ``fmt`` (inverse of :func:`encode`).
+
+    ``dtype`` is the output float type; a value it cannot hold exactly raises ValueError.
+
+    >>> import numpy as np, fpsim
+    >>> fpsim.decode(np.array([56, 192, 126, 127], dtype=np.uint8), "e4m3")
+    array([  1.,  -2., 448.,  nan])
+    """
+    fmt = as_format(fmt)
+    c = np.asarray(codes)
+    scalar = c.ndim == 0
+    if c.dtype.kind not in "ui":
+        raise TypeError(f"codes must be an integer array, got dtype {c.dtype}")
+    c64 = c.reshape(-1).astype(np.int64)
+    if c64.size and (c64.min() < 0 or c64.max() >= 2**fmt.bits):
+        bad = c64[(c64 < 0) | (c64 >= 2**fmt.bits)][0]
+        raise ValueError(f"code {bad} is outside 0..{2**fmt.bits - 1} of the {fmt.bits}-bit format {fmt.name}")
+    if isinstance(fmt, FloatFormat):
+        out = np.empty(c64.size, dtype=np.float64)
+        decode_codes(c64, out, _decode_params(fmt), _POW2)
+    elif isinstance(fmt, FixedFormat):
+        k = c64.copy()
+        if fmt.signed:
+            k[k >= 2 ** (fmt.bits - 1)] -= 2**fmt.bits
+        if fmt.narrow and np.any(k == -(2 ** (fmt.bits - 1))):
+            raise ValueError(f"code {2 ** (fmt.bits - 1)} is not used by the narrow format {fmt.name}")
+        out = k.astype(np.float64) * math.ldexp(1.0, -fmt.frac_bits)
+    else:
+        out = fmt.code_values[c64]
+        if isinstance(fmt, CodebookFormat) and np.any(np.isnan(out)):
+            bad = c64[np.isnan(out)][0]
+            raise ValueError(f"code {bad} is not used by {fmt.name} ({len(fmt.values_)} values)")
+    out = out.reshape(c.shape)
+    if np.dtype(dtype) != np.float64:
+        if np.dtype(dtype) not in _DTYPES:
+            raise TypeError(_dtype_error(dtype))
+        out = _cast_back(out, np.dtype(dtype), fmt)
+    return out[()] if scalar else out
