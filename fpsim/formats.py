@@ -64,7 +64,12 @@ def _pow2(e: int) -> float:
 
 
 class Format:
-    """Base class of all formats (for ``isinstance`` checks and shared helpers)."""
+    """Base class of all formats (for ``isinstance`` checks and shared helpers).
+
+    >>> import fpsim
+    >>> all(isinstance(fpsim.parse(n), fpsim.Format) for n in ("e4m3", "int8", "nf4"))
+    True
+    """
 
     bits: int
 
@@ -85,6 +90,8 @@ class Format:
             )
         table = self.code_table()
         v = table[np.isfinite(table)]
+        if getattr(self, "subnormals", True) is False:  # FTZ: subnormal codes are never produced
+            v = v[(v == 0) | (np.abs(v) >= self.min_normal)]
         return np.unique(v) + 0.0  # sorts, merges +0/-0 (and makes the zero +0)
 
     def code_table(self) -> np.ndarray:
@@ -106,7 +113,13 @@ def _code_table(fmt: "Format") -> np.ndarray:
     # Imported here: rounding imports formats, not the other way round.
     from .rounding import decode
 
-    t = decode(np.arange(2**fmt.bits, dtype=np.uint64), fmt)
+    codes = np.arange(2**fmt.bits, dtype=np.uint64)
+    if getattr(fmt, "narrow", False):  # the code of -2**(N-1) is unused: NaN in the table
+        t = np.full(codes.size, np.nan)
+        used = codes != 2 ** (fmt.bits - 1)
+        t[used] = decode(codes[used], fmt)
+    else:
+        t = decode(codes, fmt)
     t.setflags(write=False)
     return t
 
@@ -240,34 +253,74 @@ class FloatFormat(Format):
 
     @property
     def bits(self) -> int:
+        """Width of a code: sign (if signed) + exponent + mantissa bits.
+
+        >>> import fpsim
+        >>> fpsim.parse("e4m3").bits, fpsim.parse("bf16").bits
+        (8, 16)
+        """
         return int(self.signed) + self.exp_bits + self.man_bits
 
     @property
     def emin(self) -> int:
-        """Exponent of the smallest normal number."""
+        """Exponent of the smallest normal number.
+
+        >>> import fpsim
+        >>> fpsim.parse("e4m3").emin, fpsim.parse("e5m2").emin
+        (-6, -14)
+        """
         return -self.bias if self.family == "e8m0" else 1 - self.bias
 
     @property
     def emax(self) -> int:
-        """Exponent of the largest finite number."""
+        """Exponent of the largest finite number.
+
+        >>> import fpsim
+        >>> fpsim.parse("e4m3").emax, fpsim.parse("e5m2").emax
+        (8, 15)
+        """
         return self._decode_mag_exponent(self._max_code_mag())
 
     @property
     def has_inf(self) -> bool:
+        """Whether the format has infinities.
+
+        >>> import fpsim
+        >>> fpsim.parse("e5m2").has_inf, fpsim.parse("e4m3").has_inf
+        (True, False)
+        """
         return self.family in ("ieee", "p3109")
 
     @property
     def has_nan(self) -> bool:
+        """Whether the format has a NaN code.
+
+        >>> import fpsim
+        >>> fpsim.parse("e4m3").has_nan, fpsim.parse("e2m1").has_nan
+        (True, False)
+        """
         if self.family == "ieee":
             return self.man_bits > 0
         return self.family not in ("finite",)
 
     @property
     def has_negzero(self) -> bool:
+        """Whether -0 has its own code (not in ``fnuz``, P3109 or unsigned formats).
+
+        >>> import fpsim
+        >>> fpsim.parse("e4m3").has_negzero, fpsim.parse("e4m3fnuz").has_negzero
+        (True, False)
+        """
         return self.signed and self.family in ("ieee", "fn", "finite")
 
     @property
     def has_zero(self) -> bool:
+        """Whether zero is a value (E8M0 has none).
+
+        >>> import fpsim
+        >>> fpsim.parse("e4m3").has_zero, fpsim.parse("e8m0").has_zero
+        (True, False)
+        """
         return self.family != "e8m0"
 
     def _reserved_top(self) -> int:
@@ -303,24 +356,44 @@ class FloatFormat(Format):
     # -- public properties ------------------------------------------------------------------
     @property
     def max(self) -> float:
-        """Largest finite value."""
+        """Largest finite value.
+
+        >>> import fpsim
+        >>> fpsim.parse("e4m3").max, fpsim.parse("e5m2").max
+        (448.0, 57344.0)
+        """
         return float(self._decode_mag(self._max_code_mag()))
 
     @property
     def min_normal(self) -> float:
-        """Smallest positive normal value."""
+        """Smallest positive normal value.
+
+        >>> import fpsim
+        >>> fpsim.parse("e4m3").min_normal
+        0.015625
+        """
         return _pow2(self.emin)
 
     @property
     def min_subnormal(self) -> float:
-        """Smallest positive value (equals ``min_normal`` without subnormals)."""
+        """Smallest positive value (equals ``min_normal`` without subnormals).
+
+        >>> import fpsim
+        >>> fpsim.parse("e4m3").min_subnormal, fpsim.parse("e4m3_ftz").min_subnormal
+        (0.001953125, 0.015625)
+        """
         if self.subnormals and self.man_bits > 0 and self.family != "e8m0":
             return _pow2(self.emin - self.man_bits)
         return self.min_normal
 
     @property
     def eps(self) -> float:
-        """Gap between 1 and the next larger value (``2**-man_bits``)."""
+        """Gap between 1 and the next larger value (``2**-man_bits``).
+
+        >>> import fpsim
+        >>> fpsim.parse("e4m3").eps, fpsim.parse("bf16").eps
+        (0.125, 0.0078125)
+        """
         return _pow2(-self.man_bits)
 
     @property
@@ -329,16 +402,31 @@ class FloatFormat(Format):
 
         ``ieee``/``p3109``: ``"inf"``; ``fn``, ``finite``, ``p3109_finite``: ``"saturate"``
         (as torch's float8 cast and the OCP MX spec); ``fnuz`` and ``e8m0``: ``"nan"``.
+
+        >>> import fpsim
+        >>> [fpsim.parse(n).default_overflow for n in ("e5m2", "e4m3", "e4m3fnuz")]
+        ['inf', 'saturate', 'nan']
         """
         return {"ieee": "inf", "p3109": "inf", "fnuz": "nan", "e8m0": "nan"}.get(self.family, "saturate")
 
     @property
     def kind(self) -> str:
+        """``"float"`` (``"int"``, ``"fixed"``, ``"codebook"``, ``"dint"`` for the others).
+
+        >>> import fpsim
+        >>> fpsim.parse("e4m3").kind, fpsim.parse("int8").kind
+        ('float', 'int')
+        """
         return "float"
 
     @property
     def name(self) -> str:
-        """Canonical name; ``fpsim.parse(fmt.name) == fmt``."""
+        """Canonical name; ``fpsim.parse(fmt.name) == fmt``.
+
+        >>> import fpsim
+        >>> fpsim.FloatFormat(4, 3, family="fnuz").name, fpsim.FloatFormat(5, 2).name
+        ('e4m3fnuz', 'e5m2')
+        """
         return _float_name(self)
 
     def __repr__(self) -> str:
@@ -392,6 +480,8 @@ def _float_name(f: FloatFormat) -> str:
     bare_is_alias = f"e{f.exp_bits}m{f.man_bits}" in _FLOAT_ALIASES
     if fam != "ieee" or bare_is_alias or f.bias != default_bias:
         name += fam if fam != "ieee" or bare_is_alias else ""
+    if name in _SYNONYMS and f.bias == default_bias:  # e.g. 'e2m1fn' reads as ml_dtypes' e2m1
+        name = name.replace(f"m{f.man_bits}", f"m{f.man_bits}b{f.bias}", 1)
     return name + suffix
 
 
@@ -456,25 +546,54 @@ class FixedFormat(Format):
 
     @property
     def int_max(self) -> int:
+        """Largest integer ``k`` (the value is ``k * 2**-frac_bits``).
+
+        >>> import fpsim
+        >>> fpsim.FixedFormat(8, 4).int_max
+        127
+        """
         return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
 
     @property
     def int_min(self) -> int:
+        """Smallest integer ``k`` (0 if unsigned, ``-(2**(N-1) - 1)`` if narrow).
+
+        >>> import fpsim
+        >>> fpsim.FixedFormat(8, 4).int_min, fpsim.IntFormat(8, narrow=True).int_min
+        (-128, -127)
+        """
         if not self.signed:
             return 0
         return -(2 ** (self.bits - 1)) + (1 if self.narrow else 0)
 
     @property
     def max(self) -> float:
+        """Largest value.
+
+        >>> import fpsim
+        >>> fpsim.FixedFormat(8, 4).max
+        7.9375
+        """
         return self.int_max * _pow2(-self.frac_bits)
 
     @property
     def min(self) -> float:
-        """Most negative value (0 if unsigned)."""
+        """Most negative value (0 if unsigned).
+
+        >>> import fpsim
+        >>> fpsim.FixedFormat(8, 4).min
+        -8.0
+        """
         return self.int_min * _pow2(-self.frac_bits)
 
     @property
     def min_normal(self) -> float:
+        """The quantum ``2**-frac_bits`` (also ``min_subnormal`` and ``eps``).
+
+        >>> import fpsim
+        >>> fpsim.FixedFormat(8, 4).min_normal
+        0.0625
+        """
         return _pow2(-self.frac_bits)
 
     min_subnormal = min_normal
@@ -482,6 +601,12 @@ class FixedFormat(Format):
 
     @property
     def has_nan(self) -> bool:
+        """Integers and fixed point have no NaN (nor inf, nor -0).
+
+        >>> import fpsim
+        >>> fpsim.parse("int8").has_nan
+        False
+        """
         return False
 
     has_inf = has_negzero = has_nan
@@ -491,6 +616,12 @@ class FixedFormat(Format):
 
     @property
     def name(self) -> str:
+        """Canonical name ``[u]fixed{N}f{F}[_narrow]``.
+
+        >>> import fpsim
+        >>> fpsim.FixedFormat(8, 4).name
+        'fixed8f4'
+        """
         n = f"{'' if self.signed else 'u'}fixed{self.bits}f{self.frac_bits}"
         return n + ("_narrow" if self.narrow else "")
 
@@ -534,6 +665,12 @@ class IntFormat(FixedFormat):
 
     @property
     def name(self) -> str:
+        """Canonical name ``[u]int{N}[_narrow]``.
+
+        >>> import fpsim
+        >>> fpsim.IntFormat(4, signed=False).name, fpsim.IntFormat(8, narrow=True).name
+        ('uint4', 'int8_narrow')
+        """
         return f"{'' if self.signed else 'u'}int{self.bits}" + ("_narrow" if self.narrow else "")
 
     def __repr__(self) -> str:
@@ -628,17 +765,34 @@ class CodebookFormat(_TableFormat):
 
     @property
     def bits(self) -> int:
+        """Bits of a code: enough for every value.
+
+        >>> import fpsim
+        >>> fpsim.CodebookFormat([-1.0, -0.5, 0.0, 0.5, 1.0]).bits
+        3
+        """
         return max(1, math.ceil(math.log2(len(self.values_))))
 
     @cached_property
     def sorted_values(self) -> np.ndarray:
+        """The values, ascending (read-only float64 array).
+
+        >>> import fpsim
+        >>> fpsim.CodebookFormat([1.0, -1.0, 0.0]).sorted_values.tolist()
+        [-1.0, 0.0, 1.0]
+        """
         a = np.array(self.values_, dtype=np.float64)
         a.setflags(write=False)
         return a
 
     @cached_property
     def code_values(self) -> np.ndarray:
-        """Value of each code (codes beyond the table are invalid → NaN)."""
+        """Value of each code (codes beyond the table are invalid → NaN).
+
+        >>> import fpsim
+        >>> fpsim.CodebookFormat([-1.0, 0.0, 1.0]).code_values.tolist()
+        [-1.0, 0.0, 1.0, nan]
+        """
         t = np.full(2**self.bits, np.nan)
         t[: len(self.values_)] = self.values_
         t.setflags(write=False)
@@ -646,10 +800,22 @@ class CodebookFormat(_TableFormat):
 
     @cached_property
     def sorted_codes(self) -> np.ndarray:
+        """The code of each sorted value (code ``i`` is the ``i``-th smallest value).
+
+        >>> import fpsim
+        >>> fpsim.CodebookFormat([-1.0, 0.0, 1.0]).sorted_codes.tolist()
+        [0, 1, 2]
+        """
         return np.arange(len(self.values_), dtype=np.int64)
 
     @property
     def name(self) -> str:
+        """``nf4`` etc. for the built-in codebooks, else ``codebook[v0,v1,...]``.
+
+        >>> import fpsim
+        >>> fpsim.CodebookFormat([-1.0, 0.0, 1.0]).name, fpsim.parse("nf4").name
+        ('codebook[-1.0,0.0,1.0]', 'nf4')
+        """
         for nm, vals in _CODEBOOKS.items():
             if tuple(np.sort(np.array(vals, dtype=np.float64)).tolist()) == self.values_:
                 return nm
@@ -690,6 +856,12 @@ class DIntFormat(_TableFormat):
 
     @cached_property
     def code_values(self) -> np.ndarray:
+        """Value of each code: sign-magnitude, magnitude code 1 is ``special``.
+
+        >>> import fpsim
+        >>> fpsim.DIntFormat(3).code_values.tolist()
+        [0.0, 0.5, 1.0, 2.0, -0.0, -0.5, -1.0, -2.0]
+        """
         n = 2 ** (self.bits - 1)
         mag = np.arange(n, dtype=np.float64) - 1.0
         mag[0], mag[1] = 0.0, self.special
@@ -700,13 +872,24 @@ class DIntFormat(_TableFormat):
 
     @cached_property
     def sorted_values(self) -> np.ndarray:
+        """The distinct values, ascending (one zero).
+
+        >>> import fpsim
+        >>> fpsim.DIntFormat(3).sorted_values.tolist()
+        [-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0]
+        """
         a = np.unique(self.code_values) + 0.0
         a.setflags(write=False)
         return a
 
     @cached_property
     def sorted_codes(self) -> np.ndarray:
-        """The code of each sorted value (+0 uses code 0)."""
+        """The code of each sorted value (+0 uses code 0).
+
+        >>> import fpsim
+        >>> fpsim.DIntFormat(3).sorted_codes.tolist()
+        [7, 6, 5, 0, 1, 2, 3]
+        """
         n = 2 ** (self.bits - 1)
         codes = np.empty(self.sorted_values.size, dtype=np.int64)
         for i, v in enumerate(self.sorted_values):
@@ -716,6 +899,12 @@ class DIntFormat(_TableFormat):
 
     @property
     def name(self) -> str:
+        """Canonical name ``dint{N}`` (``dint{N}s{special}`` if special != 0.5).
+
+        >>> import fpsim
+        >>> fpsim.DIntFormat(4).name, fpsim.DIntFormat(4, 0.25).name
+        ('dint4', 'dint4s0.25')
+        """
         return f"dint{self.bits}" + ("" if self.special == 0.5 else f"s{self.special!r}")
 
     def __repr__(self) -> str:
@@ -749,6 +938,20 @@ def list_formats() -> list:
 
 _PARSE_CACHE: dict = {}
 
+#: Names defined by higher layers (``fpsim.block`` registers ``mxfp4``, ``nvfp4``...):
+#: prefix -> factory(lower-case name) -> Format. formats.py imports none of those layers.
+_NAME_HOOKS: dict = {}
+
+
+def register_name(prefix: str, factory) -> None:
+    """Let :func:`parse` read names starting with ``prefix`` through ``factory(name)``.
+
+    >>> import fpsim
+    >>> "mxfp4" in fpsim.formats._NAME_HOOKS  # registered by fpsim.block
+    True
+    """
+    _NAME_HOOKS[prefix.lower()] = factory
+
 
 def parse(name: str) -> Format:
     """Read a format from its name (``parse(fmt.name) == fmt`` for every format).
@@ -769,7 +972,7 @@ def parse(name: str) -> Format:
         return name
     if not isinstance(name, str):
         raise TypeError(f"a format name must be a str, got {type(name).__name__}")
-    key = name.strip().lower().replace("-", "_")
+    key = re.sub(r"-(?![0-9.])", "_", name.strip().lower())  # keep minus signs of numbers
     hit = _PARSE_CACHE.get(key)
     if hit is not None:
         return hit
@@ -781,6 +984,9 @@ def parse(name: str) -> Format:
 
 def _parse_uncached(key: str, original: str) -> Format:
     key = _SYNONYMS.get(key, key)
+    for prefix, factory in _NAME_HOOKS.items():
+        if key.startswith(prefix):
+            return factory(key)
     ftz = key.endswith("_ftz") and not key.startswith(("int", "uint", "fixed", "ufixed"))
     base = key[:-4] if ftz else key
     if base in _FLOAT_ALIASES:
@@ -822,7 +1028,7 @@ def _parse_uncached(key: str, original: str) -> Format:
         except ValueError:
             raise ValueError(f"cannot read the codebook values in {original!r}") from None
         return CodebookFormat(vals)
-    known = list_formats() + list(_SYNONYMS)
+    known = list_formats() + list(_SYNONYMS) + list(_NAME_HOOKS)
     close = difflib.get_close_matches(key, known, n=3, cutoff=0.5)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(

@@ -35,17 +35,38 @@ import numpy as np
 from .formats import (CodebookFormat, DIntFormat, FixedFormat, FloatFormat, Format, IntFormat,
                       as_format)
 from .kernels import _modes as K
-from .kernels.float_round import (FIXED_EMIN, CodeParams, DecodeParams, RoundParams,
-                                  codes_from_bits, decode_codes, quantize_parallel,
-                                  quantize_serial)
-from .kernels.table_round import table_parallel, table_serial
+from .kernels._lazy import kernel
+
+# The Numba kernels load on first use (importing numba takes 0.2-0.5 s; `import fpsim`
+# stays fast). Each name is called exactly like the kernel module's object it stands for.
+CodeParams = kernel("float_round", "CodeParams")
+DecodeParams = kernel("float_round", "DecodeParams")
+RoundParams = kernel("float_round", "RoundParams")
+codes_from_bits = kernel("float_round", "codes_from_bits")
+decode_codes = kernel("float_round", "decode_codes")
+quantize_parallel = kernel("float_round", "quantize_parallel")
+quantize_serial = kernel("float_round", "quantize_serial")
+table_parallel = kernel("table_round", "table_parallel")
+table_serial = kernel("table_round", "table_serial")
+_fast_params = kernel("fast_round", "fast_params")
+_rne32_params = kernel("fast_round", "rne32_params")
+_fast_parallel = kernel("fast_round", "fast_parallel")
+_fast_serial = kernel("fast_round", "fast_serial")
+_rne32_parallel = kernel("fast_round", "rne32_parallel")
+_rne32_serial = kernel("fast_round", "rne32_serial")
+_FIXED_EMIN = kernel("float_round", "FIXED_EMIN")
 
 __all__ = ["Rounding", "Overflow", "NaNPolicy", "quantize", "encode", "decode", "ROUNDING_MODES",
            "code_dtype"]
 
 
 class Rounding(str, enum.Enum):
-    """Rounding modes. Pass the member or its string value (``"rne"``)."""
+    """Rounding modes. Pass the member or its string value (``"rne"``).
+
+    >>> import fpsim
+    >>> fpsim.Rounding("rne") is fpsim.Rounding.RNE, fpsim.ROUNDING_MODES[:3]
+    (True, ('rne', 'rna', 'rtz'))
+    """
 
     RNE = "rne"  #: to nearest, ties to even
     RNA = "rna"  #: to nearest, ties away from zero
@@ -57,7 +78,12 @@ class Rounding(str, enum.Enum):
 
 
 class Overflow(str, enum.Enum):
-    """What a value beyond the largest finite number becomes."""
+    """What a value beyond the largest finite number becomes.
+
+    >>> import fpsim
+    >>> fpsim.quantize(1e6, "e5m2", overflow=fpsim.Overflow.SATURATE)
+    57344.0
+    """
 
     SATURATE = "saturate"  #: ±max (±inf too)
     INF = "inf"  #: IEEE: ±inf or ±max depending on the rounding direction
@@ -66,7 +92,12 @@ class Overflow(str, enum.Enum):
 
 
 class NaNPolicy(str, enum.Enum):
-    """What a NaN input becomes."""
+    """What a NaN input becomes.
+
+    >>> import fpsim
+    >>> fpsim.quantize(float("nan"), "e2m1", nan=fpsim.NaNPolicy.MAX)
+    6.0
+    """
 
     PROPAGATE = "propagate"  #: stays NaN (formats that have a NaN)
     RAISE = "raise"  #: ValueError (default for formats without NaN)
@@ -85,6 +116,8 @@ _NAN_CODE = {NaNPolicy.PROPAGATE: K.NAN_PROPAGATE, NaNPolicy.RAISE: K.NAN_ERROR,
 
 #: Arrays at least this long use the parallel kernels.
 PARALLEL_THRESHOLD = 1 << 15
+
+_FAST_MODES = frozenset((Rounding.RNE, Rounding.RNA, Rounding.RTZ, Rounding.RUP, Rounding.RDN))
 
 
 def _enum(cls, value, what):
@@ -198,6 +231,9 @@ def _options(fmt: Format, rounding, overflow, nan, subnormals, daz, srbits):
         nanp = NaNPolicy.PROPAGATE if fmt.has_nan else NaNPolicy.RAISE
     else:
         nanp = _enum(NaNPolicy, nan, "nan")
+        if nanp is NaNPolicy.ZERO and not fmt.has_zero:
+            raise ValueError(f"nan='zero' needs a format with a zero; {fmt.name} has none "
+                             "(choose 'propagate', 'raise' or 'max')")
         if nanp is NaNPolicy.PROPAGATE and not fmt.has_nan:
             raise ValueError(f"nan='propagate' needs a format with NaN; {fmt.name} has none "
                              "(choose 'raise', 'zero' or 'max')")
@@ -236,7 +272,8 @@ def _grid_limits(fmt):
         return (fmt.man_bits, fmt.emin, fmt.max, fmt.max if fmt.signed else 0.0, minsub,
                 fmt.min_normal)
     q = math.ldexp(1.0, -fmt.frac_bits)
-    return (FIXED_EMIN + fmt.frac_bits, FIXED_EMIN, fmt.max, -fmt.min, q, q)
+    emin = _FIXED_EMIN.resolve()
+    return (emin + fmt.frac_bits, emin, fmt.max, -fmt.min, q, q)
 
 
 @lru_cache(maxsize=512)
@@ -271,8 +308,19 @@ def _round_grid(arr, fmt, opts, seed):
         p = _round_params(fmt, dt, *opts)
     xb = arr.reshape(-1).view(dt.uint)
     ob = np.empty_like(xb)
-    kern = quantize_parallel if xb.size >= PARALLEL_THRESHOLD else quantize_serial
-    err = kern(xb, ob, p, _seed(seed, mode))
+    big = xb.size >= PARALLEL_THRESHOLD
+    # Fast paths (kernels/fast_round.py): same results as the general kernel for the
+    # common cases, branch-free so they vectorise; None when a case is not covered.
+    fp = _fast_params(p) if mode in _FAST_MODES else None
+    if fp is None:
+        kern = quantize_parallel if big else quantize_serial
+        err = kern(xb, ob, p, _seed(seed, mode))
+    elif mode is Rounding.RNE and dt.M == 23 and _rne32_params(p) is not None:
+        kern = _rne32_parallel if big else _rne32_serial
+        err = kern(xb.view(np.float32), ob.view(np.float32), _rne32_params(p))
+    else:
+        kern = _fast_parallel if big else _fast_serial
+        err = kern(xb, ob, fp)
     if err:
         raise ValueError(f"{fmt.name} has no NaN but the input holds {err} NaN value(s); pass "
                          "nan='zero' or nan='max' to map them, or clean the input")
@@ -320,7 +368,7 @@ def _round_table(arr, fmt, opts, seed):
 # ---------------------------------------------------------------------------------------
 
 def quantize(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False, nan=None,
-             seed=None, srbits=None):
+             seed=None, srbits=None, axis=None):
     """Round ``x`` once into ``fmt``; the result has the input's shape and dtype.
 
     Parameters
@@ -361,6 +409,10 @@ def quantize(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=Fals
     (896.0, inf)
     """
     fmt = as_format(fmt)
+    if hasattr(fmt, "_quantize"):  # block/scaled formats (fpsim.block) do their own blocking
+        return fmt._quantize(x, axis=axis, rounding=rounding, overflow=overflow,
+                             subnormals=subnormals, daz=daz, nan=nan, seed=seed, srbits=srbits)
+    _no_axis(axis, fmt)
     arr, restore = _as_input(x)
     opts = _options(fmt, rounding, overflow, nan, subnormals, daz, srbits)
     if isinstance(fmt, (CodebookFormat, DIntFormat)):
@@ -384,9 +436,15 @@ def _cast_back(vals: np.ndarray, dtype, fmt) -> np.ndarray:
     bad = ~((back == v64) | (np.isnan(back) & np.isnan(v64)))
     if np.any(bad):
         i = int(np.flatnonzero(bad.reshape(-1))[0])
-        raise ValueError(f"the {fmt.name} value {v64.reshape(-1)[i]!r} is not representable in "
+        raise ValueError(f"the {fmt.name} value {float(v64.reshape(-1)[i])!r} is not representable in "
                          f"{np.dtype(dtype).name}; pass a float64 array to get it")
     return out
+
+
+def _no_axis(axis, fmt):
+    if axis is not None:
+        raise ValueError(f"axis={axis!r} only applies to block/scaled formats (e.g. 'mxfp4'); "
+                         f"{fmt.name} is an element format")
 
 
 def code_dtype(fmt) -> np.dtype:
@@ -429,7 +487,7 @@ def _code_params(fmt: FloatFormat, dt: _DType) -> CodeParams:
 
 
 def encode(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False, nan=None,
-           seed=None, srbits=None):
+           seed=None, srbits=None, axis=None):
     """Round ``x`` into ``fmt`` and return the bit codes (see :func:`code_dtype`).
 
     Takes the same options as :func:`quantize`. Float codes are sign | exponent | mantissa;
@@ -442,6 +500,10 @@ def encode(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False,
     array([15,  3], dtype=uint8)
     """
     fmt = as_format(fmt)
+    if hasattr(fmt, "_encode"):  # block/scaled formats: (element codes, scale codes)
+        return fmt._encode(x, axis=axis, rounding=rounding, overflow=overflow,
+                           subnormals=subnormals, daz=daz, nan=nan, seed=seed, srbits=srbits)
+    _no_axis(axis, fmt)
     arr, restore = _as_input(x)
     opts = _options(fmt, rounding, overflow, nan, subnormals, daz, srbits)
     cdt = code_dtype(fmt)
@@ -453,9 +515,9 @@ def encode(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False,
         vals = bits.view(dt.dtype).astype(np.float64)
         k = (vals * math.ldexp(1.0, fmt.frac_bits)).astype(np.int64)
         return restore((k & (2**fmt.bits - 1)).astype(cdt))
-    out = np.empty(bits.size, dtype=np.int64)
+    out = np.empty(bits.size, dtype=cdt)  # the kernel writes the codes in place: no astype copy
     codes_from_bits(bits.reshape(-1), out, _code_params(fmt, dt))
-    return restore(out.astype(cdt).reshape(arr.shape))
+    return restore(out.reshape(arr.shape))
 
 
 _POW2 = np.array([math.ldexp(1.0, k) for k in range(-1074, 1024)], dtype=np.float64)
@@ -476,7 +538,21 @@ def _decode_params(fmt: FloatFormat) -> DecodeParams:
                         bits=fmt.bits)
 
 
-def decode(codes, fmt, *, dtype=np.float64):
+@lru_cache(maxsize=256)
+def _direct_decode(fmt: FloatFormat, code_dt: np.dtype, out_dt: np.dtype) -> bool:
+    """Whether decode can write ``out_dt`` values straight from ``code_dt`` codes."""
+    if code_dt.kind != "u" or np.iinfo(code_dt).max >= 2**fmt.bits:
+        return False  # codes may be out of range: decode checks them
+    if out_dt == np.float64:
+        return True
+    if out_dt != np.float32:
+        return False
+    dt = _DTYPES[out_dt]
+    M, _, mx, mxneg, minsub, minnorm = _grid_limits(fmt)
+    return M <= dt.M and all(_exact_in(v, dt) for v in (mx, mxneg, minsub, minnorm))
+
+
+def decode(codes, fmt, *, dtype=np.float64, axis=None):
     """Values of the bit codes ``codes`` of ``fmt`` (inverse of :func:`encode`).
 
     ``dtype`` is the output float type; a value it cannot hold exactly raises ValueError.
@@ -486,10 +562,21 @@ def decode(codes, fmt, *, dtype=np.float64):
     array([  1.,  -2., 448.,  nan])
     """
     fmt = as_format(fmt)
+    if hasattr(fmt, "_decode"):  # block/scaled formats take (element codes, scale codes)
+        return fmt._decode(codes, dtype=dtype, axis=axis)
+    _no_axis(axis, fmt)
     c = np.asarray(codes)
     scalar = c.ndim == 0
     if c.dtype.kind not in "ui":
         raise TypeError(f"codes must be an integer array, got dtype {c.dtype}")
+    odt = np.dtype(dtype)
+    if isinstance(fmt, FloatFormat) and _direct_decode(fmt, c.dtype, odt):
+        # fast path: unsigned codes that cannot be out of range, and an output type that
+        # holds every value of fmt exactly: no int64 copy, no range scan, no cast-back check
+        out = np.empty(c.size, dtype=odt)
+        decode_codes(c.reshape(-1), out, _decode_params(fmt), _POW2)
+        out = out.reshape(c.shape)
+        return out[()] if scalar else out
     c64 = c.reshape(-1).astype(np.int64)
     if c64.size and (c64.min() < 0 or c64.max() >= 2**fmt.bits):
         bad = c64[(c64 < 0) | (c64 >= 2**fmt.bits)][0]

@@ -112,6 +112,15 @@ def _wrap_bits64(sign, magr, p):
 
 
 @njit(cache=True, inline="always")
+def _subnormal_exp(sig, ex, in_M):
+    """Exponent floor(log2) of an input-subnormal value ``sig * 2**(ex - in_M)``, sig > 0."""
+    top = 0
+    while (sig >> (top + 1)) != 0:
+        top += 1
+    return ex - in_M + top
+
+
+@njit(cache=True, inline="always")
 def round_bits(b, p, rnd):
     """Round one input bit pattern ``b`` (uint64). Returns (output bits, error flag)."""
     ss = np.uint64(p.sign_shift)
@@ -150,8 +159,13 @@ def round_bits(b, p, rnd):
         return np.uint64(sign) << ss, 0
 
     ex = max(ef, 1) - p.in_bias
-    shift = in_M - p.M + max(0, p.emin - ex)
     sig = (mag & fmask) | ((one if ef > 0 else 0) << in_M)
+    # quantum exponent max(e, emin) - M, in units of the input's last place 2**(ex - in_M);
+    # an input that is subnormal in its own type may be normal in the target (emin below
+    # the input type's emin): then its true exponent e < ex sets the quantum.
+    shift = in_M - p.M + max(0, p.emin - ex)
+    if ef == 0 and p.emin < ex:
+        shift = in_M - p.M + max(_subnormal_exp(sig, ex, in_M), p.emin) - ex
     if shift <= 0:
         magr = mag
     elif shift <= in_M:
@@ -180,9 +194,9 @@ def round_bits(b, p, rnd):
     if p.ftz == 1 and magr < p.minnorm:
         magr = 0
     if magr == 0:
-        if p.no_zero == 1:
-            magr = p.minsub
-        elif p.no_negzero == 1:
+        if p.no_zero == 1:  # E8M0 (unsigned, no zero): the smallest value, positive
+            return np.uint64(p.minsub), 0
+        if p.no_negzero == 1:
             return np.uint64(0), 0
     return (np.uint64(sign) << ss) | np.uint64(magr), 0
 
@@ -228,7 +242,7 @@ class CodeParams(NamedTuple):
     negzero_is_code: int  # 1 if -0 has its own code
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)  # prange below: element-wise, thread-count independent
 def codes_from_bits(vb, out, p):
     """Codes of values already on the target grid (bit patterns ``vb`` in the input type)."""
     one = np.int64(1)
@@ -253,9 +267,10 @@ def codes_from_bits(vb, out, p):
             continue
         ex = max(ef, 1) - p.in_bias
         sig = (mag & fmask) | ((one if ef > 0 else 0) << in_M)
-        if ex >= p.emin:
-            ef_t = ex + p.bias
-            d = in_M - p.M
+        e = _subnormal_exp(sig, ex, in_M) if ef == 0 else ex  # true exponent
+        if e >= p.emin:
+            ef_t = e + p.bias
+            d = in_M - p.M + e - ex
             mant = ((sig >> d) if d >= 0 else (sig << (-d))) & mmask
         else:
             ef_t = 0
@@ -276,7 +291,7 @@ class DecodeParams(NamedTuple):
     bits: int
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)  # prange below: element-wise, thread-count independent
 def decode_codes(codes, out, p, pow2):
     """float64 values of float codes; ``pow2[k + 1074] == 2.0**k``. Returns #invalid codes."""
     one = np.int64(1)
