@@ -1,0 +1,1135 @@
+"""Accumulation models for dot products, sums and GEMM (SPEC §4).
+
+A *model* says how the products of a dot product are formed and added: the format and
+rounding of the accumulator, the order of the additions and any fused multi-term hardware
+adder. Every model is a small frozen dataclass and every model is bit-exact and
+deterministic; pass one as ``model=`` to :func:`fpsim.dot`, :func:`fpsim.matmul` or
+:func:`fpsim.sum`.
+
+================= =======================================================================
+model             arithmetic
+================= =======================================================================
+``Sequential``    ``s = c; s = round(s + p_k)`` for k = 0..K-1 (``fma=False`` rounds
+                  every product into the accumulator format first)
+``Pairwise``      recursive halves (left half ``K // 2``), every partial sum rounded;
+                  ``d = round(c + tree)``
+``Kahan``         compensated summation, every operation rounded in the accumulator
+``Exact``         exact (Kulisch) sum of c and all products, rounded once
+``FusedBlock``    tensor-core multi-term fused adder (blocks of n, truncated alignment)
+``Blocked``       split-K: chunks of k by ``inner`` (from 0), partials + c by ``outer``
+``Promoted``      FP8 recipe: ``every`` products in ``inner``, then into an fp32 ``outer``
+``Permuted``      an explicit order, an explicit tree, or a seeded random order
+``NumpyOrder``    the order ``np.sum`` uses for float32 on this machine (bit for bit)
+``Integer``       integer accumulator with wrap-around or saturation
+================= =======================================================================
+
+Products (the ``multiply=`` option): ``"exact"`` (default where it makes sense), a format
+name or :class:`RoundedProduct` (rounded once into that format), or :class:`LMulProduct`.
+Exact products need inputs of at most 26 significant bits (exact in float64).
+
+Accumulators: any float format of at most 51 significant bits in every rounding mode
+(correctly rounded via two_sum + round-to-odd), fp64 with round-to-nearest-even, and
+integer/fixed-point formats (with ``overflow="wrap"`` or ``"saturate"``).
+
+>>> import numpy as np, fpsim
+>>> x = np.array([1.0, 2.0**-24, 2.0**-24])
+>>> float(fpsim.sum(x, model=fpsim.accum.Sequential("fp32")))
+1.0
+>>> float(fpsim.sum(x, model=fpsim.accum.Exact("fp32")))
+1.0000001192092896
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from . import rounding as _R
+from .formats import FixedFormat, FloatFormat, Format, as_format
+from .kernels import accum as _K
+
+__all__ = [
+    "Blocked",
+    "Exact",
+    "ExactProduct",
+    "FusedBlock",
+    "Integer",
+    "Kahan",
+    "LMulProduct",
+    "Model",
+    "NumpyOrder",
+    "Pairwise",
+    "Permuted",
+    "Promoted",
+    "RoundedProduct",
+    "Sequential",
+    "dot",
+    "matmul",
+    "plot_error_growth",
+    "sum",
+]
+
+_FP32 = as_format("fp32")
+
+#: Products are materialised in chunks of at most this many terms (generic path).
+_CHUNK_TERMS = 1 << 22
+
+
+# ---------------------------------------------------------------------------------------
+# Multipliers
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExactProduct:
+    """Products are exact (needs inputs of at most 26 significant bits).
+
+    >>> import fpsim
+    >>> fpsim.accum.ExactProduct()
+    ExactProduct()
+    """
+
+
+@dataclass(frozen=True)
+class RoundedProduct:
+    """Every product is rounded once into ``fmt`` with ``rounding``.
+
+    >>> import fpsim
+    >>> fpsim.accum.RoundedProduct("bf16").fmt.name
+    'bf16'
+    """
+
+    fmt: Format
+    rounding: str = "rne"
+
+    def __post_init__(self):
+        object.__setattr__(self, "fmt", _acc_format(self.fmt, "RoundedProduct.fmt"))
+        object.__setattr__(self, "rounding", _mode(self.rounding))
+
+
+@dataclass(frozen=True)
+class LMulProduct:
+    """L-Mul products (Luo & Sun 2024) of ``man_bits``-bit operands (see :func:`fpsim.lmul`).
+
+    The L-Mul value is kept exactly (float64). Needs :mod:`fpsim.arith`.
+
+    >>> import fpsim
+    >>> fpsim.accum.LMulProduct(3)
+    LMulProduct(man_bits=3, semantics='int', fmt=None)
+    """
+
+    man_bits: int
+    semantics: str = "int"
+    fmt: Format | None = None
+
+    def __post_init__(self):
+        if self.semantics not in ("int", "formula"):
+            raise ValueError(f"semantics={self.semantics!r}: allowed 'int' or 'formula'")
+        if self.fmt is not None:
+            object.__setattr__(self, "fmt", as_format(self.fmt))
+
+
+Multiplier = Union[ExactProduct, RoundedProduct, LMulProduct]
+
+
+def _as_multiplier(m, default=None):
+    if m is None:
+        return default if default is not None else ExactProduct()
+    if isinstance(m, (ExactProduct, RoundedProduct, LMulProduct)):
+        return m
+    if isinstance(m, str) and m.lower() == "exact":
+        return ExactProduct()
+    if isinstance(m, str) and m.lower().startswith("lmul"):
+        raise ValueError("use multiply=fpsim.accum.LMulProduct(man_bits) for L-Mul products")
+    if isinstance(m, (str, Format)):
+        return RoundedProduct(m)
+    raise TypeError(f"multiply={m!r}: allowed 'exact', a format (name) or an "
+                    "ExactProduct/RoundedProduct/LMulProduct")
+
+
+# ---------------------------------------------------------------------------------------
+# Option checks
+# ---------------------------------------------------------------------------------------
+
+def _mode(rounding) -> str:
+    r = _R._enum(_R.Rounding, rounding, "rounding")
+    if r is _R.Rounding.STOCHASTIC:
+        raise ValueError("stochastic rounding is not supported inside accumulation models "
+                         "(choose 'rne', 'rna', 'rtz', 'rup', 'rdn' or 'rto')")
+    return r.value
+
+
+def _acc_format(fmt, what) -> Format:
+    f = as_format(fmt)
+    if not isinstance(f, (FloatFormat, FixedFormat)):
+        raise ValueError(f"{what}={f.name}: accumulators must be float, integer or fixed-point "
+                         "formats (codebook/dINT formats are storage formats)")
+    return f
+
+
+def _precision(f: Format) -> int:
+    return f.man_bits + 1 if isinstance(f, FloatFormat) else f.bits
+
+
+def _params(fmt: Format, rounding: str, overflow=None):
+    """Kernel RoundParams (float64 domain)."""
+    mode = _R.Rounding(rounding)
+    ovf = _R._enum(_R.Overflow, overflow if overflow is not None else fmt.default_overflow,
+                   "overflow")
+    if ovf is _R.Overflow.WRAP and not isinstance(fmt, FixedFormat):
+        raise ValueError("overflow='wrap' is only for integer and fixed-point accumulators")
+    if ovf is _R.Overflow.INF and not fmt.has_inf:
+        raise ValueError(f"overflow='inf' needs a format with infinities; {fmt.name} has none")
+    if ovf is _R.Overflow.NAN and not fmt.has_nan:
+        raise ValueError(f"overflow='nan' needs a format with NaN; {fmt.name} has none")
+    nanp = _R.NaNPolicy.PROPAGATE if fmt.has_nan else _R.NaNPolicy.RAISE
+    subn = bool(getattr(fmt, "subnormals", True))
+    p = _R._round_params(fmt, _R._F64, mode, ovf, nanp, subn, False, 0)
+    if p is None:
+        raise ValueError(f"{fmt.name} cannot be used as an accumulator (its range does not fit "
+                         "float64)")
+    return p
+
+
+def _leaf_kind(fmt: Format, rounding: str, kind: int) -> int:
+    """Check the accumulator is supported; fp64 round-to-nearest-even runs natively."""
+    if isinstance(fmt, FloatFormat) and fmt.man_bits > 50:
+        is_f64 = (fmt.exp_bits == 11 and fmt.man_bits == 52 and fmt.family == "ieee"
+                  and fmt.subnormals)
+        if kind == _K.SEQ and is_f64 and rounding == "rne":
+            return _K.NATIVE
+        raise ValueError(f"accumulator {fmt.name} has {fmt.man_bits + 1} significant bits: "
+                         "supported are formats of at most 51 bits in every mode, and fp64 "
+                         "with Sequential(rounding='rne')")
+    if isinstance(fmt, FixedFormat) and fmt.bits > 52:
+        raise ValueError(f"integer/fixed accumulator {fmt.name}: at most 52 bits are supported "
+                         "(values are carried in float64)")
+    return kind
+
+
+# ---------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------
+
+class Model:
+    """Base class of accumulation models (for ``isinstance`` checks).
+
+    Every model has ``out_fmt`` (the format of the result) and ``in_fmt`` (the input format
+    it was built for, or None when any input of at most 26 significant bits is accepted).
+    """
+
+    in_fmt: Format | None = None
+
+    @property
+    def out_fmt(self) -> Format:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _multiplier(self) -> Multiplier:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def _fmt_field(obj, name="fmt"):
+    object.__setattr__(obj, name, _acc_format(getattr(obj, name), f"{type(obj).__name__}.{name}"))
+
+
+@dataclass(frozen=True)
+class Sequential(Model):
+    """Recursive summation ``s = c; for k: s = round(s + p_k)`` in ``fmt``.
+
+    ``fma=False`` (default): every product is first rounded into ``fmt`` (a float32 loop
+    ``s += a * b``); ``fma=True``: the exact product is added with one rounding.
+    ``multiply`` overrides the product (``"exact"``, a format, or an L-Mul multiplier).
+
+    >>> import numpy as np, fpsim
+    >>> m = fpsim.accum.Sequential("bf16")
+    >>> float(fpsim.sum(np.array([1.0] + [2.0**-9] * 4), model=m))
+    1.0
+    """
+
+    fmt: Format = "fp32"
+    rounding: str = "rne"
+    fma: bool = False
+    multiply: Multiplier | None = None
+    overflow: str | None = None
+
+    def __post_init__(self):
+        _fmt_field(self)
+        object.__setattr__(self, "rounding", _mode(self.rounding))
+        if not isinstance(self.fma, bool):
+            raise TypeError(f"fma must be True or False, got {self.fma!r}")
+        if self.multiply is not None:
+            object.__setattr__(self, "multiply", _as_multiplier(self.multiply))
+        _params(self.fmt, self.rounding, self.overflow)
+        _leaf_kind(self.fmt, self.rounding, _K.SEQ)
+
+    @property
+    def out_fmt(self):
+        return self.fmt
+
+    def _multiplier(self):
+        if self.multiply is not None:
+            return self.multiply
+        if self.fma or isinstance(self.fmt, FixedFormat):
+            return ExactProduct()
+        return RoundedProduct(self.fmt, self.rounding)
+
+
+@dataclass(frozen=True)
+class _Simple(Model):
+    fmt: Format = "fp32"
+    rounding: str = "rne"
+    multiply: Multiplier | None = None
+
+    _KIND = _K.SEQ
+
+    def __post_init__(self):
+        _fmt_field(self)
+        object.__setattr__(self, "rounding", _mode(self.rounding))
+        object.__setattr__(self, "multiply", _as_multiplier(self.multiply))
+        _params(self.fmt, self.rounding)
+        _leaf_kind(self.fmt, self.rounding, self._KIND)
+
+    @property
+    def out_fmt(self):
+        return self.fmt
+
+    def _multiplier(self):
+        return self.multiply
+
+
+@dataclass(frozen=True)
+class Pairwise(_Simple):
+    """Pairwise (recursive halves) summation; every partial sum rounded into ``fmt``.
+
+    The tree splits ``[lo, hi)`` at ``lo + (hi - lo) // 2``; ``d = round(c + tree)``.
+
+    >>> import numpy as np, fpsim
+    >>> x = np.array([1.0, 0.0, 2.0**-24, 2.0**-24])
+    >>> float(fpsim.sum(x, model=fpsim.accum.Pairwise("fp32")))
+    1.0000001192092896
+    """
+
+    _KIND = _K.PAIR
+
+
+@dataclass(frozen=True)
+class Kahan(_Simple):
+    """Kahan compensated summation with every operation rounded into ``fmt``.
+
+    >>> import numpy as np, fpsim
+    >>> x = np.array([1.0] + [2.0**-24] * 4)
+    >>> float(fpsim.sum(x, model=fpsim.accum.Kahan("fp32")))
+    1.000000238418579
+    """
+
+    _KIND = _K.KAHAN
+
+
+@dataclass(frozen=True)
+class Exact(_Simple):
+    """Exact (Kulisch) accumulation of c and every product, rounded once into ``fmt``.
+
+    >>> import numpy as np, fpsim
+    >>> x = np.array([1.0, 2.0**-30, -1.0])
+    >>> float(fpsim.sum(x, model=fpsim.accum.Exact("bf16")))
+    9.313225746154785e-10
+    """
+
+    _KIND = _K.EXACT
+
+
+@dataclass(frozen=True)
+class NumpyOrder(Model):
+    """The order of ``np.sum``/``np.add.reduce`` on float32 data, reproduced bit for bit.
+
+    What numpy does (``numpy/_core/src/umath/loops_utils.h.src``, checked on this machine
+    for many lengths and axes): reducing along the *last, contiguous* axis, the output starts
+    at 0 and receives ``pairwise_sum`` of the whole row: blocks of at most 128 elements are
+    summed with 8 running sums (``r[j] += x[i + j]``), combined as
+    ``((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))`` and the tail added one by one
+    (fewer than 8 elements: a plain loop); longer rows split at
+    ``n2 = n // 2 - (n // 2) % 8`` recursively. Reducing along any other axis of a
+    C-contiguous array is a plain sequential loop (numpy adds whole rows elementwise).
+    Every addition is rounded into ``fmt`` (float32: RNE). :func:`fpsim.sum` picks the right
+    order from ``axis``; in :func:`fpsim.dot`/:func:`fpsim.matmul` the products (rounded
+    into ``fmt`` by default, like ``a * b`` in float32) are summed in the pairwise order.
+
+    ``np.dot``/``np.matmul`` of float32 call BLAS (here OpenBLAS, SIMD kernels with
+    several partial sums whose layout depends on the CPU and the blocking): that order is
+    not reproduced.
+
+    >>> import numpy as np, fpsim
+    >>> x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    >>> bool(fpsim.sum(x, model=fpsim.accum.NumpyOrder()) == np.sum(x))
+    True
+    """
+
+    fmt: Format = "fp32"
+    rounding: str = "rne"
+    multiply: Multiplier | None = None
+
+    def __post_init__(self):
+        _fmt_field(self)
+        object.__setattr__(self, "rounding", _mode(self.rounding))
+        if self.multiply is not None:
+            object.__setattr__(self, "multiply", _as_multiplier(self.multiply))
+        _params(self.fmt, self.rounding)
+        _leaf_kind(self.fmt, self.rounding, _K.NUMPY)
+
+    @property
+    def out_fmt(self):
+        return self.fmt
+
+    def _multiplier(self):
+        return self.multiply if self.multiply is not None else RoundedProduct(self.fmt, self.rounding)
+
+
+@dataclass(frozen=True)
+class Integer(Model):
+    """Integer accumulator (``fmt`` an integer or fixed-point format, at most 52 bits).
+
+    ``overflow="wrap"`` (two's complement, as int32 hardware) or ``"saturate"`` (clamped
+    after every addition). Products are exact.
+
+    >>> import numpy as np, fpsim
+    >>> x = np.array([100.0, 100.0, -50.0])
+    >>> float(fpsim.sum(x, model=fpsim.accum.Integer("int8")))
+    -106.0
+    >>> float(fpsim.sum(x, model=fpsim.accum.Integer("int8", overflow="saturate")))
+    77.0
+    """
+
+    fmt: Format = "int32"
+    overflow: str = "wrap"
+
+    def __post_init__(self):
+        f = as_format(self.fmt)
+        if not isinstance(f, FixedFormat):
+            raise ValueError(f"Integer needs an integer or fixed-point format, got {f.name}")
+        object.__setattr__(self, "fmt", f)
+        if self.overflow not in ("wrap", "saturate"):
+            raise ValueError(f"overflow={self.overflow!r}: allowed 'wrap' or 'saturate'")
+        _params(f, "rne", self.overflow)
+        _leaf_kind(f, "rne", _K.SEQ)
+
+    @property
+    def out_fmt(self):
+        return self.fmt
+
+    def _multiplier(self):
+        return ExactProduct()
+
+
+@dataclass(frozen=True)
+class FusedBlock(Model):
+    """Tensor-core multi-term fused adder (Fasi et al. 2021; Khattak & Mikaitis 2025).
+
+    For each block of ``n`` products plus the running accumulator c: products are exact;
+    a product's exponent is ``ea + eb`` (input exponents clamped at ``in_fmt``'s emin) with
+    significand ``sa * sb`` in [0, 4); one extra alignment bit is granted when the largest
+    product significand (among the products of largest exponent) is >= 2 and that exponent
+    is not below c's; products whose significand is >= 2 are normalised; every term (c
+    included) is truncated toward zero at ``2**(E - 23 - neab')``, E the largest exponent
+    (no sticky bit); the integers are summed exactly, normalised once and rounded into
+    ``out_fmt`` with ``rounding`` (``"rtz"``: truncation, where an overflow gives inf as on
+    the GPU); the blocks are chained (c <- d). With ``neab < 0`` (FP8 on Ada) the result
+    keeps only ``man_bits + neab`` mantissa bits when ``rounding="rtz"``. NaN and inf follow
+    IEEE addition over the whole dot product.
+
+    >>> import numpy as np, fpsim
+    >>> m = fpsim.accum.FusedBlock(4, 0, in_fmt="fp16")      # V100-like
+    >>> # no guard digits: 1 + 2**-24 + 2**-24 is truncated at 2**-23 per term
+    >>> a = np.array([1.0, 2.0**-12, 2.0**-12, 0.0]); b = np.array([1.0, 2.0**-12, 2.0**-12, 0.0])
+    >>> float(fpsim.dot(a, b, model=m))
+    1.0
+    """
+
+    n: int = 8
+    neab: int = 1
+    out_fmt_: Format = "fp32"
+    rounding: str = "rtz"
+    in_fmt: Format | None = None
+    name: str = ""
+
+    def __post_init__(self):
+        for nm in ("n", "neab"):
+            v = getattr(self, nm)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"FusedBlock.{nm} must be an int, got {v!r}")
+        if self.n < 1:
+            raise ValueError(f"FusedBlock.n={self.n}: the block size must be >= 1")
+        if not -20 <= self.neab <= 8:
+            raise ValueError(f"FusedBlock.neab={self.neab}: allowed -20..8 extra alignment bits")
+        f = as_format(self.out_fmt_)
+        if not (isinstance(f, FloatFormat) and f.family == "ieee" and f.man_bits <= 23
+                and f.exp_bits <= 8):
+            raise ValueError(f"FusedBlock output {f.name}: allowed IEEE-style float formats with "
+                             "at most fp32's range and precision (fp32, fp16, bf16, ...)")
+        object.__setattr__(self, "out_fmt_", f)
+        object.__setattr__(self, "rounding", _mode(self.rounding))
+        if self.in_fmt is not None:
+            fi = as_format(self.in_fmt)
+            if not isinstance(fi, FloatFormat) or fi.man_bits > 10 or fi.exp_bits > 8:
+                raise ValueError(f"FusedBlock input {fi.name}: allowed float formats with at most "
+                                 "10 mantissa and 8 exponent bits (fp16, bf16, tf32, e4m3, e5m2)")
+            object.__setattr__(self, "in_fmt", fi)
+        if 23 + self.neab + (self.n.bit_length() + 3) > 60:
+            raise ValueError("FusedBlock: n too large for the 64-bit aligned sum")
+
+    @property
+    def out_fmt(self):
+        return self.out_fmt_
+
+    def _multiplier(self):
+        return ExactProduct()
+
+    def _kernel_args(self):
+        f = self.out_fmt_
+        m_eff = f.man_bits + min(self.neab, 0) if self.rounding == "rtz" else f.man_bits
+        m_eff = max(m_eff, 0)
+        fe = FloatFormat(f.exp_bits, m_eff, subnormals=f.subnormals)
+        p = _params(fe, self.rounding, "inf")
+        emin_in = self.in_fmt.emin if self.in_fmt is not None else -126
+        ovf_lim = 2.0 ** (f.emax + 1) if self.rounding == "rtz" else math.inf
+        return int(self.n), int(self.neab), int(emin_in), p, float(ovf_lim)
+
+    def _rtz_args(self):
+        """(mask of dropped float64 fraction bits, smallest normal) for truncating output."""
+        if self.rounding != "rtz":
+            return 0, 0.0
+        f = self.out_fmt_
+        m_eff = max(f.man_bits + min(self.neab, 0), 0)
+        return (1 << (52 - m_eff)) - 1, float(f.min_normal)
+
+    def __repr__(self):
+        if self.name:
+            return f"FusedBlock<{self.name}>(n={self.n}, neab={self.neab}, out={self.out_fmt_.name}, rounding={self.rounding!r})"
+        return (f"FusedBlock(n={self.n}, neab={self.neab}, out_fmt={self.out_fmt_.name!r}, "
+                f"rounding={self.rounding!r}, in_fmt={None if self.in_fmt is None else self.in_fmt.name!r})")
+
+
+def _fusedblock_init(self, n=8, neab=1, out_fmt="fp32", rounding="rtz", in_fmt=None, name=""):
+    object.__setattr__(self, "n", n)
+    object.__setattr__(self, "neab", neab)
+    object.__setattr__(self, "out_fmt_", out_fmt)
+    object.__setattr__(self, "rounding", rounding)
+    object.__setattr__(self, "in_fmt", in_fmt)
+    object.__setattr__(self, "name", name)
+    self.__post_init__()
+
+
+# public keyword is ``out_fmt`` (the field is ``out_fmt_`` because ``out_fmt`` is the
+# property every model shares)
+FusedBlock.__init__ = _fusedblock_init
+
+
+@dataclass(frozen=True)
+class Blocked(Model):
+    """Split-K: chunks of ``k`` terms each summed by ``inner`` (from 0), then the partial
+    sums and c combined by ``outer`` (default: ``inner``).
+
+    >>> import numpy as np, fpsim
+    >>> m = fpsim.accum.Blocked(2, fpsim.accum.Sequential("bf16"), fpsim.accum.Exact("fp32"))
+    >>> float(fpsim.sum(np.array([1.0, 2.0**-9, 1.0, 2.0**-9]), model=m))
+    2.0
+    """
+
+    k: int
+    inner: Model
+    outer: Model | None = None
+
+    def __post_init__(self):
+        if isinstance(self.k, bool) or not isinstance(self.k, (int, np.integer)) or self.k < 1:
+            raise ValueError(f"Blocked.k={self.k!r}: the chunk length must be an int >= 1")
+        for nm in ("inner", "outer"):
+            v = getattr(self, nm)
+            if v is not None and not isinstance(v, Model):
+                raise TypeError(f"Blocked.{nm} must be an accumulation model, got {v!r}")  # noqa: TRY004
+        if self.outer is None:
+            object.__setattr__(self, "outer", self.inner)
+        _check_chain(self.inner, self.outer)
+
+    @property
+    def out_fmt(self):
+        return self.outer.out_fmt
+
+    @property
+    def in_fmt(self):
+        return self.inner.in_fmt
+
+    def _multiplier(self):
+        return self.inner._multiplier()
+
+
+def _check_chain(inner, outer):
+    fi, fo = inner.out_fmt, outer.out_fmt
+    if isinstance(fi, FloatFormat) and isinstance(fo, FloatFormat):
+        if fi.man_bits > fo.man_bits or fi.exp_bits > fo.exp_bits:
+            raise ValueError(f"the inner accumulator {fi.name} is wider than the outer {fo.name}: "
+                             "partial sums would be rounded again; use an outer format at least "
+                             "as wide")
+    elif isinstance(fi, FixedFormat) != isinstance(fo, FixedFormat):
+        raise ValueError(f"cannot combine an {fi.name} inner accumulator with an {fo.name} outer one")
+
+
+@dataclass(frozen=True)
+class Promoted(Blocked):
+    """FP8 GEMM recipe (DeepSeek-V3): accumulate ``every`` products in the limited-precision
+    ``inner`` model, then add each partial sum into an fp32 ``outer`` accumulator.
+
+    >>> import fpsim
+    >>> m = fpsim.accum.Promoted(fpsim.hardware.tensor_core("H100", "e4m3"), every=128)
+    >>> m.k, m.outer.fmt.name, m.outer.fma
+    (128, 'fp32', True)
+    """
+
+    def __init__(self, inner: Model, every: int = 128, outer: Model | None = None):
+        if outer is None:
+            outer = Sequential("fp32", fma=True)
+        object.__setattr__(self, "k", every)
+        object.__setattr__(self, "inner", inner)
+        object.__setattr__(self, "outer", outer)
+        self.__post_init__()
+
+    @property
+    def every(self):
+        return self.k
+
+
+@dataclass(frozen=True)
+class Permuted(Model):
+    """Sum in another order: ``order`` a permutation of ``range(K)`` (summed by ``inner``),
+    or a tree of nested tuples of indices (every node rounded into ``inner``'s format and
+    rounding, children left to right, ``d = round(c + tree)``), or ``seed`` for a random
+    permutation (the same for every dot product of one call).
+
+    >>> import numpy as np, fpsim
+    >>> x = np.array([1.0, 2.0**-24, 2.0**-24])
+    >>> seq = fpsim.accum.Sequential("fp32")
+    >>> float(fpsim.sum(x, model=fpsim.accum.Permuted(seq, order=[1, 2, 0])))
+    1.0000001192092896
+    >>> float(fpsim.sum(x, model=fpsim.accum.Permuted(seq, order=((0, 1), 2))))
+    1.0
+    """
+
+    inner: Model
+    order: tuple | None = None
+    seed: int | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.inner, Model):
+            raise TypeError(f"Permuted.inner must be an accumulation model, got {self.inner!r}")
+        if (self.order is None) == (self.seed is None):
+            raise ValueError("Permuted needs exactly one of order= (a permutation or a tree) "
+                             "and seed=")
+        if self.order is not None:
+            object.__setattr__(self, "order", _freeze(self.order))
+            if self._is_tree() and not isinstance(self.inner, (Sequential, _Simple, NumpyOrder)):
+                raise ValueError("a tree order needs a leaf inner model with fmt/rounding "
+                                 "(Sequential, Pairwise, Kahan, Exact)")
+
+    def _is_tree(self):
+        return self.order is not None and any(isinstance(o, tuple) for o in self.order)
+
+    @property
+    def out_fmt(self):
+        return self.inner.out_fmt
+
+    @property
+    def in_fmt(self):
+        return self.inner.in_fmt
+
+    def _multiplier(self):
+        return self.inner._multiplier()
+
+    def _perm(self, K):
+        if self.seed is not None:
+            return np.random.default_rng(self.seed).permutation(K)
+        perm = np.asarray(self.order, dtype=np.int64)
+        if perm.shape != (K,) or not np.array_equal(np.sort(perm), np.arange(K)):
+            raise ValueError(f"Permuted.order must be a permutation of range({K}) for K={K}")
+        return perm
+
+
+def _freeze(o):
+    if isinstance(o, (list, tuple)):
+        return tuple(_freeze(x) for x in o)
+    if isinstance(o, np.ndarray):
+        return tuple(_freeze(x) for x in o.tolist())
+    if isinstance(o, (int, np.integer)) and not isinstance(o, bool):
+        return int(o)
+    raise TypeError(f"order entries must be ints or nested tuples of ints, got {o!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------
+
+#: Use the fast tensor-core kernels for finite inputs (tests switch this off to compare
+#: them with the general kernel).
+_FUSED_FAST = True
+
+
+def _clamped(X, emin_in):
+    E = np.empty(X.shape, dtype=np.int64)
+    _K._clamped_exps(np.ascontiguousarray(X), emin_in, E)
+    return E
+
+
+def _raise_nan(err, fmt):
+    if err:
+        raise ValueError(f"the accumulator format {fmt.name} has no NaN but the computation "
+                         f"produced {err} NaN value(s) (NaN inputs or inf - inf)")
+
+
+def _leaf_args(model):
+    if isinstance(model, Sequential):
+        return _leaf_kind(model.fmt, model.rounding, _K.SEQ), _params(model.fmt, model.rounding, model.overflow)
+    if isinstance(model, Integer):
+        return _K.SEQ, _params(model.fmt, "rne", model.overflow)
+    if isinstance(model, NumpyOrder):
+        return _K.NUMPY, _params(model.fmt, model.rounding)
+    if isinstance(model, _Simple):
+        return _leaf_kind(model.fmt, model.rounding, model._KIND), _params(model.fmt, model.rounding)
+    raise TypeError(f"{model!r} is not a leaf model")  # pragma: no cover
+
+
+_DUMMY_P = None
+
+
+def _dummy_params():
+    global _DUMMY_P
+    if _DUMMY_P is None:
+        _DUMMY_P = _params(_FP32, "rne")
+    return _DUMMY_P
+
+
+def _eval(model, T, TA, TB, c, numpy_axis_last=True):
+    """Apply ``model`` to the term rows ``T`` (R, K) starting from ``c`` (R,).
+
+    ``TA``/``TB`` are the factors (needed by FusedBlock), or None when the terms are sums.
+    """
+    R, K = T.shape
+    if isinstance(model, FusedBlock):
+        n, neab, emin_in, p, lim = model._kernel_args()
+        A = np.ascontiguousarray(TA if TA is not None else T)
+        B = np.ascontiguousarray(TB if TB is not None else np.ones_like(T))
+        c = np.ascontiguousarray(c, dtype=np.float64)
+        out = np.empty(R)
+        if _FUSED_FAST and np.isfinite(A).all() and np.isfinite(B).all() and np.isfinite(c).all():
+            err = _K.rows_fused_fast(A, B, _clamped(A, emin_in), _clamped(B, emin_in), c, out,
+                                     n, neab, p, lim, *model._rtz_args())
+        else:
+            err = _K.leaf(A, B, c, out, _K.FUSED, p, n, neab, emin_in, lim)
+        _raise_nan(err, model.out_fmt)
+        return out
+    if isinstance(model, Permuted):
+        if model._is_tree():
+            return _eval_tree(model, T, c)
+        perm = model._perm(K)
+        sub = (lambda X: None if X is None else X[:, perm])
+        return _eval(model.inner, T[:, perm], sub(TA), sub(TB), c)
+    if isinstance(model, Blocked):
+        k = model.k
+        nfull, rem = divmod(K, k)
+        parts = []
+        z = np.zeros(R * nfull)
+        if nfull:
+            sl = slice(0, nfull * k)
+            rs = (lambda X: None if X is None else np.ascontiguousarray(X[:, sl]).reshape(R * nfull, k))
+            parts.append(_eval(model.inner, rs(T), rs(TA), rs(TB), z).reshape(R, nfull))
+        if rem:
+            sl = slice(nfull * k, K)
+            rs = (lambda X: None if X is None else np.ascontiguousarray(X[:, sl]))
+            parts.append(_eval(model.inner, rs(T), rs(TA), rs(TB), np.zeros(R)).reshape(R, 1))
+        P = np.concatenate(parts, axis=1) if parts else np.zeros((R, 0))
+        return _eval(model.outer, P, None, None, c)
+    kind, p = _leaf_args(model)
+    if kind == _K.NUMPY and not numpy_axis_last:
+        kind = _K.SEQ
+    out = np.empty(R)
+    T = np.ascontiguousarray(T)
+    err = _K.leaf(T, T, c, out, kind, p, 1, 0, 0, 0.0)
+    _raise_nan(err, model.out_fmt)
+    return out
+
+
+def _eval_tree(model, T, c):
+    inner = model.inner
+    p = _params(inner.fmt, inner.rounding)
+    seen = []
+
+    def walk(node):
+        if isinstance(node, int):
+            seen.append(node)
+            return np.ascontiguousarray(T[:, node])
+        vals = [walk(ch) for ch in node]
+        if not vals:
+            raise ValueError("Permuted tree: empty node")
+        acc = vals[0]
+        for v in vals[1:]:
+            out = np.empty_like(acc)
+            _raise_nan(_K.add_arrays(acc, v, out, p), inner.fmt)
+            acc = out
+        if len(vals) == 1:  # a single child is still rounded into the format
+            out = np.empty_like(acc)
+            _raise_nan(_K.round_array(acc, out, p), inner.fmt)
+            acc = out
+        return acc
+
+    tree = walk(model.order)
+    K = T.shape[1]
+    if sorted(seen) != list(range(K)):
+        raise ValueError(f"Permuted tree must use every index 0..{K - 1} exactly once")
+    out = np.empty_like(tree)
+    _raise_nan(_K.add_arrays(np.ascontiguousarray(c, dtype=np.float64), tree, out, p), inner.fmt)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs and products
+# ---------------------------------------------------------------------------------------
+
+def _check_model(model):
+    if not isinstance(model, Model):
+        raise TypeError(f"model= must be an accumulation model from fpsim.accum or "
+                        f"fpsim.hardware.tensor_core(...), got {model!r}")
+
+
+def _as_float(x, what):
+    if isinstance(x, (list, tuple, int, float)):
+        x = np.asarray(x, dtype=np.float64)
+    if not isinstance(x, np.ndarray) and isinstance(x, np.generic):
+        x = np.asarray(x)
+    if not isinstance(x, np.ndarray):
+        if type(x).__module__.startswith("torch"):
+            raise TypeError(f"{what}: torch tensors go through fpsim.torch (the core takes numpy)")
+        raise TypeError(f"{what}: expected a numpy float array, got {type(x).__name__}")
+    if x.dtype.kind in "iub":
+        x = x.astype(np.float64)
+    if x.dtype.kind != "f" and x.dtype not in _R._DTYPES:
+        raise TypeError(f"{what}: dtype {x.dtype} is not supported (float16, bfloat16, float32, "
+                        "float64 or integers)")
+    return np.asarray(x, dtype=np.float64)
+
+
+def _check_inputs(model, arrays):
+    """NaN into NaN-less formats, values outside the model's input format, wide inputs."""
+    fin = model.in_fmt
+    mult = model._multiplier()
+    for what, x in arrays:
+        if x.size == 0:
+            continue
+        nan = np.isnan(x)
+        if fin is not None:
+            if nan.any() and not fin.has_nan:
+                raise ValueError(f"{what} holds NaN but the model's input format {fin.name} has "
+                                 "no NaN")
+            q = _R.quantize(np.where(nan, 0.0, x), fin, nan="zero" if not fin.has_nan else None)
+            bad = (q != np.where(nan, 0.0, x)) & ~nan
+            if bad.any():
+                v = x[bad].flat[0]
+                raise ValueError(f"{what} holds {v!r}, which is not a value of the model's input "
+                                 f"format {fin.name}; round the inputs first with "
+                                 f"fpsim.quantize(x, {fin.name!r})")
+        if isinstance(mult, (ExactProduct, RoundedProduct)) or isinstance(model, FusedBlock):
+            # exact products in float64 need <= 26 significant bits per input
+            finite = x[np.isfinite(x) & (x != 0)]
+            if finite.size:
+                m, _ = np.frexp(finite)
+                if np.any(m * 2.0**26 != np.round(m * 2.0**26)):
+                    raise ValueError(f"{what} has values with more than 26 significant bits: "
+                                     "products are formed exactly in float64, which needs "
+                                     "inputs of at most 26 bits (fp32 and narrower); round "
+                                     "the inputs first (fpsim.quantize)")
+
+
+def _multiply(mult, A, B):
+    """Products of equally shaped float64 arrays."""
+    if isinstance(mult, ExactProduct):
+        with np.errstate(invalid="ignore", over="ignore"):
+            return A * B
+    out = np.empty(np.broadcast_shapes(A.shape, B.shape))
+    if isinstance(mult, RoundedProduct):
+        with np.errstate(invalid="ignore", over="ignore"):
+            P = np.ascontiguousarray(np.broadcast_to(A * B, out.shape))
+        # A*B is exact for inputs of <= 26 bits; wider inputs are checked by _check_inputs
+        flat = P.reshape(-1)
+        o = np.empty_like(flat)
+        _raise_nan(_K.round_array(flat, o, _params(mult.fmt, mult.rounding)), mult.fmt)
+        return o.reshape(P.shape)
+    if isinstance(mult, LMulProduct):
+        try:
+            from . import arith as _arith
+        except ImportError as e:  # pragma: no cover - arith is part of the package
+            raise ValueError("L-Mul products need fpsim.arith (not available)") from e
+        fmt = mult.fmt if mult.fmt is not None else FloatFormat(8, mult.man_bits)
+        return np.asarray(_arith.lmul(A, B, mult.man_bits, semantics=mult.semantics, fmt=fmt,
+                                      out_fmt="fp64"), dtype=np.float64)
+    raise TypeError(f"unknown multiplier {mult!r}")  # pragma: no cover
+
+
+def _c_rows(C, shape, what="C"):
+    if C is None:
+        return np.zeros(shape)
+    c = _as_float(C, what)
+    try:
+        return np.ascontiguousarray(np.broadcast_to(c, shape), dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{what} with shape {c.shape} does not broadcast to the result shape "
+                         f"{shape}") from None
+
+
+# ---------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------
+
+def dot(A, B, C=None, *, model):
+    """Batched dot products over the last axis: ``D[...] = sum_k A[..., k] B[..., k] + C[...]``.
+
+    ``A`` and ``B`` broadcast against each other; ``C`` (optional) broadcasts to the result.
+    Values must already be in the model's input format (when it has one); the result holds
+    values of ``model.out_fmt`` as float64.
+
+    >>> import numpy as np, fpsim
+    >>> a = np.array([1.0, 2.0**-12, 2.0**-12]); b = np.array([1.0, 2.0**-12, 2.0**-12])
+    >>> float(fpsim.dot(a, b, model=fpsim.accum.Sequential("fp32", fma=True)))
+    1.0
+    >>> float(fpsim.dot(a, b, model=fpsim.accum.Exact("fp32")))
+    1.0000001192092896
+    """
+    _check_model(model)
+    A = _as_float(A, "A")
+    B = _as_float(B, "B")
+    if A.ndim == 0 or B.ndim == 0:
+        raise ValueError("dot needs arrays with at least one axis (the summed last axis)")
+    if A.shape[-1] != B.shape[-1]:
+        raise ValueError(f"dot: the last axes differ: A has {A.shape[-1]} and B has "
+                         f"{B.shape[-1]} elements (shapes {A.shape} and {B.shape})")
+    try:
+        shp = np.broadcast_shapes(A.shape[:-1], B.shape[:-1])
+    except ValueError:
+        raise ValueError(f"dot: batch shapes {A.shape[:-1]} and {B.shape[:-1]} do not "
+                         "broadcast") from None
+    K = A.shape[-1]
+    c = _c_rows(C, shp).reshape(-1)
+    _check_inputs(model, [("A", A), ("B", B)])
+    R = math.prod(shp)
+    A2 = np.ascontiguousarray(np.broadcast_to(A, shp + (K,))).reshape(R, K)
+    B2 = np.ascontiguousarray(np.broadcast_to(B, shp + (K,))).reshape(R, K)
+    T = _multiply(model._multiplier(), A2, B2)
+    return _eval(model, T, A2, B2, c).reshape(shp)
+
+
+def sum(x, *, model, axis=-1):
+    """Sum ``x`` along ``axis`` with an accumulation model (no products).
+
+    With :class:`NumpyOrder` the order depends on the axis exactly as in numpy (pairwise
+    along the last axis of a C-contiguous array, sequential along the others);
+    ``axis=None`` sums the flattened array.
+
+    >>> import numpy as np, fpsim
+    >>> x = np.array([[1.0, 2.0**-24, 2.0**-24], [3.0, 0.0, 1.0]])
+    >>> fpsim.sum(x, model=fpsim.accum.Sequential("fp32")).tolist()
+    [1.0, 4.0]
+    """
+    _check_model(model)
+    x = _as_float(x, "x")
+    if axis is None:
+        x = x.reshape(-1)
+        axis = 0
+    if x.ndim == 0:
+        raise ValueError("sum needs an array with at least one axis")
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -x.ndim <= axis < x.ndim:
+        raise ValueError(f"axis={axis!r} is not valid for an array with {x.ndim} dimension(s)")
+    axis = int(axis) % x.ndim
+    last = axis == x.ndim - 1
+    xm = np.moveaxis(x, axis, -1)
+    shp = xm.shape[:-1]
+    K = xm.shape[-1]
+    _check_inputs(_SumView(model), [("x", x)])
+    T = np.ascontiguousarray(xm).reshape(math.prod(shp), K)
+    c = np.zeros(T.shape[0])
+    if isinstance(model, FusedBlock):
+        return _eval(model, T, T, np.ones_like(T), c).reshape(shp)
+    return _eval(model, T, None, None, c, numpy_axis_last=last).reshape(shp)
+
+
+class _SumView(Model):
+    """Input checks for sum: only the input format matters (terms are not multiplied)."""
+
+    def __init__(self, m):
+        self.in_fmt = m.in_fmt
+
+    def _multiplier(self):
+        return None  # plain terms are not multiplied: no width restriction
+
+
+def matmul(A, B, C=None, *, model):
+    """``D = A @ B + C`` with every output element a dot product evaluated by ``model``.
+
+    ``A`` (..., M, K) and ``B`` (..., K, N) with broadcast batch dimensions; ``C``
+    (optional) broadcasts to (..., M, N). Inputs must hold values of the model's input
+    format; the result is float64 holding values of ``model.out_fmt``. Sequential fp32
+    round-to-nearest-even and tensor-core models run fused kernels without materialising
+    the products; other models process the products in chunks.
+
+    >>> import numpy as np, fpsim
+    >>> A = np.array([[1.0, 2.0**-12], [0.5, 0.25]]); B = np.array([[1.0], [2.0**-12]])
+    >>> fpsim.matmul(A, B, model=fpsim.accum.Sequential("fp32", fma=True)).ravel().tolist()
+    [1.0, 0.50006103515625]
+    """
+    _check_model(model)
+    A = _as_float(A, "A")
+    B = _as_float(B, "B")
+    if A.ndim < 2 or B.ndim < 2:
+        raise ValueError(f"matmul needs A (..., M, K) and B (..., K, N) with at least 2 "
+                         f"dimensions; got shapes {A.shape} and {B.shape} (use fpsim.dot for "
+                         "vectors)")
+    if A.shape[-1] != B.shape[-2]:
+        raise ValueError(f"matmul: A has K={A.shape[-1]} columns but B has {B.shape[-2]} rows "
+                         f"(shapes {A.shape} and {B.shape})")
+    try:
+        batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    except ValueError:
+        raise ValueError(f"matmul: batch shapes {A.shape[:-2]} and {B.shape[:-2]} do not "
+                         "broadcast") from None
+    M, K, N = A.shape[-2], A.shape[-1], B.shape[-1]
+    Cb = _c_rows(C, batch + (M, N))
+    _check_inputs(model, [("A", A), ("B", B)])
+    nb = math.prod(batch)
+    Ab = np.broadcast_to(A, batch + (M, K)).reshape(nb, M, K)
+    Bb = np.broadcast_to(B, batch + (K, N)).reshape(nb, K, N)
+    Cb = Cb.reshape(nb, M, N)
+    D = np.empty((Ab.shape[0], M, N))
+    for t in range(Ab.shape[0]):
+        D[t] = _matmul2(model, np.ascontiguousarray(Ab[t]), np.ascontiguousarray(Bb[t]),
+                        np.ascontiguousarray(Cb[t]))
+    return D.reshape(batch + (M, N))
+
+
+def _fast_seq32(model):
+    if not isinstance(model, Sequential):
+        return None
+    f = model.fmt
+    if not (isinstance(f, FloatFormat) and f == _FP32 and model.rounding == "rne"
+            and model.overflow in (None, "inf")):
+        return None
+    mult = model._multiplier()
+    if isinstance(mult, ExactProduct):
+        return True
+    if isinstance(mult, RoundedProduct) and mult.fmt == _FP32 and mult.rounding == "rne":
+        return False
+    return None
+
+
+def _matmul2(model, A, B, C):
+    M, K = A.shape
+    N = B.shape[1]
+    D = np.empty((M, N))
+    fma = _fast_seq32(model)
+    if fma is not None:
+        _K.gemm_seq_f32(A, np.ascontiguousarray(B), C, D, fma)
+        return D
+    BT = np.ascontiguousarray(B.T)
+    if (isinstance(model, FusedBlock) and _FUSED_FAST and np.isfinite(A).all()
+            and np.isfinite(B).all() and np.isfinite(C).all()):
+        n, neab, emin_in, p, lim = model._kernel_args()
+        EA, EB = _clamped(A, emin_in), _clamped(B, emin_in)
+        err = _K.gemm_fused_vec(A, np.ascontiguousarray(B), EA, EB, C, D, n, neab, p, lim,
+                                *model._rtz_args())
+        _raise_nan(err, model.out_fmt)
+        return D
+    # everything else (and NaN/inf inputs on tensor cores): products in chunks of rows
+    mult = model._multiplier()
+    rows = max(1, _CHUNK_TERMS // max(K, 1))
+    Dflat = D.reshape(-1)
+    Cflat = C.reshape(-1)
+    for r0 in range(0, M * N, rows):
+        r1 = min(M * N, r0 + rows)
+        idx = np.arange(r0, r1)
+        A2 = A[idx // N]
+        B2 = BT[idx % N]
+        T = _multiply(mult, A2, B2)
+        Dflat[r0:r1] = _eval(model, T, A2, B2, np.ascontiguousarray(Cflat[r0:r1]))
+    return D
+
+
+# ---------------------------------------------------------------------------------------
+# Error growth figure
+# ---------------------------------------------------------------------------------------
+
+def _default_models():
+    from . import hardware
+    return {
+        "Sequential fp32": Sequential("fp32", fma=True),
+        "Pairwise fp32": Pairwise("fp32"),
+        "Kahan fp32": Kahan("fp32"),
+        "Blocked(32) fp32": Blocked(32, Sequential("fp32", fma=True)),
+        "Exact fp32": Exact("fp32"),
+        "A100 tensor core (bf16)": hardware.tensor_core("A100", "bf16"),
+        "Sequential bf16": Sequential("bf16", fma=True),
+        "Ada FP8 (e4m3)": hardware.tensor_core("Ada", "e4m3"),
+        "Ada FP8, promoted every 128": Promoted(hardware.tensor_core("Ada", "e4m3"), every=128),
+    }
+
+
+def error_growth(models=None, Ks=(32, 128, 512, 2048, 8192), trials=32, seed=0,
+                 in_fmt="bf16"):
+    """Mean relative error of length-K dot products per model (data for the figure).
+
+    Inputs: uniform [0, 1) rounded into ``in_fmt`` (positive terms, so errors accumulate);
+    the reference is the exact dot product (exact Kulisch sum in float64 precision, which
+    is far more accurate than any model here). Returns ``{name: array of errors}``.
+
+    >>> import fpsim
+    >>> e = fpsim.accum.error_growth({"seq": fpsim.accum.Sequential("fp32")}, Ks=(8,), trials=2)
+    >>> e["seq"].shape
+    (1,)
+    """
+    models = _default_models() if models is None else models
+    rng = np.random.default_rng(seed)
+    ref_model = Exact(FloatFormat(11, 50))
+    out = {name: [] for name in models}
+    for K in Ks:
+        a = _R.quantize(rng.random((trials, K)), in_fmt)
+        b = _R.quantize(rng.random((trials, K)), in_fmt)
+        ref = dot(a, b, model=ref_model)
+        for name, m in models.items():
+            fin = m.in_fmt
+            aa, bb = (a, b) if fin is None else (_R.quantize(a, fin), _R.quantize(b, fin))
+            r = ref if fin is None else dot(aa, bb, model=ref_model)
+            d = dot(aa, bb, model=m)
+            out[name].append(float(np.mean(np.abs(d - r) / np.abs(r))))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def plot_error_growth(models=None, Ks=(32, 128, 512, 2048, 8192), trials=32, seed=0,
+                      in_fmt="bf16"):
+    """A matplotlib Figure: relative error of a length-K dot product against K, per model.
+
+    >>> import fpsim
+    >>> fig = fpsim.accum.plot_error_growth({"seq": fpsim.accum.Sequential("fp32")}, Ks=(8, 16), trials=2)
+    >>> type(fig).__name__
+    'Figure'
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    errs = error_growth(models, Ks, trials, seed, in_fmt)
+    fig, ax = plt.subplots(figsize=(7.5, 5))
+    for name, e in errs.items():
+        ax.loglog(Ks, np.where(e > 0, e, np.nan), marker="o", label=name)  # 0: exact
+    u = 2.0**-24
+    ax.loglog(Ks, [K * u for K in Ks], "k--", lw=0.8, label="K·u (fp32 bound scale)")
+    ax.set_xlabel("dot-product length K")
+    ax.set_ylabel("mean relative error")
+    ax.set_title(f"Error growth of accumulation models ({in_fmt} inputs in [0, 1))")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

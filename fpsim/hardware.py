@@ -1,0 +1,239 @@
+"""Hardware presets: NVIDIA tensor-core models and their validation on captured GPU data.
+
+:func:`tensor_core` returns a :class:`fpsim.accum.FusedBlock` with the published parameters
+(SPEC §4; Fasi, Higham, Mikaitis & Pranesh 2021; Khattak & Mikaitis 2025):
+
+=================== ============= ====== ======= ======================= ===============
+GPU                 fp16 / bf16 n tf32 n fp8 n   neab                    fp16 output
+=================== ============= ====== ======= ======================= ===============
+V100                4             --     --      0                       RNE
+A100, A2, A30       8             4      --      1                       RNE
+Ada, L40S           8             4      16      1; fp8: -10             RNE
+H100, H200          16            8      32      2; fp8: -10             RNE
+B200                16            8      32      2                       RNE
+=================== ============= ====== ======= ======================= ===============
+
+fp32 output rounds toward zero. :func:`validate` replays a directory of captured vectors
+(the ``shared/data/tensor-cores`` layout) through a model and reports the bit-exact fraction.
+
+>>> import fpsim
+>>> m = fpsim.hardware.tensor_core("A100", "bf16")
+>>> m.n, m.neab, m.in_fmt.name, m.out_fmt.name, m.rounding
+(8, 1, 'bf16', 'fp32', 'rtz')
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import accum as _A
+from . import rounding as _R
+from .formats import as_format
+
+__all__ = [
+    "GPUS",
+    "IN_FORMATS",
+    "ValidationResult",
+    "data_dir",
+    "fp8_promoted",
+    "tensor_core",
+    "validate",
+]
+
+#: GPU names accepted by :func:`tensor_core` (case-insensitive).
+GPUS = ("V100", "A100", "A2", "A30", "Ada", "L40S", "H100", "H200", "B200")
+#: Input formats accepted by :func:`tensor_core`.
+IN_FORMATS = ("fp16", "bf16", "tf32", "e4m3", "e5m2")
+
+# (fp16/bf16 n, tf32 n, fp8 n, neab, fp8 neab)
+_TABLE = {
+    "V100": (4, None, None, 0, None),
+    "A100": (8, 4, None, 1, None),
+    "A2": (8, 4, None, 1, None),
+    "A30": (8, 4, None, 1, None),
+    "Ada": (8, 4, 16, 1, -10),
+    "L40S": (8, 4, 16, 1, -10),
+    "H100": (16, 8, 32, 2, -10),
+    "H200": (16, 8, 32, 2, -10),
+    "B200": (16, 8, 32, 2, 2),
+}
+_BF16_GPUS = {"V100": False}
+
+
+def _gpu_name(gpu: str) -> str:
+    for g in GPUS:
+        if str(gpu).lower() == g.lower():
+            return g
+    raise ValueError(f"unknown GPU {gpu!r}; allowed: {', '.join(GPUS)}")
+
+
+def _in_name(fmt) -> str:
+    f = as_format(fmt)
+    for nm in IN_FORMATS:
+        if as_format(nm) == f:
+            return nm
+    raise ValueError(f"tensor cores take {', '.join(IN_FORMATS)} inputs, not {f.name}")
+
+
+def tensor_core(gpu: str, in_fmt, out_fmt="fp32") -> _A.FusedBlock:
+    """The tensor-core model of ``gpu`` for ``in_fmt`` inputs and ``out_fmt`` (fp32/fp16).
+
+    Raises ``ValueError`` for combinations the GPU does not have (V100: fp16 only; fp8 from
+    Ada on; tf32 and bf16 need fp32 output).
+
+    >>> import fpsim
+    >>> fpsim.hardware.tensor_core("V100", "fp16", "fp16").rounding
+    'rne'
+    >>> fpsim.hardware.tensor_core("H100", "e4m3")
+    FusedBlock<H100 e4m3>(n=32, neab=-10, out=fp32, rounding='rtz')
+    """
+    g = _gpu_name(gpu)
+    fin = _in_name(in_fmt)
+    fo = as_format(out_fmt)
+    if fo.name not in ("fp32", "fp16"):
+        raise ValueError(f"tensor-core output must be fp32 or fp16, not {fo.name}")
+    n16, n32, n8, neab, neab8 = _TABLE[g]
+    if fin in ("bf16", "tf32") and fo.name != "fp32":
+        raise ValueError(f"{fin} inputs accumulate into fp32 only (out_fmt='fp32')")
+    if fin == "fp16" or fin == "bf16":
+        if fin == "bf16" and g == "V100":
+            raise ValueError("V100 tensor cores take fp16 inputs only")
+        n, ne = n16, neab
+    elif fin == "tf32":
+        if n32 is None:
+            raise ValueError(f"{g} tensor cores have no tf32 mode")
+        n, ne = n32, neab
+    else:
+        if n8 is None:
+            raise ValueError(f"{g} tensor cores have no fp8 mode (fp8 needs Ada/L40S or later)")
+        n, ne = n8, neab8
+    return _A.FusedBlock(n, ne, out_fmt=fo, rounding="rtz" if fo.name == "fp32" else "rne",
+                         in_fmt=fin, name=f"{g} {fin}" + ("" if fo.name == "fp32" else " -> fp16"))
+
+
+def fp8_promoted(gpu: str = "H100", in_fmt="e4m3", every: int = 128) -> _A.Promoted:
+    """DeepSeek-V3's FP8 GEMM recipe: ``every`` (128) products on the tensor core's narrow
+    (13-bit-mantissa) accumulator, then each partial sum added into fp32 on CUDA cores.
+
+    >>> import fpsim
+    >>> fpsim.hardware.fp8_promoted().every
+    128
+    """
+    return _A.Promoted(tensor_core(gpu, in_fmt), every=every,
+                       outer=_A.Sequential("fp32", fma=True))
+
+
+# ---------------------------------------------------------------------------------------
+# Validation on captured data
+# ---------------------------------------------------------------------------------------
+
+def data_dir() -> Path | None:
+    """The tensor-core data directory: ``$FPSIM_TENSOR_CORE_DATA``, else
+    ``../shared/data/tensor-cores`` next to the repository; None if absent.
+
+    >>> import fpsim
+    >>> d = fpsim.hardware.data_dir()
+    >>> d is None or d.is_dir()
+    True
+    """
+    env = os.environ.get("FPSIM_TENSOR_CORE_DATA")
+    if env:
+        p = Path(env)
+        return p if p.is_dir() else None
+    repo = Path(__file__).resolve().parent.parent
+    for cand in (repo.parent / "shared" / "data" / "tensor-cores",
+                 repo / "shared" / "data" / "tensor-cores"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Bit-exact agreement of a model with one captured file of GPU outputs."""
+
+    gpu: str
+    in_fmt: str
+    out_fmt: str
+    lines: int
+    matches: int
+    first_mismatches: tuple
+
+    @property
+    def fraction(self) -> float:
+        return self.matches / self.lines if self.lines else float("nan")
+
+    def __str__(self):
+        return (f"{self.gpu:5s} {self.in_fmt:5s} -> {self.out_fmt}: {self.matches}/{self.lines} "
+                f"bit-exact ({self.fraction:.4f})")
+
+
+def _read_hex(fn):
+    with open(fn) as fh:
+        rows = [[int(t, 16) for t in line.split()] for line in fh if line.strip()]
+    return np.array(rows, dtype=np.uint32).view(np.float32).astype(np.float64)
+
+
+def _read_bin(fn):
+    with open(fn) as fh:
+        vals = [int(line.strip(), 2) for line in fh if line.strip()]
+    return np.array(vals, dtype=np.uint32).view(np.float32).astype(np.float64)
+
+
+def _load_dir(d: Path, gpu: str, fmt: str):
+    a = _read_hex(d / f"a_{gpu}_{fmt}.txt")
+    b = _read_hex(d / f"b_{gpu}_{fmt}.txt")
+    c = _read_bin(d / f"c_{gpu}_fp32.txt")
+    outs = {o: _read_bin(d / f"d_{gpu}_{o}.txt") for o in ("fp32", "fp16")
+            if (d / f"d_{gpu}_{o}.txt").exists()}
+    return a, b, c, outs
+
+
+def validate(path, model=None) -> dict[str, ValidationResult]:
+    """Replay captured tensor-core vectors and report the bit-exact fraction per file.
+
+    ``path`` is one ``<GPU>/<format>`` directory or a root holding such directories (the
+    ``shared/data/tensor-cores`` layout: ``a_/b_`` hex binary32 inputs, ``c_`` and ``d_``
+    binary strings). Each line is one dot product ``d = sum a_i b_i + c``; for fp16 outputs
+    c is first rounded to fp16 (nearest-even), as the GPU receives it. ``model`` defaults to
+    :func:`tensor_core` of the directory's GPU and format (and each output format).
+    Returns ``{"<GPU>/<fmt>/<out>": ValidationResult}``.
+
+    >>> import fpsim
+    >>> d = fpsim.hardware.data_dir()
+    >>> res = fpsim.hardware.validate(d / "V100" / "fp16") if d else {"V100/fp16/fp32": None}
+    >>> sorted(res)[-1]
+    'V100/fp16/fp32'
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a directory of tensor-core vectors")
+    dirs = []
+    if any(root.glob("a_*.txt")):
+        dirs.append(root)
+    else:
+        for sub in sorted(root.iterdir()):
+            if sub.is_dir():
+                for sub2 in sorted(sub.iterdir()):
+                    if sub2.is_dir() and any(sub2.glob("a_*.txt")):
+                        dirs.append(sub2)
+    if not dirs:
+        raise ValueError(f"no a_<GPU>_<fmt>.txt files under {root}")
+    results = {}
+    for d in dirs:
+        gpu, fmt = d.parent.name, d.name
+        a, b, c, outs = _load_dir(d, gpu, fmt)
+        for o, ref in outs.items():
+            m = model if model is not None else tensor_core(gpu, fmt.lower(), o)
+            cc = c if o == "fp32" else _R.quantize(c, o)
+            got = _A.dot(a, b, cc, model=m)
+            ok = got.view(np.uint64) == ref.view(np.uint64)
+            # NaN results match any NaN
+            ok |= np.isnan(got) & np.isnan(ref)
+            results[f"{gpu}/{fmt}/{o}"] = ValidationResult(
+                gpu, fmt, o, int(ok.size), int(ok.sum()), tuple(np.nonzero(~ok)[0][:10].tolist()))
+    return results

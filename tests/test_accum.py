@@ -1,0 +1,362 @@
+"""Accumulation models (fpsim.accum): properties against independent oracles.
+
+Oracles: fractions (exact sums), gmpy2/MPFR (correct rounding of exact sums into a format),
+numpy float32 arithmetic (plain loops, np.sum), numpy integer arithmetic.
+"""
+
+import math
+from fractions import Fraction
+
+import gmpy2
+import numba
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fpsim
+from fpsim import accum as A
+
+f32 = np.float32
+
+_GM = {"rne": gmpy2.RoundToNearest, "rtz": gmpy2.RoundToZero, "rup": gmpy2.RoundUp,
+       "rdn": gmpy2.RoundDown}
+
+
+def mpfr_round(q: Fraction, fmt: str, mode: str) -> float:
+    """Correct rounding of the exact dyadic rational q into fmt (MPFR, subnormals)."""
+    f = fpsim.parse(fmt)
+    M = f.man_bits
+    with gmpy2.context(precision=4000, emin=-100000, emax=100000):
+        exact = gmpy2.mpfr(gmpy2.mpq(q.numerator, q.denominator))
+        assert gmpy2.mpq(exact) == gmpy2.mpq(q.numerator, q.denominator)  # dyadic, exact
+    ctx = gmpy2.context(precision=M + 1, emin=f.emin - M + 1, emax=f.emax + 1,
+                        subnormalize=True, round=_GM[mode])
+    return float(ctx.plus(exact))
+
+
+def exact_dot(a, b, c=0.0) -> Fraction:
+    return sum((Fraction(float(x)) * Fraction(float(y)) for x, y in zip(a, b)), Fraction(float(c)))
+
+
+def finite_in(fmt, lo=-20, hi=20):
+    """Hypothesis strategy: values of fmt with exponents in [lo, hi]."""
+    return st.builds(lambda m, e: float(fpsim.quantize(m * 2.0**e, fmt)),
+                     st.floats(-2, 2, allow_nan=False), st.integers(lo, hi))
+
+
+# ---------------------------------------------------------------------------------------
+# Exact
+# ---------------------------------------------------------------------------------------
+
+@settings(deadline=None, max_examples=60)
+@given(st.lists(st.tuples(finite_in("fp32"), finite_in("bf16")), min_size=1, max_size=40),
+       finite_in("fp32"), st.sampled_from(["fp32", "bf16", "fp16", "e5m2", "e11m50", "e8m40"]),
+       st.sampled_from(["rne", "rtz", "rup", "rdn"]))
+def test_exact_is_correctly_rounded_exact_sum(pairs, c, fmt, mode):
+    a = np.array([p[0] for p in pairs])
+    b = np.array([p[1] for p in pairs])
+    c = float(fpsim.quantize(c, fmt))
+    with np.errstate(over="ignore"):
+        c = c if math.isfinite(c) else 0.0
+    q = exact_dot(a, b, c)
+    want = mpfr_round(q, fmt, mode)
+    got = float(fpsim.dot(a, b, c, model=A.Exact(fmt, mode)))
+    if q == 0:
+        assert got == 0.0
+    else:
+        assert got == want, (got, want)
+
+
+def test_exact_huge_range_and_cancellation():
+    a = np.array([2.0**100, 1.0, -2.0**100, 2.0**-100])
+    got = float(fpsim.sum(a, model=A.Exact("fp32")))
+    assert got == mpfr_round(Fraction(1) + Fraction(2) ** -100, "fp32", "rne")
+    assert float(fpsim.sum(a, model=A.Exact("fp32", "rup"))) == float(np.nextafter(f32(1), f32(2)))
+
+
+# ---------------------------------------------------------------------------------------
+# Sequential, Pairwise, Kahan against plain numpy / Python loops
+# ---------------------------------------------------------------------------------------
+
+def test_sequential_fp32_equals_float32_loop():
+    rng = np.random.default_rng(1)
+    for K in (1, 7, 64, 333):
+        a = (rng.standard_normal((5, K)) * np.exp2(rng.integers(-10, 10, (5, K)))).astype(f32)
+        b = (rng.standard_normal((K, 6)) * np.exp2(rng.integers(-10, 10, (K, 6)))).astype(f32)
+        c = rng.standard_normal((5, 6)).astype(f32)
+        want = np.empty((5, 6), dtype=f32)
+        for i in range(5):
+            s = c[i].copy()
+            for k in range(K):
+                s = s + a[i, k] * b[k]  # float32 product, float32 sum: both rounded (RNE)
+            want[i] = s
+        m = A.Sequential("fp32")
+        got = fpsim.matmul(a, b, c, model=m)
+        assert np.array_equal(got, want.astype(np.float64))
+        gotd = fpsim.dot(a[:, None, :], b.T[None, :, :], c, model=m)  # generic path
+        assert np.array_equal(gotd, want.astype(np.float64))
+
+
+def test_sequential_fma_and_modes_against_mpfr_per_step():
+    rng = np.random.default_rng(2)
+    a = fpsim.quantize(rng.standard_normal(50), "bf16")
+    b = fpsim.quantize(rng.standard_normal(50), "bf16")
+    for fmt, mode in [("fp32", "rne"), ("bf16", "rtz"), ("fp16", "rup"), ("e5m2", "rdn")]:
+        s = 0.0
+        for x, y in zip(a, b):
+            s = mpfr_round(Fraction(s) + Fraction(float(x)) * Fraction(float(y)), fmt, mode)
+        got = float(fpsim.dot(a, b, model=A.Sequential(fmt, mode, fma=True)))
+        assert got == s, (fmt, mode)
+
+
+def _pairwise_ref(x):
+    if len(x) == 1:
+        return x[0]
+    h = len(x) // 2
+    return f32(_pairwise_ref(x[:h]) + _pairwise_ref(x[h:]))
+
+
+def test_pairwise_fp32_against_recursive_float32():
+    rng = np.random.default_rng(3)
+    for K in (1, 2, 3, 5, 16, 17, 100, 1000):
+        x = (rng.standard_normal(K) * np.exp2(rng.integers(-12, 12, K))).astype(f32)
+        assert fpsim.sum(x, model=A.Pairwise("fp32")) == np.float64(_pairwise_ref(list(x)))
+
+
+def test_kahan_fp32_against_float32_loop_and_beats_sequential():
+    rng = np.random.default_rng(4)
+    wins = 0
+    for t in range(20):
+        x = rng.random(3000).astype(f32)
+        s, comp = f32(0), f32(0)
+        for v in x:
+            y = f32(v - comp)
+            u = f32(s + y)
+            comp = f32(f32(u - s) - y)
+            s = u
+        k = fpsim.sum(x, model=A.Kahan("fp32"))
+        assert k == np.float64(s)
+        exact = math.fsum(x.astype(np.float64))
+        seq = fpsim.sum(x, model=A.Sequential("fp32"))
+        assert abs(k - exact) <= 2 * 2.0**-24 * abs(exact)  # Kahan: O(u), independent of K
+        wins += abs(k - exact) <= abs(seq - exact)
+    assert wins == 20
+
+
+# ---------------------------------------------------------------------------------------
+# Blocked, Permuted, Promoted
+# ---------------------------------------------------------------------------------------
+
+@settings(deadline=None, max_examples=30)
+@given(st.integers(1, 70), st.integers(0, 10**6))
+def test_blocked_with_k_ge_K_equals_inner(K, seed):
+    rng = np.random.default_rng(seed)
+    a = fpsim.quantize(rng.standard_normal((3, K)), "bf16")
+    b = fpsim.quantize(rng.standard_normal((3, K)), "bf16")
+    for inner in (A.Sequential("fp32"), A.Pairwise("bf16"), A.Kahan("fp32"),
+                  fpsim.hardware.tensor_core("A100", "bf16")):
+        want = fpsim.dot(a, b, model=inner)
+        for k in (K, K + 5):
+            got = fpsim.dot(a, b, model=A.Blocked(k, inner, A.Sequential("fp32", fma=True)))
+            assert np.array_equal(got, want)
+
+
+def test_blocked_split_matches_manual_partials():
+    rng = np.random.default_rng(5)
+    x = fpsim.quantize(rng.standard_normal(103), "bf16")
+    inner, outer = A.Sequential("bf16"), A.Sequential("fp32")
+    parts = [fpsim.sum(x[i:i + 10], model=inner) for i in range(0, 103, 10)]
+    want = fpsim.sum(np.array(parts), model=outer)
+    assert fpsim.sum(x, model=A.Blocked(10, inner, outer)) == want
+
+
+@settings(deadline=None, max_examples=25)
+@given(st.integers(2, 200), st.integers(0, 10**6))
+def test_permuted_orders_within_classical_bound(K, seed):
+    rng = np.random.default_rng(seed)
+    a = fpsim.quantize(rng.standard_normal(K), "bf16")
+    b = fpsim.quantize(rng.standard_normal(K), "bf16")
+    exact = float(exact_dot(a, b))
+    absum = float(np.sum(np.abs(a * b)))
+    u = 2.0**-24
+    gamma = K * u / (1 - K * u)
+    for s in range(5):
+        for inner in (A.Sequential("fp32", fma=True), A.Pairwise("fp32")):
+            d = float(fpsim.dot(a, b, model=A.Permuted(inner, seed=seed + s)))
+            assert abs(d - exact) <= gamma * absum
+
+
+def test_permuted_explicit_order_and_tree():
+    x = np.array([1.0, 2.0**-24, 2.0**-24, 2.0**-24])
+    seq = A.Sequential("fp32")
+    assert fpsim.sum(x, model=A.Permuted(seq, order=[1, 2, 3, 0])) == 1 + 2.0**-22
+    assert fpsim.sum(x, model=A.Permuted(seq, order=((1, 2), (0, 3)))) == 1 + 2.0**-23
+    assert fpsim.sum(x, model=A.Permuted(seq, order=(0, 1, 2, 3))) == 1.0
+    with pytest.raises(ValueError, match="permutation"):
+        fpsim.sum(x, model=A.Permuted(seq, order=[0, 1, 2]))
+    with pytest.raises(ValueError, match="exactly once"):
+        fpsim.sum(x, model=A.Permuted(seq, order=((0, 1), (1, 3))))
+
+
+def test_promoted_fp8_recipe_is_more_accurate():
+    rng = np.random.default_rng(6)
+    K = 4096
+    a = fpsim.quantize(rng.random((4, K)), "e4m3")
+    b = fpsim.quantize(rng.random((4, K)), "e4m3")
+    exact = np.array([float(exact_dot(a[i], b[i])) for i in range(4)])
+    tc = fpsim.hardware.tensor_core("H100", "e4m3")
+    plain = fpsim.dot(a, b, model=tc)
+    promo = fpsim.dot(a, b, model=fpsim.hardware.fp8_promoted("H100"))
+    assert np.all(np.abs(promo - exact) < np.abs(plain - exact))
+    # promoted = 128-chunks on the tensor core, partials added in fp32 (checked by hand)
+    parts = [fpsim.dot(a[0, i:i + 128], b[0, i:i + 128], model=tc) for i in range(0, K, 128)]
+    s = f32(0)
+    for p in parts:
+        s = f32(s + f32(p))
+    assert promo[0] == np.float64(s)
+
+
+# ---------------------------------------------------------------------------------------
+# numpy's order
+# ---------------------------------------------------------------------------------------
+
+def test_numpy_order_matches_np_sum_lengths():
+    rng = np.random.default_rng(7)
+    m = A.NumpyOrder()
+    lengths = list(range(1, 260)) + [511, 1000, 1023, 1024, 1025, 4097, 8191, 8192, 8193, 70001]
+    for n in lengths:
+        x = (rng.standard_normal(n) * np.exp(rng.standard_normal(n) * 3)).astype(f32)
+        assert fpsim.sum(x, model=m) == np.float64(np.sum(x)), n
+        assert fpsim.sum(x, model=m) == np.float64(np.add.reduce(x)), n
+
+
+@pytest.mark.parametrize("shape,axis", [((5, 300), 1), ((300, 5), 0), ((7, 3, 200), 2),
+                                        ((7, 200, 3), 1), ((200, 7, 3), 0), ((3, 10000), -1),
+                                        ((40, 40), 0), ((6, 50), None)])
+def test_numpy_order_matches_np_sum_axes(shape, axis):
+    x = (np.random.default_rng(8).standard_normal(shape) * 1e3).astype(f32)
+    got = fpsim.sum(x, model=A.NumpyOrder(), axis=axis)
+    assert np.array_equal(got, np.sum(x, axis=axis).astype(np.float64))
+
+
+# ---------------------------------------------------------------------------------------
+# Integer accumulators
+# ---------------------------------------------------------------------------------------
+
+def test_integer_wrap_matches_numpy_int_arithmetic():
+    rng = np.random.default_rng(9)
+    a = rng.integers(-128, 128, (4, 300)).astype(np.int64)
+    b = rng.integers(-128, 128, (300, 5)).astype(np.int64)
+    with np.errstate(over="ignore"):
+        want16 = np.zeros((4, 5), dtype=np.int16)
+        for k in range(300):
+            want16 = (want16 + (a[:, k:k + 1] * b[k]).astype(np.int16)).astype(np.int16)
+    got = fpsim.matmul(a.astype(np.float64), b.astype(np.float64), model=A.Integer("int16"))
+    assert np.array_equal(got, want16.astype(np.float64))
+    got32 = fpsim.matmul(a.astype(np.float64), b.astype(np.float64), model=A.Integer("int32"))
+    assert np.array_equal(got32, (a @ b).astype(np.float64))
+
+
+def test_integer_saturate_per_step():
+    x = np.array([100, 100, -50, -200, -100], dtype=np.float64)
+    s = 0
+    for v in x:
+        s = min(127, max(-128, s + int(v)))
+    assert fpsim.sum(x, model=A.Integer("int8", overflow="saturate")) == s
+    w = np.cumsum(x.astype(np.int64)).astype(np.int8)[-1]  # wrap: numpy int8 cast
+    assert fpsim.sum(x, model=A.Integer("int8")) == w
+
+
+# ---------------------------------------------------------------------------------------
+# Multipliers
+# ---------------------------------------------------------------------------------------
+
+def test_rounded_products_and_lmul():
+    a = np.array([1.5, 1.75]); b = np.array([1.5, 1.75])
+    # products rounded to e4m3 first: 2.25 -> 2.25, 3.0625 -> 3.0 (RNE)
+    m = A.Exact("fp32", multiply="e4m3")
+    assert fpsim.dot(a, b, model=m) == 2.25 + 3.0
+    try:
+        from fpsim.arith import lmul  # noqa: F401  (the elementwise-arithmetic module)
+    except ImportError:
+        pytest.skip("fpsim.arith.lmul (optional module of another issue) not available")
+    m = A.Exact("fp32", multiply=A.LMulProduct(23))
+    assert fpsim.dot(a, b, model=m) == 2.125 + 3.125  # SPEC §3.1 test vectors
+
+
+# ---------------------------------------------------------------------------------------
+# Determinism, shapes, errors
+# ---------------------------------------------------------------------------------------
+
+def test_thread_count_independence():
+    rng = np.random.default_rng(10)
+    a = fpsim.quantize(rng.standard_normal((17, 300)), "bf16")
+    b = fpsim.quantize(rng.standard_normal((300, 13)), "bf16")
+    models = [A.Sequential("fp32"), fpsim.hardware.tensor_core("H100", "bf16"), A.Pairwise("bf16"),
+              A.Exact("fp16", "rtz"), A.Blocked(64, A.Sequential("bf16"), A.Kahan("fp32"))]
+    n0 = numba.get_num_threads()
+    try:
+        res = {}
+        for nt in sorted({1, n0}):
+            numba.set_num_threads(nt)
+            res[nt] = [fpsim.matmul(a, b, model=m) for m in models]
+        for r in res.values():
+            for x, y in zip(r, res[1]):
+                assert np.array_equal(x.view(np.uint64), y.view(np.uint64))
+    finally:
+        numba.set_num_threads(n0)
+
+
+def test_broadcast_batches_and_C():
+    rng = np.random.default_rng(11)
+    a = fpsim.quantize(rng.standard_normal((2, 1, 3, 8)), "bf16")
+    b = fpsim.quantize(rng.standard_normal((4, 8, 5)), "bf16")
+    m = A.Sequential("fp32", fma=True)
+    d = fpsim.matmul(a, b, 1.0, model=m)
+    assert d.shape == (2, 4, 3, 5)
+    d2 = fpsim.matmul(a[1, 0], b[2], np.ones((3, 5)), model=m)
+    assert np.array_equal(d[1, 2], d2)
+
+
+def test_bad_inputs_raise_clear_errors():
+    m = A.Sequential("fp32")
+    with pytest.raises(ValueError, match="K=3"):
+        fpsim.matmul(np.ones((2, 3)), np.ones((4, 2)), model=m)
+    with pytest.raises(ValueError, match="last axes differ"):
+        fpsim.dot(np.ones(3), np.ones(4), model=m)
+    with pytest.raises(ValueError, match="broadcast"):
+        fpsim.matmul(np.ones((2, 3)), np.ones((3, 2)), np.ones((3, 3)), model=m)
+    with pytest.raises(TypeError, match="model="):
+        fpsim.matmul(np.ones((2, 3)), np.ones((3, 2)), model="fp32")
+    tc = fpsim.hardware.tensor_core("Ada", "e4m3")
+    with pytest.raises(ValueError, match="no NaN"):
+        fpsim.dot(np.array([np.nan, 1.0]), np.ones(2), model=A.FusedBlock(16, -10, in_fmt="e2m3"))
+    with pytest.raises(ValueError, match="not a value of the model's input format e4m3"):
+        fpsim.dot(np.array([0.3, 1.0]), np.ones(2), model=tc)
+    with pytest.raises(ValueError, match="no NaN"):
+        fpsim.sum(np.array([np.nan, 1.0]), model=A.Sequential("e2m3"))
+    with pytest.raises(ValueError, match="26 significant bits"):
+        fpsim.dot(np.array([0.1]), np.array([0.1]), model=A.Exact("fp32"))
+    with pytest.raises(ValueError, match="wider than the outer"):
+        A.Blocked(8, A.Sequential("fp32"), A.Sequential("bf16"))
+    with pytest.raises(ValueError, match="stochastic"):
+        A.Sequential("fp32", rounding="stochastic")
+    with pytest.raises(ValueError, match="51 bits"):
+        A.Kahan("fp64")
+    with pytest.raises(ValueError, match="codebook"):
+        A.Sequential("nf4")
+    with pytest.raises(ValueError, match="exactly one"):
+        A.Permuted(m)
+    with pytest.raises(ValueError, match="unknown GPU"):
+        fpsim.hardware.tensor_core("P100", "fp16")
+    with pytest.raises(ValueError, match="fp8"):
+        fpsim.hardware.tensor_core("A100", "e4m3")
+
+
+def test_fp64_native_sequential():
+    x = np.array([1.0, 2.0**-53, 2.0**-53])
+    assert fpsim.sum(x, model=A.Sequential("fp64")) == 1.0
+    assert fpsim.sum(x, model=A.Exact(fpsim.FloatFormat(11, 50))) == 1.0
+    x = np.array([1.0, 2.0**-60])
+    assert fpsim.sum(x, model=A.Exact(fpsim.FloatFormat(11, 50), "rup")) == 1.0 + 2.0**-50
