@@ -49,7 +49,10 @@ import numpy as np
 
 from . import rounding as _R
 from .formats import FixedFormat, FloatFormat, Format, as_format
-from .kernels import accum as _K
+from .kernels import _modes as _C
+from .kernels._lazy import lazy_module
+
+_K = lazy_module('accum')  # numba is imported on first use, not by `import fpsim`
 
 __all__ = [
     "Blocked",
@@ -198,8 +201,8 @@ def _leaf_kind(fmt: Format, rounding: str, kind: int) -> int:
     if isinstance(fmt, FloatFormat) and fmt.man_bits > 50:
         is_f64 = (fmt.exp_bits == 11 and fmt.man_bits == 52 and fmt.family == "ieee"
                   and fmt.subnormals)
-        if kind == _K.SEQ and is_f64 and rounding == "rne":
-            return _K.NATIVE
+        if kind == _C.SEQ and is_f64 and rounding == "rne":
+            return _C.NATIVE
         raise ValueError(f"accumulator {fmt.name} has {fmt.man_bits + 1} significant bits: "
                          "supported are formats of at most 51 bits in every mode, and fp64 "
                          "with Sequential(rounding='rne')")
@@ -262,7 +265,7 @@ class Sequential(Model):
         if self.multiply is not None:
             object.__setattr__(self, "multiply", _as_multiplier(self.multiply))
         _params(self.fmt, self.rounding, self.overflow)
-        _leaf_kind(self.fmt, self.rounding, _K.SEQ)
+        _leaf_kind(self.fmt, self.rounding, _C.SEQ)
 
     @property
     def out_fmt(self):
@@ -282,7 +285,7 @@ class _Simple(Model):
     rounding: str = "rne"
     multiply: Multiplier | None = None
 
-    _KIND = _K.SEQ
+    _KIND = _C.SEQ
 
     def __post_init__(self):
         _fmt_field(self)
@@ -311,7 +314,7 @@ class Pairwise(_Simple):
     1.0000001192092896
     """
 
-    _KIND = _K.PAIR
+    _KIND = _C.PAIR
 
 
 @dataclass(frozen=True)
@@ -324,7 +327,7 @@ class Kahan(_Simple):
     1.000000238418579
     """
 
-    _KIND = _K.KAHAN
+    _KIND = _C.KAHAN
 
 
 @dataclass(frozen=True)
@@ -337,7 +340,7 @@ class Exact(_Simple):
     9.313225746154785e-10
     """
 
-    _KIND = _K.EXACT
+    _KIND = _C.EXACT
 
 
 @dataclass(frozen=True)
@@ -376,7 +379,7 @@ class NumpyOrder(Model):
         if self.multiply is not None:
             object.__setattr__(self, "multiply", _as_multiplier(self.multiply))
         _params(self.fmt, self.rounding)
-        _leaf_kind(self.fmt, self.rounding, _K.NUMPY)
+        _leaf_kind(self.fmt, self.rounding, _C.NUMPY)
 
     @property
     def out_fmt(self):
@@ -412,7 +415,7 @@ class Integer(Model):
         if self.overflow not in ("wrap", "saturate"):
             raise ValueError(f"overflow={self.overflow!r}: allowed 'wrap' or 'saturate'")
         _params(f, "rne", self.overflow)
-        _leaf_kind(f, "rne", _K.SEQ)
+        _leaf_kind(f, "rne", _C.SEQ)
 
     @property
     def out_fmt(self):
@@ -686,11 +689,11 @@ def _raise_nan(err, fmt):
 
 def _leaf_args(model):
     if isinstance(model, Sequential):
-        return _leaf_kind(model.fmt, model.rounding, _K.SEQ), _params(model.fmt, model.rounding, model.overflow)
+        return _leaf_kind(model.fmt, model.rounding, _C.SEQ), _params(model.fmt, model.rounding, model.overflow)
     if isinstance(model, Integer):
-        return _K.SEQ, _params(model.fmt, "rne", model.overflow)
+        return _C.SEQ, _params(model.fmt, "rne", model.overflow)
     if isinstance(model, NumpyOrder):
-        return _K.NUMPY, _params(model.fmt, model.rounding)
+        return _C.NUMPY, _params(model.fmt, model.rounding)
     if isinstance(model, _Simple):
         return _leaf_kind(model.fmt, model.rounding, model._KIND), _params(model.fmt, model.rounding)
     raise TypeError(f"{model!r} is not a leaf model")  # pragma: no cover
@@ -722,7 +725,7 @@ def _eval(model, T, TA, TB, c, numpy_axis_last=True):
             err = _K.rows_fused_fast(A, B, _clamped(A, emin_in), _clamped(B, emin_in), c, out,
                                      n, neab, p, lim, *model._rtz_args())
         else:
-            err = _K.leaf(A, B, c, out, _K.FUSED, p, n, neab, emin_in, lim)
+            err = _K.leaf(A, B, c, out, _C.FUSED, p, n, neab, emin_in, lim)
         _raise_nan(err, model.out_fmt)
         return out
     if isinstance(model, Permuted):
@@ -747,8 +750,8 @@ def _eval(model, T, TA, TB, c, numpy_axis_last=True):
         P = np.concatenate(parts, axis=1) if parts else np.zeros((R, 0))
         return _eval(model.outer, P, None, None, c)
     kind, p = _leaf_args(model)
-    if kind == _K.NUMPY and not numpy_axis_last:
-        kind = _K.SEQ
+    if kind == _C.NUMPY and not numpy_axis_last:
+        kind = _C.SEQ
     out = np.empty(R)
     T = np.ascontiguousarray(T)
     err = _K.leaf(T, T, c, out, kind, p, 1, 0, 0, 0.0)

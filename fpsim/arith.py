@@ -24,7 +24,10 @@ from __future__ import annotations
 import numpy as np
 
 from .formats import CodebookFormat, DIntFormat, FloatFormat, as_format
-from .kernels import arith as _K
+from .kernels import _modes as _C
+from .kernels._lazy import lazy_module
+
+_K = lazy_module('arith')  # numba is imported on first use, not by `import fpsim`
 from .rounding import (
     _BF16,
     _F64,
@@ -136,7 +139,7 @@ def add(a, b, fmt, *, rounding="rne", overflow=None, nan=None, subnormals=None, 
     >>> fpsim.add(np.array([1.0, -3.0]), 3.0, "fp16", rounding="rdn")
     array([ 4., -0.])
     """
-    return _run(_K.OP_ADD, (a, b), fmt, rounding, overflow, nan, subnormals, seed, srbits)
+    return _run(_C.OP_ADD, (a, b), fmt, rounding, overflow, nan, subnormals, seed, srbits)
 
 
 def sub(a, b, fmt, *, rounding="rne", overflow=None, nan=None, subnormals=None, seed=None,
@@ -147,7 +150,7 @@ def sub(a, b, fmt, *, rounding="rne", overflow=None, nan=None, subnormals=None, 
     >>> fpsim.sub(1.0, 2.0**-30, "bf16"), fpsim.sub(1.0, 2.0**-30, "bf16", rounding="rtz")
     (1.0, 0.99609375)
     """
-    return _run(_K.OP_SUB, (a, b), fmt, rounding, overflow, nan, subnormals, seed, srbits)
+    return _run(_C.OP_SUB, (a, b), fmt, rounding, overflow, nan, subnormals, seed, srbits)
 
 
 def mul(a, b, fmt, *, rounding="rne", overflow=None, nan=None, subnormals=None, seed=None,
@@ -158,7 +161,7 @@ def mul(a, b, fmt, *, rounding="rne", overflow=None, nan=None, subnormals=None, 
     >>> fpsim.mul(1.5, 1.5, "e4m3"), fpsim.mul(20.0, 30.0, "e4m3"), fpsim.mul(20.0, 30.0, "e5m2")
     (2.25, 448.0, 640.0)
     """
-    return _run(_K.OP_MUL, (a, b), fmt, rounding, overflow, nan, subnormals, seed, srbits)
+    return _run(_C.OP_MUL, (a, b), fmt, rounding, overflow, nan, subnormals, seed, srbits)
 
 
 def div(a, b, fmt, *, rounding="rne", overflow=None, nan=None, subnormals=None, seed=None,
@@ -171,7 +174,7 @@ def div(a, b, fmt, *, rounding="rne", overflow=None, nan=None, subnormals=None, 
     >>> fpsim.div(1.0, -0.0, "fp16")
     -inf
     """
-    return _run(_K.OP_DIV, (a, b), fmt, rounding, overflow, nan, subnormals, seed, srbits)
+    return _run(_C.OP_DIV, (a, b), fmt, rounding, overflow, nan, subnormals, seed, srbits)
 
 
 def fma(a, b, c, fmt, *, rounding="rne", overflow=None, nan=None, subnormals=None, seed=None,
@@ -185,7 +188,7 @@ def fma(a, b, c, fmt, *, rounding="rne", overflow=None, nan=None, subnormals=Non
     >>> fpsim.fma(x, x, -1.0, "fp16", rounding="rup") == 2.0**-11 + 2.0**-21
     True
     """
-    return _run(_K.OP_FMA, (a, b, c), fmt, rounding, overflow, nan, subnormals, seed, srbits)
+    return _run(_C.OP_FMA, (a, b, c), fmt, rounding, overflow, nan, subnormals, seed, srbits)
 
 
 def sqrt(a, fmt, *, rounding="rne", overflow=None, nan=None, subnormals=None, seed=None,
@@ -196,7 +199,7 @@ def sqrt(a, fmt, *, rounding="rne", overflow=None, nan=None, subnormals=None, se
     >>> fpsim.sqrt(2.0, "bf16"), fpsim.sqrt(2.0, "bf16", rounding="rup")
     (1.4140625, 1.421875)
     """
-    return _run(_K.OP_SQRT, (a,), fmt, rounding, overflow, nan, subnormals, seed, srbits)
+    return _run(_C.OP_SQRT, (a,), fmt, rounding, overflow, nan, subnormals, seed, srbits)
 
 
 for _f in (add, sub, mul, div, fma, sqrt):

@@ -391,6 +391,9 @@ def quantize(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=Fals
         Stochastic rounding stream; a given seed gives the same bits for any thread count.
     srbits : int, optional
         Random bits used by stochastic rounding (default: exact probabilities).
+    axis : int, optional
+        Block/scaled formats only (``"mxfp4"``, :class:`fpsim.BlockFormat`...): the blocked
+        axis (default: the format's own ``axis``). See :mod:`fpsim.block`.
 
     Returns
     -------

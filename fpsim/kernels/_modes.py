@@ -24,3 +24,19 @@ NAN_PROPAGATE = 0
 NAN_ZERO = 1
 NAN_MAX = 2
 NAN_ERROR = 3
+
+# Accumulation leaf kinds (the arithmetic of one accumulation model over a row of terms)
+SEQ = 0  # s = round(s + t_k), s starts at c
+PAIR = 1  # recursive halves, each partial rounded; d = round(c + tree)
+KAHAN = 2  # compensated summation, every operation rounded
+EXACT = 3  # Kulisch accumulator, rounded once
+FUSED = 4  # tensor-core multi-term fused adder, blocks of n chained through c
+NUMPY = 5  # numpy's pairwise_sum order (8-way unrolled blocks of 128)
+NATIVE = 6  # float64 accumulator, round-to-nearest-even: native float64 addition
+
+# Accumulation multiplier kinds
+MUL_EXACT = 0
+MUL_ROUND = 1
+
+# Elementwise operations of fpsim.kernels.arith
+OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_FMA, OP_SQRT = 0, 1, 2, 3, 4, 5

@@ -16,18 +16,8 @@ from numba import njit, prange
 from .eft import bits_f64, f64_bits, to_odd_bits, two_sum
 from .float_round import round_bits
 
-# Leaf kinds (the arithmetic of one accumulation model over a row of terms)
-SEQ = 0  # s = round(s + t_k), s starts at c
-PAIR = 1  # recursive halves, each partial rounded; d = round(c + tree)
-KAHAN = 2  # compensated summation, every operation rounded
-EXACT = 3  # Kulisch accumulator, rounded once
-FUSED = 4  # tensor-core multi-term fused adder, blocks of n chained through c
-NUMPY = 5  # numpy's pairwise_sum order (8-way unrolled blocks of 128)
-NATIVE = 6  # float64 accumulator, round-to-nearest-even: native float64 addition
-
-# Multiplier kinds
-MUL_EXACT = 0
-MUL_ROUND = 1
+from ._modes import (EXACT, FUSED, KAHAN, MUL_EXACT, MUL_ROUND, NATIVE, NUMPY,  # noqa: F401
+                     PAIR, SEQ)
 
 
 @njit(cache=True, inline="always")

@@ -79,7 +79,7 @@ _NAN_BITS = np.int64((0x7FF << 52) | (1 << 51))
 _MINNORM = 2.2250738585072014e-308  # smallest normal float64
 
 # operation codes of the array drivers
-OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_FMA, OP_SQRT = 0, 1, 2, 3, 4, 5
+from ._modes import OP_ADD, OP_DIV, OP_FMA, OP_MUL, OP_SQRT, OP_SUB  # noqa: E402,F401
 
 
 # ---------------------------------------------------------------------------------------

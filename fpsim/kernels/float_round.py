@@ -174,7 +174,12 @@ def round_bits(b, p, rnd):
         magr = ((mag >> shift) + inc) << shift
     else:  # below the smallest subnormal: 0 or minsub
         sh = min(shift, 62)
-        inc = _increment(p.mode, sign, sig, one << (sh - 1), 0, rnd, sh, p.srbits)
+        rem = sig
+        if p.mode == SR and shift > 62:
+            # stochastic: P(up) = sig / 2**shift, with 62 random bits (others only look at
+            # rem != 0 and rem vs half, which the clamped shift keeps right)
+            rem = sig >> min(shift - 62, 62)
+        inc = _increment(p.mode, sign, rem, one << (sh - 1), 0, rnd, sh, p.srbits)
         magr = p.minsub if inc == 1 else 0
 
     lim = p.maxneg if sign == 1 else p.maxpos
