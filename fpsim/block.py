@@ -42,16 +42,20 @@ import numpy as np
 
 from . import rounding as _r
 from .formats import FixedFormat, FloatFormat, Format, as_format, parse, register_name
-from .kernels import block_round as _k
-from .kernels.fast_round import fast_params as _fast_params
-from .kernels.float_round import codes_from_bits
+from .kernels import _modes as _C
+from .kernels._lazy import kernel, lazy_module
+
+# Kernels load on first use so that `import fpsim` does not import numba.
+_k = lazy_module("block_round")
+_fast_params = kernel("fast_round", "fast_params")
+codes_from_bits = kernel("float_round", "codes_from_bits")
 
 __all__ = ["BlockFormat", "BlockCodes", "MX_FORMATS", "SCALE_ROUNDINGS", "pack", "unpack",
            "plot_block_error"]
 
 #: Power-of-two scale rules and value rules accepted as ``scale_rounding``.
-POW2_RULES = {"floor": _k.RULE_FLOOR, "ceil": _k.RULE_CEIL, "even": _k.RULE_EVEN,
-              "rceil": _k.RULE_RCEIL}
+POW2_RULES = {"floor": _C.RULE_FLOOR, "ceil": _C.RULE_CEIL, "even": _C.RULE_EVEN,
+              "rceil": _C.RULE_RCEIL}
 VALUE_RULES = ("rne", "rna", "rtz", "rup", "rdn")
 SCALE_ROUNDINGS = tuple(POW2_RULES) + VALUE_RULES
 
@@ -421,11 +425,11 @@ def _params(fmt: BlockFormat, rounding, subnormals, srbits, g=1.0, clip=1.0, rul
                         None, False, None)
     sp = _r._round_params(scale, _r._F64, *sopts)
     if rule is None:
-        rule = POW2_RULES.get(srule, _k.RULE_VALUE)
+        rule = POW2_RULES.get(srule, _C.RULE_VALUE)
     # power-of-two scales: exponent range of the scale format
     smin = round(math.log2(scale.min_subnormal))
     smax = scale.emax
-    if scale.has_zero and rule == _k.RULE_VALUE:
+    if scale.has_zero and rule == _C.RULE_VALUE:
         zero_scale = 0.0
     else:
         zero_scale = math.ldexp(1.0, smin)
@@ -451,7 +455,7 @@ def _tensor_scale(fmt: BlockFormat, arr) -> float:
     if amax == 0.0:
         return 1.0
     ts = fmt.tensor_scale
-    q = _k.BlockParams(rule=_k.RULE_VALUE, emax_elem=0, mbits=0, max_frac=0, smin=0, smax=0,
+    q = _k.BlockParams(rule=_C.RULE_VALUE, emax_elem=0, mbits=0, max_frac=0, smin=0, smax=0,
                        zero_scale=1.0, div=fmt.elem.max * fmt.scale.max, clip=1.0, g=1.0,
                        elem_nan=0.0, want_codes=0, fast=0)
     sp = _r._round_params(ts, _r._F64, *_r._options(ts, "rne", "saturate", "propagate", None,

@@ -28,7 +28,10 @@ import numpy as np
 from . import block as _b
 from . import rounding as _r
 from .formats import FloatFormat, Format, as_format, register_name
-from .kernels import block_round as _k
+from .kernels import _modes as _C
+from .kernels._lazy import lazy_module
+
+_k = lazy_module("block_round")  # numba loads on first use
 
 __all__ = ["ScaledFormat", "ScaledTensor", "scale_tensor", "DelayedScaling", "GRANULARITIES"]
 
@@ -219,7 +222,7 @@ def _amax(a, axes):
 def _scales_from(fmt: ScaledFormat, amax, bad):
     bf = fmt._block
     q, _, _, sp, _ = _b._params(bf, "rne", None, None, clip=fmt.clip)
-    if q.rule == _k.RULE_VALUE and q.zero_scale != 0.0:
+    if q.rule == _C.RULE_VALUE and q.zero_scale != 0.0:
         q = q._replace(zero_scale=0.0) if fmt.scale.has_zero else q
     out = np.empty(amax.size)
     _k.scales_from_amax(np.ascontiguousarray(amax, dtype=np.float64).reshape(-1),
@@ -265,7 +268,7 @@ def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, 
         s = _scales_from(fmt, a, bad)
     s = np.array(s, dtype=np.float64).reshape(sshape)  # keeps 0-d for per-tensor
     sflat = s.reshape(-1)
-    G = _k.RULE_GIVEN
+    G = _C.RULE_GIVEN
     if fmt.granularity == "tensor":
         flat = arr.reshape(-1)
         res = _b._run(bf, flat, 0, rounding, subnormals, seed, srbits, want_codes, given=sflat,

@@ -28,3 +28,10 @@ def test_report_quick(tmp_path):
     page = write_report(tmp_path, quick=True)
     text = page.read_text()
     assert "e4m3" in text and (tmp_path / "rounding_sqnr.png").stat().st_size > 1000
+
+
+def test_import_is_light():
+    """`import fpsim` must not pull in numba (loaded on first use) or torch (optional)."""
+    code = "import sys, fpsim; print('numba' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]

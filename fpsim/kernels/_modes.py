@@ -40,3 +40,11 @@ MUL_ROUND = 1
 
 # Elementwise operations of fpsim.kernels.arith
 OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_FMA, OP_SQRT = 0, 1, 2, 3, 4, 5
+
+# Block-scale rules of fpsim.kernels.block_round
+RULE_FLOOR = 0  # OCP MX: 2**(floor(log2 amax) - emax_elem)
+RULE_CEIL = 1  # torchao CEIL: 2**(ceil(log2 amax) - emax_elem)
+RULE_EVEN = 2  # torchao EVEN: amax rounded to the element precision first, then floor
+RULE_RCEIL = 3  # torchao RCEIL / cuBLAS: 2**ceil(log2(amax / max_elem))
+RULE_VALUE = 4  # amax / max_elem rounded into the scale format (NVFP4, fp32 scales)
+RULE_GIVEN = 5  # scales supplied by the caller

@@ -28,12 +28,8 @@ from .fast_round import _fast_one
 from .float_round import round_bits
 
 # Scale rules (the kernel's view of BlockFormat.scale_rounding).
-RULE_FLOOR = 0  # OCP MX: 2**(floor(log2 amax) - emax_elem)
-RULE_CEIL = 1  # torchao CEIL: 2**(ceil(log2 amax) - emax_elem)
-RULE_EVEN = 2  # torchao EVEN: amax rounded to the element precision first, then floor
-RULE_RCEIL = 3  # torchao RCEIL / cuBLAS: 2**ceil(log2(amax / max_elem))
-RULE_VALUE = 4  # amax / max_elem rounded into the scale format (NVFP4, fp32 scales)
-RULE_GIVEN = 5  # scales supplied by the caller
+from ._modes import (RULE_CEIL, RULE_EVEN, RULE_FLOOR, RULE_GIVEN, RULE_RCEIL,  # noqa: E402,F401
+                     RULE_VALUE)
 
 _FMASK = (np.int64(1) << 52) - 1
 _F64_MAX = np.finfo(np.float64).max
