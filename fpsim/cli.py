@@ -69,9 +69,10 @@ def main(argv=None) -> int:
     p = sub.add_parser("values", help="list every value of a format with its code")
     p.add_argument("name")
     p.set_defaults(func=_cmd_values)
-    p = sub.add_parser("report", help="write fpsim's report (formats, rounding errors, ...)")
+    p = sub.add_parser("report", help="write fpsim's report: formats, rounding errors, accumulation "
+                                      "models, tensor-core validation, reproducibility audit")
     p.add_argument("--out", default="fpsim-report", help="output folder (default: fpsim-report)")
-    p.add_argument("--quick", action="store_true", help="smaller sample sizes")
+    p.add_argument("--quick", action="store_true", help="small sizes: about a minute instead of a few")
     p.set_defaults(func=_cmd_report)
     args = ap.parse_args(argv)
     try:

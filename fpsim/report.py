@@ -1,24 +1,55 @@
 """``fpsim report``: fpsim's main job, one folder with an HTML page, Markdown and figures.
 
-Each section is a function returning (title, markdown/html body, figure files); later work
-adds accumulation models, tensor-core validation and a reproducibility audit.
+Each section is a function ``section(out, quick) -> (title, markdown body, figure files)``;
+:data:`SECTIONS` lists them in report order:
+
+1. **Formats**: range and precision of every well-known format.
+2. **Rounding error**: SQNR per format on three distributions, relative spacing vs magnitude.
+3. **Accumulation models**: error of a length-K dot product against K for sequential,
+   pairwise, Kahan, blocked, tensor-core and FP8-promoted accumulation (SPEC §4).
+4. **Tensor-core validation**: the bit-exact fraction of each tensor-core model on the
+   captured GPU outputs of ``shared/data/tensor-cores`` (when that folder can be found).
+5. **Reproducibility audit**: a tiny character-level language model bundled here (trained
+   in code in a few seconds, fixed seed) greedy-decodes under precisions, tensor-core
+   profiles and split-K accumulation; drift metrics of "Give Me FP32 or Give Me Death?"
+   (needs torch; without it the section says so).
+
+A section that cannot run (missing optional dependency or data) explains why in the report
+instead of failing the whole command.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import os
+import re
+import time
+import traceback
+import warnings
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+__all__ = ["SECTIONS", "write_report", "tensor_core_data_dir", "tiny_lm"]
+
+
+# ---------------------------------------------------------------------------------------
+# 1. Formats, 2. rounding error
+# ---------------------------------------------------------------------------------------
 
 def _section_formats(out: Path, quick: bool):
     from .analysis.tables import format_table, to_markdown
 
     rows = format_table()
-    return "Formats", to_markdown(rows), []
+    text = ("Range and precision of the well-known formats (`fpsim formats` prints this table; "
+            "`fpsim values NAME` lists every value of a format).\n\n" + to_markdown(rows))
+    return "Formats", text, []
+
+
+#: Formats of the relative-precision figure (from FP4 to fp32).
+_PRECISION_FORMATS = ("e2m1", "e3m2", "e4m3", "e5m2", "fp16", "bf16", "fp32")
 
 
 def _section_rounding(out: Path, quick: bool):
@@ -27,11 +58,13 @@ def _section_rounding(out: Path, quick: bool):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .analysis.format_plots import plot_relative_precision
     from .analysis.tables import rounding_error_summary, to_markdown
     from .formats import list_formats
 
     names = [n for n in list_formats() if n not in ("fp64", "e8m0")]
-    rows = rounding_error_summary(names, n=20_000 if quick else 200_000)
+    n = 20_000 if quick else 200_000
+    rows = rounding_error_summary(names, n=n)
     fig, ax = plt.subplots(figsize=(9, 4))
     x = np.arange(len(rows))
     keys = [k for k in rows[0] if k.startswith("sqnr")]
@@ -44,41 +77,497 @@ def _section_rounding(out: Path, quick: bool):
     fig.tight_layout()
     fig.savefig(out / "rounding_sqnr.png", dpi=110)
     plt.close(fig)
-    return "Rounding error", to_markdown(rows), ["rounding_sqnr.png"]
+
+    # relative spacing ulp(x)/x: where each format is precise, and where it runs out of range
+    fig = plot_relative_precision(_PRECISION_FORMATS, lo=2.0**-30, hi=2.0**40, n=1500 if quick else 6000)
+    fig.savefig(out / "relative_precision.png", dpi=110)
+    text = (f"Signal-to-quantisation-noise ratio (dB) of round-to-nearest-even into each format "
+            f"({n} samples per distribution, unit scale, overflow saturates). The second figure "
+            "shows the relative spacing ulp(x)/x of "
+            f"{', '.join(_PRECISION_FORMATS)} against the magnitude x: flat in the normal range "
+            "(2^-mantissa bits), growing in the subnormal range, ending at the format's max.\n\n"
+            + to_markdown(rows))
+    return "Rounding error", text, ["rounding_sqnr.png", "relative_precision.png"]
 
 
-SECTIONS = [_section_formats, _section_rounding]
+# ---------------------------------------------------------------------------------------
+# 3. Accumulation models
+# ---------------------------------------------------------------------------------------
+
+def _accum_models():
+    from . import accum as A
+    from . import hardware as H
+
+    return {
+        "Sequential fp32 (FMA)": A.Sequential("fp32", fma=True),
+        "Sequential bf16 (FMA)": A.Sequential("bf16", fma=True),
+        "Pairwise fp32": A.Pairwise("fp32"),
+        "Kahan fp32": A.Kahan("fp32"),
+        "Blocked(32) fp32 (split-K)": A.Blocked(32, A.Sequential("fp32", fma=True)),
+        "A100 tensor core (bf16)": H.tensor_core("A100", "bf16"),
+        "H100 tensor core (bf16)": H.tensor_core("H100", "bf16"),
+        "H100 FP8 tensor core (e4m3)": H.tensor_core("H100", "e4m3"),
+        "H100 FP8, promoted every 128": H.fp8_promoted("H100", "e4m3", 128),
+    }
 
 
-def write_report(out="fpsim-report", *, quick: bool = False) -> Path:
+def _error_growth(models, Ks, trials, seed=0, in_fmt="bf16"):
+    """``{name: median relative error per K}`` of ``fpsim.dot`` for each model.
+
+    Inputs uniform in [0, 1) rounded into ``in_fmt`` (and into a model's own input format,
+    if it has one); the reference is ``math.fsum`` of the products, which are exact in
+    float64 (inputs of at most 26 significant bits), so it is the correctly rounded sum.
+    """
+    import math
+
+    from . import accum as A
+    from .rounding import quantize
+
+    rng = np.random.default_rng(seed)
+    out = {name: [] for name in models}
+    for K in Ks:
+        a = quantize(rng.random((trials, K)), in_fmt)
+        b = quantize(rng.random((trials, K)), in_fmt)
+        for name, m in models.items():
+            fin = getattr(m, "in_fmt", None)
+            aa, bb = (a, b) if fin is None else (quantize(a, fin), quantize(b, fin))
+            ref = np.array([math.fsum(r) for r in aa * bb])
+            d = A.dot(aa, bb, model=m)
+            out[name].append(float(np.median(np.abs(d - ref) / ref)))
+    return {k: np.array(v) for k, v in out.items()}
+
+
+def _section_accumulation(out: Path, quick: bool):
+    from .analysis.tables import to_markdown
+
+    Ks = (16, 64, 256, 1024) if quick else (16, 64, 256, 1024, 4096, 16384)
+    trials = 8 if quick else 32
+    models = _accum_models()
+    errs = _error_growth(models, Ks, trials, seed=0, in_fmt="bf16")
+
+    fig, ax = _figure((8, 5))
+    for name, e in errs.items():
+        ax.loglog(Ks, np.where(e > 0, e, np.nan), marker="o", label=name)  # 0 (exact): not drawn
+    ax.loglog(Ks, [K * 2.0**-24 for K in Ks], "k--", lw=0.8, label="K·u (fp32 worst-case scale)")
+    ax.set(xlabel="dot-product length K", ylabel="median relative error (exact results not drawn)",
+           title="Error growth of accumulation models (bf16 inputs in [0, 1))")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.savefig(out / "accumulation_error.png", dpi=110)
+
+    rows = [{"model": name, **{f"K={K}": float(v) for K, v in zip(Ks, e)}} for name, e in errs.items()]
+    text = ("Median relative error of `fpsim.dot` against the exact dot product, for length-K "
+            f"dot products of bf16 inputs uniform in [0, 1) ({trials} trials per K; positive "
+            "terms, so rounding errors accumulate). Tensor-core models are the bit-exact fused "
+            "multi-term adders of `fpsim.hardware.tensor_core` (truncated alignment, "
+            "round-toward-zero fp32 output); the FP8 tensor core keeps only 13 mantissa bits, "
+            "which promoting every 128 products into fp32 (DeepSeek-V3) repairs.\n\n"
+            + to_markdown(rows))
+    return "Accumulation models", text, ["accumulation_error.png"]
+
+
+# ---------------------------------------------------------------------------------------
+# 4. Tensor-core validation
+# ---------------------------------------------------------------------------------------
+
+_TC_ENV = "FPSIM_TENSOR_CORE_DATA"
+
+
+def tensor_core_data_dir(cwd=None):
+    """The ``tensor-cores`` folder of captured GPU outputs, or ``None`` if none is found.
+
+    Looked for, in order: ``$FPSIM_TENSOR_CORE_DATA``; ``../shared/data/tensor-cores`` and
+    ``shared/data/tensor-cores`` next to the fpsim source tree (an editable install); the
+    same two relative to ``cwd`` (default: the current directory, e.g. the repository root).
+
+    >>> d = tensor_core_data_dir()
+    >>> d is None or (d / "README.md").exists() or d.is_dir()
+    True
+    """
+    env = os.environ.get(_TC_ENV)
+    if env:
+        return Path(env) if Path(env).is_dir() else None
+    repo = Path(__file__).resolve().parent.parent
+    cwd = Path(cwd) if cwd is not None else Path.cwd()
+    for base in (repo, cwd):
+        for cand in (base.parent / "shared", base / "shared"):
+            d = cand / "data" / "tensor-cores"
+            if d.is_dir():
+                return d
+    return None
+
+
+def _section_tensor_cores(out: Path, quick: bool):
+    from . import hardware as H
+    from .analysis.tables import to_markdown
+
+    title = "Tensor-core validation"
+    d = tensor_core_data_dir()
+    if d is None:
+        return title, ("**Not run: tensor-core data not found.** Set `FPSIM_TENSOR_CORE_DATA` to "
+                       "the `shared/data/tensor-cores` folder (or run from the repository root, "
+                       "next to `../shared`) to replay the captured GPU outputs."), []
+    rows = []
+    for gdir in sorted(p for p in d.iterdir() if p.is_dir()):
+        for fdir in sorted(p for p in gdir.iterdir() if p.is_dir()):
+            try:
+                res = H.validate(fdir)
+            except (ValueError, OSError) as e:
+                rows.append({"GPU": gdir.name, "input": fdir.name, "output": "–", "lines": 0,
+                             "bit-exact": 0, "fraction": float("nan"), "model": f"error: {e}"})
+                continue
+            for r in res.values():
+                try:
+                    m = H.tensor_core(r.gpu, r.in_fmt.lower(), r.out_fmt)
+                    model = f"n={m.n}, neab={m.neab}, {m.rounding}"
+                except ValueError as e:
+                    model = str(e)
+                rows.append({"GPU": r.gpu, "input": r.in_fmt, "output": r.out_fmt, "lines": r.lines,
+                             "bit-exact": r.matches, "fraction": r.fraction, "model": model})
+    if not rows:
+        return title, f"**Not run: no `<GPU>/<format>` folders in `{d}`.**", []
+    total = sum(r["lines"] for r in rows)
+    exact = sum(r["bit-exact"] for r in rows)
+    text = (f"Every captured dot product `d = Σ a_i b_i + c` in `{d.name}/` (real V100, A100 and "
+            "Ada outputs) replayed through the bit-exact model `fpsim.hardware.tensor_core(GPU, "
+            f"input, output)` (fused block of n products, neab extra alignment bits, truncation). "
+            f"**{exact} of {total} outputs bit-exact ({exact / total:.4f}).**\n\n" + to_markdown(rows))
+    return title, text, []
+
+
+# ---------------------------------------------------------------------------------------
+# 5. Reproducibility audit of a bundled tiny language model
+# ---------------------------------------------------------------------------------------
+
+#: The training text of the bundled model (written for fpsim; public domain).
+_CORPUS = (
+    "the quick brown fox jumps over the lazy dog. "
+    "a small model learns the text it is shown. "
+    "every number format rounds what it cannot hold. "
+    "the tensor core adds eight products at once. "
+    "sums in a different order give different bits. "
+    "greedy decoding picks the most likely letter. "
+    "one flipped letter changes the rest of the line. "
+    "bfloat16 keeps the range and drops the precision. "
+)
+_CTX = 64  # longest sequence the positional embedding covers
+
+
+def tiny_lm(seed: int = 0, steps: int = 120):
+    """A tiny character-level GPT (2 layers, width 32) trained on a bundled corpus.
+
+    Deterministic: fixed seed, fixed data order, one torch thread while training. Returns
+    ``(model, encode, decode)`` where ``encode(str) -> list[int]`` and
+    ``decode(list[int]) -> str``. Needs torch. Training takes a few seconds on one core.
+
+    >>> m, enc, dec = tiny_lm(steps=2)
+    >>> dec(enc("the fox")), m(__import__("torch").tensor([enc("the fox")])).shape[-1]
+    ('the fox', 30)
+    """
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    chars = sorted(set(_CORPUS))
+    stoi = {c: i for i, c in enumerate(chars)}
+
+    class Block(nn.Module):
+        def __init__(self, d, heads):
+            super().__init__()
+            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+            self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
+            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
+            self.heads = heads
+
+        def forward(self, x):
+            B, T, D = x.shape
+            q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
+            q, k, v = (t.view(B, T, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            x = x + self.proj(a.transpose(1, 2).reshape(B, T, D))
+            return x + self.mlp(self.ln2(x))
+
+    class TinyGPT(nn.Module):
+        def __init__(self, vocab, d=32, heads=2, layers=2):
+            super().__init__()
+            self.tok = nn.Embedding(vocab, d)
+            self.pos = nn.Parameter(torch.zeros(_CTX, d))
+            self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
+            self.ln = nn.LayerNorm(d)
+            self.lm_head = nn.Linear(d, vocab, bias=False)
+
+        def forward(self, idx):
+            x = self.tok(idx) + self.pos[: idx.shape[1]]
+            for b in self.blocks:
+                x = b(x)
+            return self.lm_head(self.ln(x))
+
+    data = torch.tensor([stoi[c] for c in _CORPUS])
+    T = 32
+    with _one_torch_thread():
+        torch.manual_seed(seed)
+        model = TinyGPT(len(chars))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(steps):
+            ix = torch.randint(0, len(data) - T - 1, (16,), generator=g)
+            x = torch.stack([data[i:i + T] for i in ix])
+            y = torch.stack([data[i + 1:i + T + 1] for i in ix])
+            loss = F.cross_entropy(model(x).reshape(-1, len(chars)), y.reshape(-1))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    model.final_loss, model.steps = float(loss.detach()), steps
+    return model, (lambda s: [stoi[c] for c in s]), (lambda ids: "".join(chars[i] for i in ids))
+
+
+class _one_torch_thread:
+    """Tiny tensors: torch's thread pool only adds contention (and thread-count dependence)."""
+
+    def __enter__(self):
+        import torch
+        self.n = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import torch
+        torch.set_num_threads(self.n)
+
+
+def _drift_configs(quick: bool):
+    """``{name: {"group", "policy", "batch_size"}}``; the first config of each group is its
+    reference: fp32, or for split-K the same bf16 inputs summed sequentially in fp32 (runs
+    are cached, so a shared reference is computed once)."""
+    from . import accum as A
+    from .torch import Policy
+
+    def split_k(k):
+        return Policy(weight="bf16", activation="bf16", name=f"bf16 split-K {k}",
+                      accum=A.Blocked(k, A.Sequential("fp32", fma=True)))
+
+    ref = {"policy": "fp32", "batch_size": None}
+    # split-K changes only the order of the fp32 additions: its reference has the same bf16
+    # inputs, summed sequentially in fp32
+    seq = Policy(weight="bf16", activation="bf16", name="bf16 seq", accum=A.Sequential("fp32", fma=True))
+    if quick:
+        groups = {
+            "precision": {"bf16": "bf16", "fp16": "fp16", "layercast": "layercast"},
+            "batch size": {"fp32, batch 1": ("fp32", 1), "bf16, batch 1": ("bf16", 1)},
+            "tensor core": {"a100_bf16": "a100_bf16"},
+            "split-K": {"bf16 split-K 16": split_k(16)},
+        }
+    else:
+        groups = {
+            "precision": {"tf32": "tf32", "bf16": "bf16", "fp16": "fp16", "layercast": "layercast"},
+            "batch size": {"fp32, batch 1": ("fp32", 1), "fp32, batch 4": ("fp32", 4),
+                           "bf16, batch 1": ("bf16", 1), "bf16, batch 4": ("bf16", 4)},
+            "tensor core": {"v100_fp16": "v100_fp16", "a100_bf16": "a100_bf16",
+                            "h100_bf16": "h100_bf16"},
+            "split-K": {"bf16 split-K 16": split_k(16),
+                        "bf16 split-K 64": split_k(64)},
+        }
+    cfgs = {}
+    for g, members in groups.items():
+        if g == "split-K":
+            cfgs["bf16 sequential fp32 [split-K]"] = {"group": g, "policy": seq, "batch_size": None}
+        else:
+            cfgs[f"fp32 [{g}]"] = {"group": g, **ref}
+        for name, v in members.items():
+            pol, bs = v if isinstance(v, tuple) else (v, None)
+            cfgs[name] = {"group": g, "policy": pol, "batch_size": bs}
+    return cfgs
+
+
+def _section_drift(out: Path, quick: bool):
+    title = "Reproducibility audit (bundled tiny language model)"
+    try:
+        import torch  # noqa: F401
+
+        import fpsim.torch  # noqa: F401
+    except ImportError as e:
+        return title, (f"**Not run: this section needs torch** (`pip install \"torch==2.13.0\"` or "
+                       f"the `torch` extra): {e}"), []
+    from .analysis.drift import div_index, drift, greedy_runner
+    from .analysis.tables import to_markdown
+
+    t0 = time.perf_counter()
+    model, enc, dec = tiny_lm()
+    t_train = time.perf_counter() - t0
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()[:16]
+
+    # the bit-exact GEMM kernels run on the CPU and greedy decoding re-runs the whole
+    # sequence at every step (no KV cache): keep the workload small
+    n_prompts, plen, new = (6, 8, 12) if quick else (12, 8, 20)
+    # prompts spread evenly over the corpus (mid-word starts included: that is where the
+    # model is least sure, and where rounding flips a greedy choice)
+    stride = (len(_CORPUS) - plen - new - 3) // n_prompts
+    starts = [3 + i * stride for i in range(n_prompts)]
+    prompts = [enc(_CORPUS[s:s + plen]) for s in starts]
+    expected = [enc(_CORPUS[s + plen:s + plen + new]) for s in starts]
+
+    base = greedy_runner(model, prompts, max_new_tokens=new, policy_key="policy")
+    cache = {}
+    cfgs = _drift_configs(quick)
+    bar = tqdm(total=len(cfgs), desc="  drift configs", unit="config", leave=False)
+
+    def key_of(c):
+        return (c["policy"] if isinstance(c["policy"], str) else c["policy"].name, c["batch_size"])
+
+    def run(cfg):
+        key = key_of(cfg)
+        if key not in cache:
+            with _one_torch_thread():
+                cache[key] = base(cfg)
+        bar.update(1)
+        return cache[key]
+
+    def judge(i, toks):
+        return list(toks) == expected[i]
+
+    t1 = time.perf_counter()
+    try:
+        rep = drift(run, cfgs, judge=judge, group_by="group")
+    finally:
+        bar.close()
+    t_drift = time.perf_counter() - t1
+    with warnings.catch_warnings():  # "no artists with labels" when no prompt diverges
+        warnings.simplefilter("ignore", UserWarning)
+        fig = rep.plot()
+        fig.savefig(out / "drift.png", dpi=100)
+
+    # per config: which prompts diverge from the group's reference (the first config)
+    first = {}
+    for name, c in cfgs.items():
+        first.setdefault(c["group"], name)
+    crows = []
+    for r in rep.config_records():
+        c = cfgs[r["config"]]
+        mine, ref = cache[key_of(c)]["tokens"], cache[key_of(cfgs[first[c["group"]]])]["tokens"]
+        d = [div_index([a, b]) for a, b in zip(ref, mine)]
+        dv = [x for x in d if x is not None]
+        crows.append({**r, "diverged": f"{len(dv)}/{len(d)}", "first_div": min(dv) if dv else None})
+    samples = []
+    for name in ("fp32 [precision]", "bf16", "fp16", "a100_bf16"):
+        c = cfgs[name]
+        if key_of(c) in cache:
+            samples.append({"config": name, "prompt": dec(prompts[0]).replace(" ", "␣"),
+                            "greedy continuation": dec(cache[key_of(c)]["tokens"][0]).replace(" ", "␣")})
+    text = (
+        "A tiny character-level GPT (2 layers, width 32, "
+        f"{sum(p.numel() for p in model.parameters())} parameters) ships with fpsim as code: "
+        f"`fpsim.report.tiny_lm()` trains it on a bundled 8-sentence corpus with a fixed seed "
+        f"({t_train:.1f} s here, {model.steps} steps, final loss {model.final_loss:.3f}, weights sha256 `{digest}`). "
+        f"{len(prompts)} prompts of {plen} characters are greedy-decoded for {new} characters under "
+        "each configuration (`fpsim.torch.emulate`), and `fpsim.analysis.drift` measures the drift "
+        "of each group against its reference (the first config of every group: fp32, or for "
+        "split-K the same bf16 inputs summed sequentially in fp32, so that only the order of "
+        "the fp32 additions differs), as in "
+        "\"Give Me FP32 or Give Me Death?\" (2025): accuracy = the continuation reproduces the "
+        "corpus; `Std@Acc` its std across configs; `div_rate` the fraction of prompts whose outputs "
+        "differ; `avg_div_index` the first differing token; `std_top1_prob` the std of the top-1 "
+        "probability before divergence; logit differences and top-1 flip rate of the first "
+        f"step against the group's reference. {len(cfgs)} configs ({len(cache)} distinct runs) "
+        f"took {t_drift:.1f} s.\n\n"
+        "Per group:\n\n" + to_markdown(rep.to_records())
+        + "\n\nPer configuration (`diverged`: prompts whose greedy output differs from the "
+        "group's reference; `first_div`: the earliest differing token):\n\n" + to_markdown(crows)
+        + "\n\nGreedy continuations of the first prompt (␣ = space):\n\n" + to_markdown(samples)
+    )
+    return title, text, ["drift.png"]
+
+
+SECTIONS = [_section_formats, _section_rounding, _section_accumulation, _section_tensor_cores,
+            _section_drift]
+
+
+# ---------------------------------------------------------------------------------------
+# Writing the report
+# ---------------------------------------------------------------------------------------
+
+def _figure(figsize):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots()
+
+
+def _run_section(sec, out: Path, quick: bool):
+    """Run one section; an unexpected failure becomes a clear message in the report."""
+    try:
+        return sec(out, quick)
+    except Exception as e:  # noqa: BLE001 - the report must survive a broken section
+        name = sec.__name__.removeprefix("_section_").replace("_", " ")
+        tb = traceback.format_exception_only(type(e), e)[-1].strip()
+        return (name.capitalize(), f"**Section failed** ({tb}). The other sections are unaffected; "
+                "please report this as a bug.", [])
+
+
+def write_report(out="fpsim-report", *, quick: bool = False, sections=None, progress: bool = True) -> Path:
     """Write the report into folder ``out`` and return the path of its ``index.html``.
 
+    ``quick`` uses small sample sizes (about a minute in all); ``sections`` (default
+    :data:`SECTIONS`) picks section functions; ``progress`` shows a tqdm bar over sections.
+    The folder gets ``index.html`` (self-contained apart from the PNG figures next to it),
+    ``report.md`` and the figures.
+
     >>> import tempfile
-    >>> p = write_report(tempfile.mkdtemp(), quick=True)  # doctest: +SKIP
+    >>> p = write_report(tempfile.mkdtemp(), sections=[SECTIONS[0]], progress=False)
+    >>> p.name, "e4m3" in p.read_text()
+    ('index.html', True)
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    md, body = ["# fpsim report\n"], []
-    for sec in tqdm(SECTIONS, desc="fpsim report", unit="section"):
-        title, text, figs = sec(out, quick)
-        md.append(f"## {title}\n\n{text}\n")
+    secs = list(SECTIONS if sections is None else sections)
+    t0 = time.perf_counter()
+    md, body, toc = [], [], []
+    bar = tqdm(secs, desc="fpsim report", unit="section", disable=not progress)
+    for i, sec in enumerate(bar, 1):
+        bar.set_postfix_str(sec.__name__.removeprefix("_section_"))
+        ts = time.perf_counter()
+        title, text, figs = _run_section(sec, out, quick)
+        dt = time.perf_counter() - ts
+        anchor = f"s{i}"
+        toc.append(f'<li><a href="#{anchor}">{html.escape(title)}</a></li>')
+        md.append(f"## {i}. {title}\n\n{text}\n")
         md.extend(f"![{f}]({f})\n" for f in figs)
-        body.append(f"<h2>{html.escape(title)}</h2>\n{_md_table_to_html(text)}")
-        body.extend(f'<img src="{f}" alt="{f}">' for f in figs)
-    (out / "report.md").write_text("\n".join(md))
+        md.append(f"*({dt:.1f} s)*\n")
+        body.append(f'<h2 id="{anchor}">{i}. {html.escape(title)}</h2>\n{_md_to_html(text)}')
+        body.extend(f'<p><img src="{f}" alt="{f}"></p>' for f in figs)
+        body.append(f'<p class="t">({dt:.1f} s)</p>')
+    from . import __version__ as version  # noqa: PLC0415
+
+    head = (f"fpsim {version}, {'quick' if quick else 'full'} report, "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S')} ({time.perf_counter() - t0:.0f} s)")
+    (out / "report.md").write_text(f"# fpsim report\n\n{head}\n\n" + "\n".join(md))
     page = out / "index.html"
-    page.write_text("<!doctype html><meta charset='utf-8'><title>fpsim report</title>"
-                    "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-                    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"
-                    "<h1>fpsim report</h1>" + "\n".join(body))
+    page.write_text(
+        "<!doctype html><html lang='en'><meta charset='utf-8'><title>fpsim report</title>"
+        "<style>body{font-family:sans-serif;max-width:1150px;margin:auto;padding:0 1em}"
+        "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}"
+        "img{max-width:100%}code{background:#f3f3f3}.t{color:#888;font-size:80%}</style>"
+        f"<h1>fpsim report</h1><p>{html.escape(head)}</p><ol>{''.join(toc)}</ol>"
+        + "\n".join(body) + "</html>\n")
     return page
 
 
-def _md_table_to_html(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.startswith("|")]
-    if len(lines) < 2:
-        return f"<pre>{html.escape(text)}</pre>"
-    cells = lambda ln: [html.escape(c.strip()) for c in ln.strip().strip("|").split("|")]
-    head = "".join(f"<th>{c}</th>" for c in cells(lines[0]))
-    rows = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in cells(ln)) + "</tr>" for ln in lines[2:])
-    return f"<table><tr>{head}</tr>{rows}</table>"
+def _inline(s: str) -> str:
+    s = html.escape(s, quote=False)
+    s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", s)
+
+
+def _md_to_html(text: str) -> str:
+    """The small Markdown subset the sections write: paragraphs, ``code``, **bold**, tables."""
+    parts = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = block.strip().splitlines()
+        if lines and all(ln.startswith("|") for ln in lines) and len(lines) >= 2:
+            cells = lambda ln: [_inline(c.strip()) for c in ln.strip().strip("|").split("|")]  # noqa: E731
+            head = "".join(f"<th>{c}</th>" for c in cells(lines[0]))
+            rows = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in cells(ln)) + "</tr>"
+                           for ln in lines[2:])
+            parts.append(f"<table><tr>{head}</tr>{rows}</table>")
+        elif lines:
+            parts.append(f"<p>{_inline(' '.join(lines))}</p>")
+    return "\n".join(parts)
