@@ -1,0 +1,19 @@
+"""PyTorch bridge: run unmodified ``torch.nn.Module`` s under emulated hardware (SPEC §5).
+
+``import fpsim`` never imports torch; ``import fpsim.torch`` does.
+
+>>> import torch, fpsim.torch as ft
+>>> ft.quantize(torch.tensor([0.1]), "bf16")
+tensor([0.1001])
+"""
+
+from . import profiles
+from .convert import EmulatedModule, LowPrecisionOptimizer, convert
+from .gemm import gemm
+from .mode import UNSUPPORTED, EmulationMode, UnsupportedOpError, emulate, supported_ops
+from .policy import Policy, Scaled, as_policy
+from .quantize import BACKWARD_MODES, IMPLS, is_block_format, quantize
+
+__all__ = ["quantize", "BACKWARD_MODES", "IMPLS", "is_block_format", "Policy", "Scaled",
+           "as_policy", "profiles", "emulate", "EmulationMode", "UnsupportedOpError",
+           "UNSUPPORTED", "supported_ops", "gemm", "convert", "EmulatedModule", "LowPrecisionOptimizer"]

@@ -1,0 +1,259 @@
+"""Named emulation profiles: ``fpsim.torch.profiles.get(name)`` returns a :class:`Policy`.
+
+=============== ==========================================================================
+``fp32``        nothing rounded: plain fp32 torch (the reference)
+``tf32``        GEMM inputs rounded to TF32 (e8m10), fp32 accumulation (Ampere+ default)
+``bf16``        bf16 GEMM inputs, gradients and outputs, fp32 accumulation; softmax/norms
+                in fp32 (what ``torch.autocast(dtype=bfloat16)`` does on a GPU)
+``fp16``        the same with fp16 (no loss scaling: small gradients underflow)
+``layercast``   weights stored in bf16, upcast: all arithmetic in fp32
+``h100_fp8``    per-tensor-scaled E4M3 forward operands, E5M2 gradients, H100 FP8 tensor
+                core (13-bit fused accumulation) promoted into fp32 every 128 products
+                (the DeepSeek-V3 recipe)
+``mxfp8``       OCP MX E4M3 blocks of 32 along K for weights and activations, MX E5M2
+                gradients, fp32 accumulation
+``mxfp4``       OCP MX E2M1 blocks of 32, MX E5M2 gradients, fp32 accumulation
+``nvfp4``       NVFP4 (E2M1 blocks of 16, E4M3 scales, fp32 tensor scale), fp32 accum
+``lmul3``       L-Mul multiplier (Luo & Sun 2024) on 3-bit-mantissa inputs (e8m3), fp32 sum
+``lmul4``       the same with 4-bit mantissas (e8m4)
+``dint4_w4a8``  dINT4 weights (per-output-channel scale), int8 activations (per-token
+                scale), exact products, fp32 accumulation
+``{gpu}_{fmt}`` the tensor core of ``gpu`` (v100, a100, ..., h100, b200) on ``fmt`` inputs
+                (fp16, bf16, tf32, e4m3, e5m2), bit-exact (``fpsim.hardware.tensor_core``)
+=============== ==========================================================================
+
+>>> from fpsim.torch import profiles
+>>> profiles.get("bf16").weight.name
+'bf16'
+>>> "h100_bf16" in profiles.names()
+True
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .policy import Policy, Scaled
+
+__all__ = ["get", "names", "describe", "TENSOR_CORE_GPUS", "register"]
+
+#: Tensor-core input formats per GPU (SPEC §4 table); extended by fpsim.hardware if present.
+TENSOR_CORE_GPUS = {
+    "v100": ("fp16",),
+    "a100": ("fp16", "bf16", "tf32"),
+    "a2": ("fp16", "bf16", "tf32"),
+    "a30": ("fp16", "bf16", "tf32"),
+    "ada": ("fp16", "bf16", "tf32", "e4m3", "e5m2"),
+    "l40s": ("fp16", "bf16", "tf32", "e4m3", "e5m2"),
+    "h100": ("fp16", "bf16", "tf32", "e4m3", "e5m2"),
+    "h200": ("fp16", "bf16", "tf32", "e4m3", "e5m2"),
+    "b200": ("fp16", "bf16", "tf32", "e4m3", "e5m2"),
+}
+
+_FP8 = ("e4m3", "e5m2")
+
+
+def _need(module: str, attr: str, what: str):
+    """Import ``fpsim.<module>.<attr>`` or raise a clear error naming the profile."""
+    import importlib
+    try:
+        mod = importlib.import_module(f"fpsim.{module}")
+        return getattr(mod, attr)
+    except (ImportError, AttributeError) as e:
+        raise NotImplementedError(f"profile {what!r} needs fpsim.{module}.{attr}, which is not "
+                                  f"available in this fpsim build ({e})") from None
+
+
+def _tensor_core(gpu, fmt, what):
+    tc = _need("hardware", "tensor_core", what)
+    return tc(gpu, fmt)
+
+
+def _fp32():
+    return Policy(name="fp32", description="reference: no rounding, torch's fp32 arithmetic")
+
+
+def _tf32():
+    return Policy(weight="tf32", activation="tf32", name="tf32",
+                  description="GEMM inputs rounded to TF32 (e8m10), fp32 accumulation")
+
+
+def _half(fmt):
+    def make():
+        return Policy(weight=fmt, activation=fmt, gradient=fmt, output=fmt, name=fmt,
+                      description=f"{fmt} GEMM inputs, gradients and outputs, fp32 accumulation, "
+                                  "softmax/norms in fp32 (autocast)")
+    return make
+
+
+def _layercast():
+    return Policy(weight="bf16", name="layercast",
+                  description="weights stored in bf16 and upcast; all arithmetic in fp32")
+
+
+def _mixed(model):
+    """The same tensor core accepting any <= 26-bit inputs (e4m3 x e5m2 backward GEMMs)."""
+    accum = _need("accum", "FusedBlock", "fp8 backward")
+    return accum(model.n, model.neab, out_fmt=model.out_fmt, rounding=model.rounding,
+                 in_fmt=None, name=(model.name or "tensor core") + " mixed fp8")
+
+
+def _h100_fp8():
+    what = "h100_fp8"
+    promoted = _need("hardware", "fp8_promoted", what)
+    Promoted = _need("accum", "Promoted", what)
+    fwd = promoted("H100", "e4m3", 128)
+    bwd = Promoted(_mixed(fwd.inner), every=128, outer=fwd.outer)
+    return Policy(weight=Scaled("e4m3"), activation=Scaled("e4m3"), gradient=Scaled("e5m2"),
+                  accum=fwd, backward_accum=bwd, name=what,
+                  description="per-tensor-scaled E4M3 forward, E5M2 gradients, H100 FP8 tensor "
+                              "core (13-bit accumulation) promoted into fp32 every 128 products "
+                              "(DeepSeek-V3 recipe)")
+
+
+def _block(name, elem, grad=None, desc=""):
+    def make():
+        from ..formats import as_format
+        try:
+            import fpsim.block  # noqa: F401  (registers the block format names)
+            fmt = as_format(elem)
+            gfmt = None if grad is None else as_format(grad)
+        except (ImportError, ValueError, TypeError) as e:
+            raise NotImplementedError(f"profile {name!r} needs the block format {elem!r} "
+                                      f"(fpsim.BlockFormat), which this fpsim build lacks ({e})") from None
+        return Policy(weight=fmt, activation=fmt, gradient=gfmt, name=name, description=desc)
+    return make
+
+
+def _lmul(m):
+    def make():
+        what = f"lmul{m}"
+        seq = _need("accum", "Sequential", what)
+        lmul = _need("accum", "LMulProduct", what)
+        fmt = f"e8m{m}"
+        return Policy(weight=fmt, activation=fmt, accum=seq("fp32", multiply=lmul(m)), name=what,
+                      description=f"L-Mul (Luo & Sun 2024, 'int' semantics) on e8m{m} inputs, "
+                                  "products summed sequentially in fp32 (RNE)")
+    return make
+
+
+def _dint4_w4a8():
+    return Policy(weight=Scaled("dint4", per="row"), activation=Scaled("int8", per="row"),
+                  name="dint4_w4a8",
+                  description="dINT4 weights with a per-output-channel scale, int8 activations "
+                              "with a per-token scale, exact products, fp32 accumulation")
+
+
+def _tc_profile(gpu, fmt):
+    def make():
+        what = f"{gpu}_{fmt}"
+        model = _tensor_core(gpu, fmt, what)
+        grad = "e5m2" if fmt in _FP8 else fmt
+        op = Scaled(fmt) if fmt in _FP8 else fmt
+        gop = Scaled(grad) if fmt in _FP8 else grad
+        bwd = _mixed(model) if fmt in _FP8 else None
+        return Policy(weight=op, activation=op, gradient=gop, accum=model, backward_accum=bwd,
+                      name=what,
+                      description=f"{gpu.upper()} tensor core on {fmt} inputs (bit-exact fused "
+                                  "multi-term accumulation, SPEC §4)")
+    return make
+
+
+_BASE = {
+    "fp32": _fp32, "tf32": _tf32, "bf16": _half("bf16"), "fp16": _half("fp16"),
+    "layercast": _layercast, "h100_fp8": _h100_fp8,
+    "mxfp8": _block("mxfp8", "mxfp8e4m3", "mxfp8e5m2",
+                    desc="OCP MX E4M3 blocks of 32 along K (weights, activations), MX E5M2 "
+                         "gradients, fp32 accumulation"),
+    "mxfp4": _block("mxfp4", "mxfp4", "mxfp8e5m2",
+                    desc="OCP MX E2M1 blocks of 32 along K (weights, activations), MX E5M2 "
+                         "gradients, fp32 accumulation"),
+    "nvfp4": _block("nvfp4", "nvfp4", "mxfp8e5m2",
+                    desc="NVFP4: E2M1 blocks of 16 with E4M3 scales and an fp32 tensor scale "
+                         "(weights, activations), MX E5M2 gradients, fp32 accumulation"),
+    "lmul3": _lmul(3), "lmul4": _lmul(4), "dint4_w4a8": _dint4_w4a8,
+}
+_USER: dict = {}
+
+
+@lru_cache(maxsize=1)
+def _tc_table():
+    """GPU -> input formats, from fpsim.hardware when present (else the SPEC table)."""
+    try:
+        from .. import hardware
+    except ImportError:
+        return dict(TENSOR_CORE_GPUS)
+    table = {}
+    for g in hardware.GPUS:
+        fmts = []
+        for f in hardware.IN_FORMATS:
+            try:
+                hardware.tensor_core(g, f)
+            except ValueError:
+                continue
+            fmts.append(f)
+        table[g.lower()] = tuple(fmts)
+    return table
+
+
+def _registry():
+    reg = dict(_BASE)
+    for gpu, fmts in _tc_table().items():
+        for f in fmts:
+            reg[f"{gpu}_{f}"] = _tc_profile(gpu, f)
+    reg.update(_USER)
+    return reg
+
+
+def names() -> list:
+    """All profile names.
+
+    >>> from fpsim.torch import profiles
+    >>> profiles.names()[:4]
+    ['fp32', 'tf32', 'bf16', 'fp16']
+    """
+    return list(_registry())
+
+
+@lru_cache(maxsize=None)
+def _get(name):
+    return _registry()[name]()
+
+
+def get(name: str) -> Policy:
+    """The :class:`Policy` of profile ``name``.
+
+    >>> from fpsim.torch import profiles
+    >>> profiles.get("dint4_w4a8").weight
+    Scaled('dint4', per='row')
+    """
+    if isinstance(name, Policy):
+        return name
+    key = str(name).lower()
+    if key not in _registry():
+        raise ValueError(f"unknown profile {name!r}; known: {', '.join(names())}")
+    return _get(key)
+
+
+def describe(name: str) -> str:
+    """What profile ``name`` emulates (one paragraph).
+
+    >>> from fpsim.torch import profiles
+    >>> profiles.describe("layercast")
+    'layercast: weights stored in bf16 and upcast; all arithmetic in fp32'
+    """
+    p = get(name)
+    return f"{p.name}: {p.description}"
+
+
+def register(name: str, policy_or_factory) -> None:
+    """Add a profile (a Policy or a zero-argument function returning one).
+
+    >>> from fpsim.torch import profiles, Policy
+    >>> profiles.register("my_e4m3", Policy(weight="e4m3", name="my_e4m3"))
+    >>> profiles.get("my_e4m3").weight.name
+    'e4m3'
+    """
+    key = str(name).lower()
+    _USER[key] = policy_or_factory if callable(policy_or_factory) else (lambda: policy_or_factory)
+    _get.cache_clear()

@@ -1,0 +1,424 @@
+"""Differentiable rounding of torch tensors into any fpsim format.
+
+Two implementations of the same bit manipulation (SPEC §2):
+
+* ``"numba"`` — CPU tensors: :func:`torch.Tensor.numpy` shares the tensor's memory with a
+  numpy array and :func:`fpsim.quantize` (the Numba kernels) rounds it; the result is wrapped
+  back with :func:`torch.from_numpy` (no copy either way). bfloat16 travels as a uint16 view
+  reinterpreted as ``ml_dtypes.bfloat16``.
+* ``"torch"`` — any device: the scalar kernel :func:`fpsim.kernels.float_round.round_bits`
+  written with integer tensor ops on the bit pattern (int64 lanes), fed with the very same
+  :class:`~fpsim.kernels.float_round.RoundParams`. Stochastic rounding uses the same
+  counter-based random stream, so both paths give identical bits for every mode.
+
+``impl="auto"`` picks ``"numba"`` on CPU and ``"torch"`` elsewhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import rounding as _R
+from ..formats import CodebookFormat, DIntFormat, FixedFormat, FloatFormat, as_format
+from ..kernels import _modes as K
+
+__all__ = ["quantize", "BACKWARD_MODES", "IMPLS", "is_block_format"]
+
+#: Gradient rules of :func:`quantize`.
+BACKWARD_MODES = ("ste", "clip", "quantize", "none")
+#: Implementations of :func:`quantize`.
+IMPLS = ("auto", "numba", "torch")
+
+_TORCH_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_NP_OF = {torch.float16: np.dtype(np.float16), torch.float32: np.dtype(np.float32),
+          torch.float64: np.dtype(np.float64)}
+# integer carrier of each float dtype's bit pattern
+_INT_OF = {torch.float16: torch.int16, torch.bfloat16: torch.int16, torch.float32: torch.int32,
+           torch.float64: torch.int64}
+
+
+def is_block_format(fmt) -> bool:
+    """True for scaled/block formats (duck-typed: not a plain fpsim :class:`~fpsim.Format`).
+
+    A block format is any object that :func:`fpsim.quantize` accepts together with an
+    ``axis=`` argument (e.g. ``fpsim.BlockFormat``); plain formats and format names are not.
+
+    >>> is_block_format("e4m3")
+    False
+    """
+    if isinstance(fmt, str):
+        try:
+            fmt = as_format(fmt)
+        except (ValueError, TypeError):
+            return False
+    return hasattr(fmt, "_quantize")
+
+
+# ---------------------------------------------------------------------------------------
+# numba path (CPU, zero copy)
+# ---------------------------------------------------------------------------------------
+
+def _to_numpy(t: torch.Tensor):
+    """A numpy array sharing ``t``'s memory (t must be contiguous, on CPU)."""
+    if t.dtype == torch.bfloat16:
+        if _R._BF16 is None:  # pragma: no cover - ml_dtypes is a core dependency
+            raise TypeError("bfloat16 tensors need ml_dtypes installed")
+        return t.view(torch.int16).numpy().view(_R._BF16)
+    return t.numpy()
+
+
+def _from_numpy(a: np.ndarray, dtype) -> torch.Tensor:
+    if dtype == torch.bfloat16:
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _quantize_numba(t, fmt, opts):
+    src = t.detach()
+    if not src.is_contiguous():
+        src = src.contiguous()
+    arr = _to_numpy(src)
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    out = _R.quantize(arr, fmt, **opts)
+    return _from_numpy(np.asarray(out), t.dtype).reshape(t.shape)
+
+
+def _quantize_block(t, fmt, opts, axis):
+    import fpsim
+    src = t.detach()
+    dev, dt = src.device, src.dtype
+    arr = src.to("cpu", torch.float32 if dt in (torch.float16, torch.bfloat16) else dt).contiguous().numpy()
+    try:
+        out = fpsim.quantize(arr, fmt, axis=axis, **{k: v for k, v in opts.items() if v is not None})
+    except TypeError as e:
+        raise TypeError(f"fpsim.quantize does not take block format {fmt!r} with axis=: {e}") from None
+    return torch.from_numpy(np.ascontiguousarray(out)).to(dev, dt)
+
+
+# ---------------------------------------------------------------------------------------
+# pure-torch path (any device): round_bits with integer tensor ops
+# ---------------------------------------------------------------------------------------
+
+_U64 = 1 << 64
+_I64_MIN = -(1 << 63)
+
+
+def _i64(u: int) -> int:
+    """The int64 with the same bits as the uint64 ``u``."""
+    u %= _U64
+    return u - _U64 if u >= 1 << 63 else u
+
+
+def _srl(z, k: int):
+    """Logical right shift of int64 lanes holding uint64 bits."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def _random_bits(seed: int, n: int, device):
+    """Torch twin of :func:`fpsim.kernels._rng.random_bits` for i = 0..n-1 (int64 lanes)."""
+    i = torch.arange(1, n + 1, dtype=torch.int64, device=device)
+    z = i * _i64(0x9E3779B97F4A7C15) + _i64(seed)  # wraps modulo 2**64 like uint64
+    z = (z ^ _srl(z, 30)) * _i64(0xBF58476D1CE4E5B9)
+    z = (z ^ _srl(z, 27)) * _i64(0x94D049BB133111EB)
+    return z ^ _srl(z, 31)
+
+
+def _increment(p, sign, rem, half, odd, rnd, shift):
+    """Vector twin of ``float_round._increment`` (returns int64 0/1)."""
+    m = p.mode
+    nz = rem != 0
+    if m == K.RNE:
+        inc = (rem > half) | ((rem == half) & (odd == 1))
+    elif m == K.RNA:
+        inc = rem >= half
+    elif m == K.RTZ:
+        inc = torch.zeros_like(nz)
+    elif m == K.RUP:
+        inc = sign == 0
+    elif m == K.RDN:
+        inc = sign == 1
+    elif m == K.RTO:
+        inc = odd == 0
+    else:  # stochastic
+        r = _srl(rnd, 1) & ((torch.ones_like(shift) << shift) - 1)
+        if p.srbits > 0:
+            t = torch.clamp(shift - p.srbits, min=0)
+            inc = (r >> t) < (rem >> t)
+        else:
+            inc = r < rem
+    return (inc & nz).to(torch.int64)
+
+
+def _round_bits_torch(b, p, rnd):
+    """Round int64 bit patterns ``b`` (input layout of ``p``) exactly like ``round_bits``."""
+    ss, in_M = p.sign_shift, p.in_M
+    fmask = (1 << in_M) - 1
+    sign = (b >> ss) & 1
+    mag = b & ((1 << ss) - 1)
+    ef = mag >> in_M
+    inf_mag = p.in_expmax << in_M
+    nan_mag = inf_mag | (1 << (in_M - 1))
+    sbit = _I64_MIN if ss == 63 else (1 << ss)
+    special = ef == p.in_expmax
+    is_nan = special & ((mag & fmask) != 0)
+    is_inf = special & ~is_nan
+    if p.nan_action == K.NAN_ERROR and bool(is_nan.any()):
+        return None, int(is_nan.sum())
+
+    if p.daz == 1:
+        mag = torch.where(mag < p.minnorm, torch.zeros_like(mag), mag)
+    ex = torch.clamp(ef, min=1) - p.in_bias
+    shift = in_M - p.M + torch.clamp(p.emin - ex, min=0)
+    sig = (mag & fmask) | ((ef > 0).to(torch.int64) << in_M)
+    if p.emin < 1 - p.in_bias:
+        # an input subnormal in its own type can be normal in the target: its true exponent
+        # (floor(log2(sig)) via frexp, exact for sig < 2**53) sets the quantum
+        top = torch.frexp(sig.to(torch.float64))[1].to(torch.int64) - 1
+        sub = (ef == 0) & (ex > p.emin)
+        shift = torch.where(sub, in_M - p.M + torch.clamp(ex - in_M + top, min=p.emin) - ex, shift)
+
+    # 1 <= shift <= in_M: round to a multiple of 2**shift input ulps
+    sh = torch.clamp(shift, 1, in_M)
+    rem = mag & ((torch.ones_like(sh) << sh) - 1)
+    inc = _increment(p, sign, rem, torch.ones_like(sh) << (sh - 1), (sig >> sh) & 1, rnd, sh)
+    mid = ((mag >> sh) + inc) << sh
+    # shift > in_M: below the smallest subnormal, 0 or minsub
+    shl = torch.clamp(shift, 1, 62)
+    reml = sig
+    if p.mode == K.SR:  # P(up) = sig / 2**shift with 62 random bits, as the kernel does
+        reml = torch.where(shift > 62, sig >> torch.clamp(shift - 62, 0, 62), sig)
+    incl = _increment(p, sign, reml, torch.ones_like(shl) << (shl - 1), torch.zeros_like(sig), rnd, shl)
+    low = incl * p.minsub
+    magr = torch.where(shift <= 0, mag, torch.where(shift <= in_M, mid, low))
+
+    lim = torch.where(sign == 1, p.maxneg, p.maxpos)
+    over = magr > lim
+    if p.ovf == K.OVF_WRAP and bool(over.any()):
+        raise ValueError("overflow='wrap' is not available on the pure-torch path; use a CPU "
+                         "tensor (impl='numba') or overflow='saturate'")
+    # overflow to NaN / inf (saturation is handled by clamping to lim below)
+    to_nan = over & (sign == 1) & (p.maxneg == 0) if p.ovf == K.OVF_INF else torch.zeros_like(over)
+    to_inf = torch.zeros_like(over)
+    if p.ovf == K.OVF_NAN:
+        to_nan = over
+    elif p.ovf == K.OVF_INF:
+        m = p.mode
+        if m in (K.RNE, K.RNA, K.SR):
+            to_inf = over
+        elif m == K.RUP:
+            to_inf = over & (sign == 0)
+        elif m == K.RDN:
+            to_inf = over & (sign == 1)
+        to_inf = to_inf & ~to_nan
+    magr = torch.where(over, lim, magr)
+    if p.ftz == 1:
+        magr = torch.where(magr < p.minnorm, torch.zeros_like(magr), magr)
+    res = (sign * sbit) | magr
+    z = magr == 0
+    if p.no_zero == 1:  # E8M0 (unsigned, no zero): the smallest value, positive
+        res = torch.where(z, torch.full_like(res, p.minsub), res)
+    elif p.no_negzero == 1:
+        res = torch.where(z, torch.zeros_like(res), res)
+    res = torch.where(to_inf, (sign * sbit) | inf_mag, res)
+    res = torch.where(to_nan, (sign * sbit) | nan_mag, res)
+
+    # zero inputs (after DAZ)
+    zin = mag == 0
+    if p.no_zero == 1:
+        zval = torch.full_like(b, nan_mag)
+    elif p.no_negzero == 1:
+        zval = torch.zeros_like(b)
+    else:
+        zval = sign * sbit
+    res = torch.where(zin, zval, res)
+
+    # +-inf inputs
+    if p.maxneg == 0:  # unsigned format
+        neg_inf = torch.full_like(b, 0 if p.ovf in (K.OVF_SATURATE, K.OVF_WRAP) else nan_mag)
+    else:
+        neg_inf = None
+    if p.ovf == K.OVF_INF:
+        inf_val = b
+    elif p.ovf == K.OVF_NAN:
+        inf_val = (sign * sbit) | nan_mag
+    else:
+        inf_val = (sign * sbit) | torch.where(sign == 1, p.maxneg, p.maxpos)
+    if neg_inf is not None:
+        inf_val = torch.where(sign == 1, neg_inf, inf_val)
+    res = torch.where(is_inf, inf_val, res)
+
+    # NaN inputs
+    if p.nan_action == K.NAN_ZERO:
+        nan_val = torch.zeros_like(b)
+    elif p.nan_action == K.NAN_MAX:
+        nan_val = torch.full_like(b, p.maxpos)
+    else:
+        nan_val = b
+    return torch.where(is_nan, nan_val, res), 0
+
+
+def _bits_of(t):
+    """int64 bit patterns of a float tensor (zero-extended for 16/32-bit types)."""
+    it = _INT_OF[t.dtype]
+    b = t.view(it).to(torch.int64)
+    if it is not torch.int64:
+        b = b & ((1 << (8 * t.element_size())) - 1)
+    return b
+
+
+def _float_of(bits, dtype):
+    it = _INT_OF[dtype]
+    if it is not torch.int64:
+        w = 8 * torch.empty((), dtype=dtype).element_size()
+        bits = torch.where(bits >= 1 << (w - 1), bits - (1 << w), bits)
+    return bits.to(it).view(dtype)
+
+
+def _layout(dtype):
+    if dtype == torch.bfloat16:
+        return _R._DTYPES[_R._BF16]
+    return _R._DTYPES[_NP_OF[dtype]]
+
+
+def _quantize_torch(t, fmt, opts):
+    if isinstance(fmt, (CodebookFormat, DIntFormat)):
+        return _quantize_table_torch(t, fmt, opts)
+    o = _R._options(fmt, opts["rounding"], opts["overflow"], opts["nan"], opts["subnormals"],
+                    opts["daz"], opts["srbits"])
+    x = t.detach()
+    dt = _layout(x.dtype)
+    p = _R._round_params(fmt, dt, *o)
+    carrier = x.dtype
+    if p is None:  # the format's limits need a float64 carrier
+        x = x.to(torch.float64)
+        dt = _R._F64
+        p = _R._round_params(fmt, dt, *o)
+    b = _bits_of(x.contiguous()).reshape(-1)
+    rnd = None
+    if o[0] is _R.Rounding.STOCHASTIC:
+        rnd = _random_bits(int(_R._seed(opts["seed"], o[0])), b.numel(), b.device)
+    r, err = _round_bits_torch(b, p, rnd)
+    if r is None:
+        raise ValueError(f"{fmt.name} has no NaN but the input holds {err} NaN value(s); pass "
+                         "nan='zero' or nan='max' to map them, or clean the input")
+    out = _float_of(r, x.dtype).reshape(t.shape)
+    if out.dtype != carrier:
+        back = out.to(carrier)
+        ok = (back.to(torch.float64) == out) | torch.isnan(out)
+        if not bool(ok.all()):
+            v = out[~ok].reshape(-1)[0].item()
+            raise ValueError(f"the {fmt.name} value {v!r} is not representable in {carrier}; "
+                             "pass a float64 tensor to get it")
+        # NaN lanes: numpy keeps the sign and a propagated payload; torch's cast does not.
+        nan = torch.isnan(out)
+        if bool(nan.any()):
+            xb = _bits_of(t.detach().contiguous()).reshape(t.shape)
+            ob = _bits_of(back)
+            lay = _layout(carrier)
+            qnan = (lay.expmax << lay.M) | (1 << (lay.M - 1))
+            sgn = (torch.signbit(out).to(torch.int64) << lay.sign_shift) | qnan
+            if carrier == torch.bfloat16:  # ml_dtypes canonicalises NaN, keeping the sign
+                keep = (torch.signbit(t).to(torch.int64) << lay.sign_shift) | qnan
+            elif carrier == torch.float32:  # the float32 <-> float64 casts quieten
+                keep = xb | (1 << (lay.M - 1))
+            else:  # numpy's float16 casts keep the payload
+                keep = xb
+            ob = torch.where(nan, torch.where(torch.isnan(t), keep, sgn), ob)
+            back = _float_of(ob.reshape(-1), carrier).reshape(t.shape)
+        out = back
+    return out
+
+
+def _quantize_table_torch(t, fmt, opts):
+    """Codebook/dINT formats off-CPU: round on the CPU kernels (documented copy)."""
+    cpu = t.detach().to("cpu")
+    return _quantize_numba(cpu, fmt, opts).to(t.device)
+
+
+# ---------------------------------------------------------------------------------------
+# autograd
+# ---------------------------------------------------------------------------------------
+
+def _forward(t, fmt, opts, impl, axis):
+    if t.dtype not in _TORCH_DTYPES:
+        raise TypeError(f"fpsim.torch.quantize takes float16/bfloat16/float32/float64 tensors, "
+                        f"got {t.dtype}; convert with .float() first")
+    if is_block_format(fmt):
+        return _quantize_block(t, fmt, opts, axis)
+    if impl == "auto":
+        impl = "numba" if t.device.type == "cpu" else "torch"
+    if impl == "numba":
+        if t.device.type != "cpu":
+            raise ValueError(f"impl='numba' needs a CPU tensor, got one on {t.device}; use "
+                             "impl='torch' (or 'auto') for other devices")
+        return _quantize_numba(t, fmt, opts)
+    return _quantize_torch(t, fmt, opts)
+
+
+class _Quantize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t, fmt, opts, impl, axis, backward, grad_fmt, grad_opts):
+        q = _forward(t, fmt, opts, impl, axis)
+        ctx.backward, ctx.grad_fmt, ctx.grad_opts, ctx.impl, ctx.axis = (
+            backward, grad_fmt, grad_opts, impl, axis)
+        if backward == "clip":
+            ctx.save_for_backward(t)
+            ctx.fmax = as_format(fmt).max if not is_block_format(fmt) else float("inf")
+        return q
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.backward == "none":
+            return (None,) * 8
+        if ctx.backward == "clip":
+            (t,) = ctx.saved_tensors
+            g = g * (t.abs() <= ctx.fmax).to(g.dtype)
+        elif ctx.backward == "quantize":
+            g = _forward(g.contiguous(), ctx.grad_fmt, ctx.grad_opts, ctx.impl, ctx.axis)
+        return (g,) + (None,) * 7
+
+
+def quantize(t, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False, nan=None,
+             seed=None, srbits=None, backward="ste", grad_fmt=None, grad_rounding="rne",
+             axis=-1, impl="auto"):
+    """Round a torch tensor into ``fmt`` (same shape, dtype and device), differentiably.
+
+    Takes the options of :func:`fpsim.quantize`, plus:
+
+    backward : str
+        ``"ste"`` (default) straight-through: the gradient passes unchanged; ``"clip"``
+        straight-through inside ``[-max, max]`` of ``fmt``, zero outside; ``"quantize"``
+        rounds the gradient into ``grad_fmt`` (default ``fmt``) with ``grad_rounding``;
+        ``"none"``: no gradient.
+    axis : int
+        Block axis when ``fmt`` is a scaled/block format (ignored otherwise).
+    impl : str
+        ``"auto"`` (Numba kernels on CPU, pure torch elsewhere), ``"numba"`` or ``"torch"``.
+        Both give identical bits.
+
+    >>> import torch, fpsim.torch as ft
+    >>> ft.quantize(torch.tensor([0.3, 500.0, -1e-4]), "e4m3").tolist()
+    [0.3125, 448.0, -0.0]
+    >>> x = torch.tensor([1.1, 2.9], requires_grad=True)
+    >>> ft.quantize(x, "int4").sum().backward(); x.grad
+    tensor([1., 1.])
+    >>> ft.quantize(torch.tensor([1.1, 2.9]), "e2m1", impl="torch")
+    tensor([1., 3.])
+    """
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"fpsim.torch.quantize takes a torch.Tensor, got {type(t).__name__} "
+                        "(use fpsim.quantize for numpy arrays)")
+    if backward not in BACKWARD_MODES:
+        raise ValueError(f"backward={backward!r} is not allowed; choose one of {BACKWARD_MODES}")
+    if impl not in IMPLS:
+        raise ValueError(f"impl={impl!r} is not allowed; choose one of {IMPLS}")
+    fmt = as_format(fmt) if not is_block_format(fmt) or isinstance(fmt, str) else fmt
+    opts = dict(rounding=rounding, overflow=overflow, subnormals=subnormals, daz=daz, nan=nan,
+                seed=seed, srbits=srbits)
+    gfmt = fmt if grad_fmt is None else as_format(grad_fmt)
+    gopts = dict(opts, rounding=grad_rounding, overflow=None, srbits=None)
+    if t.requires_grad and torch.is_grad_enabled():
+        return _Quantize.apply(t, fmt, opts, impl, axis, backward, gfmt, gopts)
+    return _forward(t, fmt, opts, impl, axis)
