@@ -342,8 +342,10 @@ def plot_drift(report: DriftReport):
         if v:
             a2.hist(v, bins=min(30, max(v) + 1), alpha=0.5, label=str(g))
     a2.set(title="Div_Index (first divergent token)", xlabel="token position", ylabel="examples")
-    if report.div_indices:
+    if a2.get_legend_handles_labels()[0]:
         a2.legend(fontsize="small")
+    else:
+        a2.text(0.5, 0.5, "no greedy output diverged", ha="center", va="center", transform=a2.transAxes)
     return fig
 
 
