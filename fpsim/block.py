@@ -34,6 +34,7 @@ refuses such shapes.
 from __future__ import annotations
 
 import math
+import warnings
 import re
 from dataclasses import dataclass, field
 from typing import Optional
@@ -48,6 +49,7 @@ from .kernels._lazy import kernel, lazy_module
 # Kernels load on first use so that `import fpsim` does not import numba.
 _k = lazy_module("block_round")
 _fast_params = kernel("fast_round", "fast_params")
+_rne32_params = kernel("fast_round", "rne32_params")
 codes_from_bits = kernel("float_round", "codes_from_bits")
 
 __all__ = ["BlockFormat", "BlockCodes", "MX_FORMATS", "SCALE_ROUNDINGS", "pack", "unpack",
@@ -300,7 +302,10 @@ class BlockFormat(Format):
         arr, restore, shape, dt = _block_input(x)
         res = _run(self, arr, self.axis if axis is None else axis, rounding, subnormals, seed,
                    srbits, want_codes=False)
-        return restore(_to_dtype(res[0], self, dt).reshape(shape))
+        out = _to_dtype(res[0], self, dt)
+        if out.dtype != np.float64 and self.scale_rounding != "floor":
+            _warn_range(out, arr)
+        return restore(out.reshape(shape))
 
     def _encode(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                 daz=False, nan=None, seed=None, srbits=None):
@@ -383,6 +388,15 @@ def _to_dtype(vals, fmt, dt):
     return vals if vals.dtype == want else _r._cast_back(vals, want, fmt)
 
 
+def _warn_range(out, arr):
+    """Scales rounded up (not OCP's floor) can lift a value near the input dtype's largest
+    finite number past it: say so instead of returning a silent inf (the floor rule cannot)."""
+    n = int(np.count_nonzero(np.isinf(out.reshape(-1)) & np.isfinite(arr.reshape(-1))))
+    if n:
+        warnings.warn(f"{n} quantized value(s) exceed the range of {out.dtype} and became inf; "
+                      "pass a float64 array to keep them", RuntimeWarning, stacklevel=4)
+
+
 def _norm_axis(axis, ndim):
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"axis must be an int, got {type(axis).__name__}")
@@ -412,9 +426,14 @@ def out_dtype(fmt: BlockFormat, dtype) -> np.dtype:
     return dtype if prec <= _r._DTYPES[dtype].M + 1 else np.dtype(np.float64)
 
 
+# Smallest element value for float32 lanes: a scaled element below float32's normal range
+# (2**-126), which float32 may round, is then far below half of it and rounds to 0 either way.
+_F32_LANES_MIN_ELEM = 2.0 ** -100
+
+
 def _params(fmt: BlockFormat, rounding, subnormals, srbits, g=1.0, clip=1.0, rule=None,
-            want_codes=False):
-    """(BlockParams, element RoundParams, FastParams, scale RoundParams, rounding mode)."""
+            want_codes=False, dtype=np.float64):
+    """(BlockParams, element RoundParams, FastParams, Rne32Params, scale RoundParams, mode)."""
     elem, scale = fmt.elem, fmt.scale
     nan = "propagate" if elem.has_nan else "raise"
     eopts = _r._options(elem, rounding, "saturate", nan, subnormals, False, srbits)
@@ -441,11 +460,30 @@ def _params(fmt: BlockFormat, rounding, subnormals, srbits, g=1.0, clip=1.0, rul
     q = _k.BlockParams(rule=rule, emax_elem=emax, mbits=mbits, max_frac=max_frac, smin=smin,
                        smax=smax, zero_scale=zero_scale, div=float(elem.max * g), clip=float(clip),
                        g=float(g), elem_nan=np.nan if elem.has_nan else 0.0,
-                       want_codes=int(want_codes), fast=int(fp is not None))
+                       want_codes=int(want_codes), fast=int(fp is not None), f32=0)
     if fp is None:  # a placeholder of the right type (unused)
         fp = _fast_params(_r._round_params(elem, _r._F64, *_r._options(
             elem, "rne", "saturate", nan, subnormals, False, None)))
-    return q, ep, fp, sp, eopts[0]
+    # float32 lanes (block_round._f32_ok): float32 in and out, rne, a float32 fast path
+    p32 = None
+    if (np.dtype(dtype) == np.float32 and not want_codes and eopts[0] is _r.Rounding.RNE
+            and _min_positive(elem) >= _F32_LANES_MIN_ELEM):
+        p32 = _rne32_params(_r._round_params(elem, _r._DTYPES[np.dtype(np.float32)], *eopts))
+    if p32 is not None:
+        q = q._replace(f32=1)
+    else:  # a placeholder of the right type (unused)
+        e4m3 = parse("e4m3")
+        p32 = _rne32_params(_r._round_params(e4m3, _r._DTYPES[np.dtype(np.float32)], *_r._options(
+            e4m3, "rne", "saturate", "propagate", None, False, None)))
+    return q, ep, fp, p32, sp, eopts[0]
+
+
+def _min_positive(fmt) -> float:
+    """Smallest positive value of an element format (0.0 when it has none)."""
+    if isinstance(fmt, (FloatFormat, FixedFormat)):
+        return float(fmt.min_subnormal) if fmt.min_subnormal else float(fmt.min_normal)
+    pos = [v for v in fmt.values() if v > 0]
+    return float(min(pos)) if pos else 0.0
 
 
 def _tensor_scale(fmt: BlockFormat, arr) -> float:
@@ -457,7 +495,7 @@ def _tensor_scale(fmt: BlockFormat, arr) -> float:
     ts = fmt.tensor_scale
     q = _k.BlockParams(rule=_C.RULE_VALUE, emax_elem=0, mbits=0, max_frac=0, smin=0, smax=0,
                        zero_scale=1.0, div=fmt.elem.max * fmt.scale.max, clip=1.0, g=1.0,
-                       elem_nan=0.0, want_codes=0, fast=0)
+                       elem_nan=0.0, want_codes=0, fast=0, f32=0)
     sp = _r._round_params(ts, _r._F64, *_r._options(ts, "rne", "saturate", "propagate", None,
                                                     False, None))
     out = np.empty(1)
@@ -478,9 +516,9 @@ def _run(fmt: BlockFormat, arr, axis, rounding, subnormals, seed, srbits, want_c
                          "(partial=False); pad the array or allow a partial last block")
     if g is None:
         g = _tensor_scale(fmt, arr) if fmt.tensor_scale is not None else 1.0
-    q, ep, fp, sp, mode = _params(fmt, rounding, subnormals, srbits, g=g, clip=clip, rule=rule,
-                                  want_codes=want_codes)
     odt = out_dtype(fmt, arr.dtype) if not want_codes else arr.dtype
+    q, ep, fp, p32, sp, mode = _params(fmt, rounding, subnormals, srbits, g=g, clip=clip,
+                                       rule=rule, want_codes=want_codes, dtype=odt)
     x = np.ascontiguousarray(arr, dtype=odt).reshape(-1)
     n = x.size
     nb = -(-L // k) if L else 0
@@ -495,10 +533,11 @@ def _run(fmt: BlockFormat, arr, axis, rounding, subnormals, seed, srbits, want_c
     sd = _r._seed(seed, mode)
     if n:
         if B == 1:
-            err = _k.block_round_rows(x, out, ebits, scales, given, gstr, A, L, k, q, ep, fp, sp, sd)
+            err = _k.block_round_rows(x, out, ebits, scales, given, gstr, A, L, k, q, ep, fp, p32,
+                                      sp, sd)
         else:
-            err = _k.block_round_cols(x, out, ebits, scales, given, gstr, A, L, B, k, q, ep, fp, sp,
-                                       sd)
+            err = _k.block_round_cols(x, out, ebits, scales, given, gstr, A, L, B, k, q, ep, fp,
+                                      p32, sp, sd)
         if err:
             raise ValueError(f"{fmt.elem.name} has no NaN but {err} NaN input(s) met a given scale")
     sshape = shape[:ax] + (nb,) + shape[ax + 1:]

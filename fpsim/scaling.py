@@ -221,7 +221,7 @@ def _amax(a, axes):
 
 def _scales_from(fmt: ScaledFormat, amax, bad):
     bf = fmt._block
-    q, _, _, sp, _ = _b._params(bf, "rne", None, None, clip=fmt.clip)
+    q, _, _, _, sp, _ = _b._params(bf, "rne", None, None, clip=fmt.clip)
     if q.rule == _C.RULE_VALUE and q.zero_scale != 0.0:
         q = q._replace(zero_scale=0.0) if fmt.scale.has_zero else q
     out = np.empty(amax.size)

@@ -5,6 +5,7 @@ rational reference, hand-checked OCP corner cases, names, packing and bad input.
 from __future__ import annotations
 
 import math
+import warnings
 from fractions import Fraction
 
 import numpy as np
@@ -412,3 +413,49 @@ def test_plot_block_error_returns_figure(tmp_path):
     assert (tmp_path / "e.png").stat().st_size > 1000
     err = fpsim.block.block_errors(x, "mxfp4")
     assert err.shape == (8, 2) and np.all((err > 0) & (err < 0.5))
+
+
+def _extreme_f32(rng, shape):
+    """float32 data over the whole range: normals of every binade, subnormals, zeros, max,
+    NaN and inf in a few places, and element ties."""
+    e = rng.integers(-149, 128, shape)
+    x = rng.uniform(1, 2, shape) * np.exp2(e.astype(np.float64))
+    x = np.where(rng.random(shape) < 0.5, -x, x)
+    x = np.clip(x, -np.finfo(np.float32).max, np.finfo(np.float32).max)
+    # blocks with a narrow range too (the common case), and exact element ties
+    x[::3] = rng.standard_normal(x[::3].shape) * 2.0 ** rng.integers(-140, 120)
+    x[1::5] = (rng.integers(-20, 20, x[1::5].shape) + 0.5) * 2.0 ** rng.integers(-130, 110)
+    x = x.astype(np.float32)
+    flat = x.reshape(-1)
+    flat[rng.integers(0, flat.size, 3)] = np.nan
+    flat[rng.integers(0, flat.size, 2)] = np.inf
+    flat[rng.integers(0, flat.size, 2)] = np.finfo(np.float32).max
+    flat[rng.integers(0, flat.size, 20)] = 0.0
+    return x
+
+
+@pytest.mark.parametrize("name", ["mxfp4", "mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxint8",
+                                  "nvfp4", "block[e4m3,16,e8m0,scale_rounding=ceil]",
+                                  "block[e5m2,8,e8m0]", "block[e2m1,32,bf16,scale_rounding=rne]"])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_float32_lanes_equal_the_float64_path(name, axis):
+    """float32 inputs take float32 lanes (block_round._f32_ok / _floor32) where that is exact;
+    float64 inputs never do: both must give the same values, NaN blocks included."""
+    rng = np.random.default_rng(abs(hash((name, axis))) % 2**32)
+    x = _extreme_f32(rng, (96, 64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # values beyond float32 (checked below)
+        got = fpsim.quantize(x, name, axis=axis).astype(np.float64)
+        want = fpsim.quantize(x.astype(np.float64), name, axis=axis)
+    big = np.abs(want) > np.finfo(np.float32).max  # rounded-up scales only (not OCP's floor)
+    assert not big.any() or fpsim.parse(name).scale_rounding != "floor"
+    np.testing.assert_array_equal(got[~big], want[~big])
+    assert np.all(np.isinf(got[big]) & (np.sign(got[big]) == np.sign(want[big])))
+
+
+def test_values_beyond_the_float32_range_warn():
+    x = np.full((1, 32), np.finfo(np.float32).max, dtype=np.float32)
+    with pytest.warns(RuntimeWarning, match="exceed the range of float32"):
+        q = fpsim.quantize(x, "block[e4m3,32,e8m0,scale_rounding=ceil]")
+    assert np.isinf(q).all()  # 256 * 2**120 = 2**128
+    assert fpsim.quantize(x.astype(np.float64), "block[e4m3,32,e8m0,scale_rounding=ceil]")[0, 0] == 2.0**128
