@@ -336,6 +336,8 @@ def lmul(x, y, man_bits, *, semantics="int", fmt=None, out_fmt=None, rounding="r
     rounding, overflow, nan, seed
         As :func:`fpsim.quantize` (used for the operands and the result).
 
+    Notes
+    -----
     Zero times a finite value is a signed zero; ``0 * inf`` and NaN give NaN; inf times
     nonzero gives inf (then ``out_fmt``'s overflow policy).
 

@@ -265,48 +265,17 @@ def tiny_lm(seed: int = 0, steps: int = 120):
     ('the fox', 30)
     """
     import torch
-    import torch.nn as nn
     import torch.nn.functional as F
+
+    from .torch.tiny import TinyGPT
 
     chars = sorted(set(_CORPUS))
     stoi = {c: i for i, c in enumerate(chars)}
-
-    class Block(nn.Module):
-        def __init__(self, d, heads):
-            super().__init__()
-            self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
-            self.qkv, self.proj = nn.Linear(d, 3 * d), nn.Linear(d, d)
-            self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
-            self.heads = heads
-
-        def forward(self, x):
-            B, T, D = x.shape
-            q, k, v = self.qkv(self.ln1(x)).split(D, dim=-1)
-            q, k, v = (t.view(B, T, self.heads, D // self.heads).transpose(1, 2) for t in (q, k, v))
-            a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + self.proj(a.transpose(1, 2).reshape(B, T, D))
-            return x + self.mlp(self.ln2(x))
-
-    class TinyGPT(nn.Module):
-        def __init__(self, vocab, d=32, heads=2, layers=2):
-            super().__init__()
-            self.tok = nn.Embedding(vocab, d)
-            self.pos = nn.Parameter(torch.zeros(_CTX, d))
-            self.blocks = nn.ModuleList(Block(d, heads) for _ in range(layers))
-            self.ln = nn.LayerNorm(d)
-            self.lm_head = nn.Linear(d, vocab, bias=False)
-
-        def forward(self, idx):
-            x = self.tok(idx) + self.pos[: idx.shape[1]]
-            for b in self.blocks:
-                x = b(x)
-            return self.lm_head(self.ln(x))
-
     data = torch.tensor([stoi[c] for c in _CORPUS])
     T = 32
     with _one_torch_thread():
         torch.manual_seed(seed)
-        model = TinyGPT(len(chars))
+        model = TinyGPT(len(chars), ctx=_CTX)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
         g = torch.Generator().manual_seed(seed)
         for _ in range(steps):

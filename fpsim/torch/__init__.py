@@ -13,7 +13,9 @@ from .gemm import gemm
 from .mode import UNSUPPORTED, EmulationMode, UnsupportedOpError, emulate, supported_ops
 from .policy import Policy, Scaled, as_policy
 from .quantize import BACKWARD_MODES, IMPLS, is_block_format, quantize
+from .tiny import TinyGPT
 
 __all__ = ["quantize", "BACKWARD_MODES", "IMPLS", "is_block_format", "Policy", "Scaled",
            "as_policy", "profiles", "emulate", "EmulationMode", "UnsupportedOpError",
-           "UNSUPPORTED", "supported_ops", "gemm", "convert", "EmulatedModule", "LowPrecisionOptimizer"]
+           "UNSUPPORTED", "supported_ops", "gemm", "convert", "EmulatedModule", "LowPrecisionOptimizer",
+           "TinyGPT"]

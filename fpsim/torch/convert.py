@@ -71,6 +71,8 @@ class LowPrecisionOptimizer:
     seed : int
         Stochastic rounding stream; runs with the same seed are identical.
 
+    Examples
+    --------
     >>> import torch, fpsim.torch as ft
     >>> p = torch.nn.Parameter(torch.ones(3))
     >>> opt = ft.LowPrecisionOptimizer(torch.optim.SGD([p], lr=1e-4), "bf16", rounding="rne")

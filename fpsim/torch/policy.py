@@ -102,6 +102,8 @@ class Policy:
     name, description : str
         Labels (profiles fill them).
 
+    Examples
+    --------
     >>> p = Policy(weight="bf16", activation="bf16", overrides=(("lm_head", "fp32"),))
     >>> p.weight.name, p.resolve("lm_head").name, p.resolve("blocks.0.mlp").weight.name
     ('bf16', 'fp32', 'bf16')
