@@ -10,7 +10,7 @@ deterministic; pass one as ``model=`` to :func:`fpsim.dot`, :func:`fpsim.matmul`
 model             arithmetic
 ================= =======================================================================
 ``Sequential``    ``s = c; s = round(s + p_k)`` for k = 0..K-1 (``fma=False`` rounds
-                  every product into the accumulator format first)
+                  every product into the accumulator format first); stochastic rounding
 ``Pairwise``      recursive halves (left half ``K // 2``), every partial sum rounded;
                   ``d = round(c + tree)``
 ``Kahan``         compensated summation, every operation rounded in the accumulator
@@ -156,11 +156,12 @@ def _as_multiplier(m, default=None):
 # Option checks
 # ---------------------------------------------------------------------------------------
 
-def _mode(rounding) -> str:
+def _mode(rounding, stochastic=False) -> str:
     r = _R._enum(_R.Rounding, rounding, "rounding")
-    if r is _R.Rounding.STOCHASTIC:
-        raise ValueError("stochastic rounding is not supported inside accumulation models "
-                         "(choose 'rne', 'rna', 'rtz', 'rup', 'rdn' or 'rto')")
+    if r is _R.Rounding.STOCHASTIC and not stochastic:
+        raise ValueError("stochastic rounding inside accumulation models is supported by "
+                         "Sequential (also as the inner/outer model of Blocked and Permuted); "
+                         "here choose 'rne', 'rna', 'rtz', 'rup', 'rdn' or 'rto'")
     return r.value
 
 
@@ -245,10 +246,19 @@ class Sequential(Model):
     ``s += a * b``); ``fma=True``: the exact product is added with one rounding.
     ``multiply`` overrides the product (``"exact"``, a format, or an L-Mul multiplier).
 
+    ``rounding="stochastic"`` rounds every *addition* stochastically (up with probability
+    equal to the discarded fraction of a quantum), from the stream ``seed`` (an int; ``None``
+    draws a fresh one per call). Addition ``k`` of output row ``r`` always uses the same
+    random bits, whatever the thread count. Products (``fma=False``) are rounded to nearest.
+
     >>> import numpy as np, fpsim
     >>> m = fpsim.accum.Sequential("bf16")
     >>> float(fpsim.sum(np.array([1.0] + [2.0**-9] * 4), model=m))
     1.0
+    >>> sr = fpsim.accum.Sequential("bf16", rounding="stochastic", seed=0)
+    >>> x = np.array([1.0] + [2.0**-9] * 1000)
+    >>> abs(float(fpsim.sum(x, model=sr)) - (1 + 1000 * 2.0**-9)) < 0.1   # no stagnation
+    True
     """
 
     fmt: Format = "fp32"
@@ -256,10 +266,16 @@ class Sequential(Model):
     fma: bool = False
     multiply: Multiplier | None = None
     overflow: str | None = None
+    seed: int | None = None
 
     def __post_init__(self):
         _fmt_field(self)
-        object.__setattr__(self, "rounding", _mode(self.rounding))
+        object.__setattr__(self, "rounding", _mode(self.rounding, stochastic=True))
+        if self.seed is not None and (isinstance(self.seed, bool)
+                                      or not isinstance(self.seed, (int, np.integer))):
+            raise TypeError(f"Sequential.seed must be an int or None, got {self.seed!r}")
+        if self.seed is not None and self.rounding != "stochastic":
+            raise ValueError("Sequential.seed only applies to rounding='stochastic'")
         if not isinstance(self.fma, bool):
             raise TypeError(f"fma must be True or False, got {self.fma!r}")
         if self.multiply is not None:
@@ -276,7 +292,7 @@ class Sequential(Model):
             return self.multiply
         if self.fma or isinstance(self.fmt, FixedFormat):
             return ExactProduct()
-        return RoundedProduct(self.fmt, self.rounding)
+        return RoundedProduct(self.fmt, "rne" if self.rounding == "stochastic" else self.rounding)
 
 
 @dataclass(frozen=True)
@@ -632,6 +648,9 @@ class Permuted(Model):
             if self._is_tree() and not isinstance(self.inner, (Sequential, _Simple, NumpyOrder)):
                 raise ValueError("a tree order needs a leaf inner model with fmt/rounding "
                                  "(Sequential, Pairwise, Kahan, Exact)")
+            if self._is_tree() and self.inner.rounding == "stochastic":
+                raise ValueError("a tree order rounds its nodes to nearest or directed only; "
+                                 "stochastic rounding needs a permutation order (or seed=)")
 
     def _is_tree(self):
         return self.order is not None and any(isinstance(o, tuple) for o in self.order)
@@ -709,10 +728,13 @@ def _dummy_params():
     return _DUMMY_P
 
 
-def _eval(model, T, TA, TB, c, numpy_axis_last=True):
+def _eval(model, T, TA, TB, c, numpy_axis_last=True, row0=0, salt=0):
     """Apply ``model`` to the term rows ``T`` (R, K) starting from ``c`` (R,).
 
     ``TA``/``TB`` are the factors (needed by FusedBlock), or None when the terms are sums.
+    ``row0`` (the global index of row 0) and ``salt`` (which sub-sum of a composite model
+    this is) place stochastic rounding's random bits: distinct for every addition, the same
+    however rows are chunked.
     """
     R, K = T.shape
     if isinstance(model, FusedBlock):
@@ -733,7 +755,7 @@ def _eval(model, T, TA, TB, c, numpy_axis_last=True):
             return _eval_tree(model, T, c)
         perm = model._perm(K)
         sub = (lambda X: None if X is None else X[:, perm])
-        return _eval(model.inner, T[:, perm], sub(TA), sub(TB), c)
+        return _eval(model.inner, T[:, perm], sub(TA), sub(TB), c, row0=row0, salt=salt)
     if isinstance(model, Blocked):
         k = model.k
         nfull, rem = divmod(K, k)
@@ -742,14 +764,22 @@ def _eval(model, T, TA, TB, c, numpy_axis_last=True):
         if nfull:
             sl = slice(0, nfull * k)
             rs = (lambda X: None if X is None else np.ascontiguousarray(X[:, sl]).reshape(R * nfull, k))
-            parts.append(_eval(model.inner, rs(T), rs(TA), rs(TB), z).reshape(R, nfull))
+            parts.append(_eval(model.inner, rs(T), rs(TA), rs(TB), z, row0=row0 * nfull,
+                               salt=4 * salt + 1).reshape(R, nfull))
         if rem:
             sl = slice(nfull * k, K)
             rs = (lambda X: None if X is None else np.ascontiguousarray(X[:, sl]))
-            parts.append(_eval(model.inner, rs(T), rs(TA), rs(TB), np.zeros(R)).reshape(R, 1))
+            parts.append(_eval(model.inner, rs(T), rs(TA), rs(TB), np.zeros(R), row0=row0,
+                               salt=4 * salt + 2).reshape(R, 1))
         P = np.concatenate(parts, axis=1) if parts else np.zeros((R, 0))
-        return _eval(model.outer, P, None, None, c)
+        return _eval(model.outer, P, None, None, c, row0=row0, salt=4 * salt + 3)
     kind, p = _leaf_args(model)
+    if isinstance(model, Sequential) and model.rounding == "stochastic":
+        out = np.empty(R)
+        err = _K.seq_stochastic(np.ascontiguousarray(T), np.ascontiguousarray(c, dtype=np.float64),
+                                out, p, _sr_stream(model.seed, salt), np.int64(row0))
+        _raise_nan(err, model.out_fmt)
+        return out
     if kind == _C.NUMPY and not numpy_axis_last:
         kind = _C.SEQ
     out = np.empty(R)
@@ -757,6 +787,13 @@ def _eval(model, T, TA, TB, c, numpy_axis_last=True):
     err = _K.leaf(T, T, c, out, kind, p, 1, 0, 0, 0.0)
     _raise_nan(err, model.out_fmt)
     return out
+
+
+def _sr_stream(seed, salt) -> np.uint64:
+    """The random stream of one stochastic leaf: the model's seed mixed with the salt of its
+    place in a composite model (a fresh seed per call when ``seed`` is None)."""
+    base = int(_R._seed(seed, _R.Rounding.STOCHASTIC))
+    return np.uint64((base + salt * 0xD1B54A32D192ED03) % 2**64)
 
 
 def _eval_tree(model, T, c):
@@ -1009,7 +1046,7 @@ def matmul(A, B, C=None, *, model):
     D = np.empty((Ab.shape[0], M, N))
     for t in range(Ab.shape[0]):
         D[t] = _matmul2(model, np.ascontiguousarray(Ab[t]), np.ascontiguousarray(Bb[t]),
-                        np.ascontiguousarray(Cb[t]))
+                        np.ascontiguousarray(Cb[t]), row0=t * M * N)
     return D.reshape(batch + (M, N))
 
 
@@ -1028,7 +1065,7 @@ def _fast_seq32(model):
     return None
 
 
-def _matmul2(model, A, B, C):
+def _matmul2(model, A, B, C, row0=0):
     M, K = A.shape
     N = B.shape[1]
     D = np.empty((M, N))
@@ -1056,7 +1093,8 @@ def _matmul2(model, A, B, C):
         A2 = A[idx // N]
         B2 = BT[idx % N]
         T = _multiply(mult, A2, B2)
-        Dflat[r0:r1] = _eval(model, T, A2, B2, np.ascontiguousarray(Cflat[r0:r1]))
+        Dflat[r0:r1] = _eval(model, T, A2, B2, np.ascontiguousarray(Cflat[r0:r1]),
+                             row0=row0 + r0)
     return D
 
 

@@ -341,7 +341,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="wider than the outer"):
         A.Blocked(8, A.Sequential("fp32"), A.Sequential("bf16"))
     with pytest.raises(ValueError, match="stochastic"):
-        A.Sequential("fp32", rounding="stochastic")
+        A.Kahan("fp32", rounding="stochastic")
     with pytest.raises(ValueError, match="51 bits"):
         A.Kahan("fp64")
     with pytest.raises(ValueError, match="codebook"):
@@ -360,3 +360,71 @@ def test_fp64_native_sequential():
     assert fpsim.sum(x, model=A.Exact(fpsim.FloatFormat(11, 50))) == 1.0
     x = np.array([1.0, 2.0**-60])
     assert fpsim.sum(x, model=A.Exact(fpsim.FloatFormat(11, 50), "rup")) == 1.0 + 2.0**-50
+
+
+# --- stochastic rounding inside Sequential ---------------------------------------------
+
+def _sr(seed, fmt="bf16"):
+    return fpsim.accum.Sequential(fmt, rounding="stochastic", seed=seed)
+
+
+def test_sequential_stochastic_one_addition_rounds_up_with_the_exact_probability():
+    # 1 + 3/4 ulp(1) in bf16 (ulp 2**-7): up to 1 + 2**-7 with probability 3/4
+    x = np.array([1.0, 0.75 * 2.0**-7])
+    n = 4000
+    got = np.array([float(fpsim.sum(x, model=_sr(s))) for s in range(n)])
+    assert set(np.unique(got)) == {1.0, 1.0 + 2.0**-7}
+    p = np.mean(got > 1.0)
+    assert abs(p - 0.75) < 4 * math.sqrt(0.75 * 0.25 / n)
+
+
+def test_sequential_stochastic_is_unbiased_where_rne_stagnates():
+    x = np.array([1.0] + [2.0**-9] * 1000)  # every term is a quarter ulp: RNE never moves
+    exact = 1.0 + 1000 * 2.0**-9
+    assert float(fpsim.sum(x, model=fpsim.accum.Sequential("bf16"))) == 1.0
+    vals = np.array([float(fpsim.sum(x, model=_sr(s))) for s in range(1500)])
+    assert abs(vals.mean() - exact) < 4 * vals.std() / math.sqrt(vals.size)
+
+
+def test_sequential_stochastic_is_reproducible_and_independent_of_threads_and_chunks(monkeypatch):
+    import fpsim.accum as acc
+    rng = np.random.default_rng(5)
+    a = fpsim.quantize(rng.standard_normal((2, 6, 200)), "bf16")
+    b = fpsim.quantize(rng.standard_normal((200, 7)), "bf16")
+    m = _sr(11)
+    d1 = fpsim.matmul(a, b, model=m)
+    assert np.array_equal(d1, fpsim.matmul(a, b, model=m))
+    assert not np.array_equal(d1, fpsim.matmul(a, b, model=_sr(12)))
+    dd = fpsim.matmul(np.stack([a[0], a[0]]), b, model=m)
+    assert not np.array_equal(dd[0], dd[1])  # each batch draws its own bits
+    n = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        assert np.array_equal(d1, fpsim.matmul(a, b, model=m))
+    finally:
+        numba.set_num_threads(n)
+    monkeypatch.setattr(acc, "_CHUNK_TERMS", 200 * 5)  # 5 output rows per chunk
+    assert np.array_equal(d1, fpsim.matmul(a, b, model=m))
+    # dot over the same rows draws the same bits as matmul (row index = output index)
+    assert np.array_equal(d1[0], fpsim.dot(a[0][:, None, :], b.T[None], model=m))
+    # every rounding (products to nearest, additions stochastic) errs by < 1 ulp of a value
+    # bounded by S = sum |a_k b_k|: the result is within (K + 1) * 2**-7 * S of exact
+    ex = a @ b
+    S = np.abs(a) @ np.abs(b)
+    assert np.all(np.abs(d1 - ex) <= 201 * 2.0**-7 * S * 1.01)
+
+
+def test_stochastic_inside_composite_models_and_errors():
+    x = np.random.default_rng(0).standard_normal((3, 256))
+    m = fpsim.accum.Blocked(64, _sr(3), _sr(4, "fp32"))
+    s1 = fpsim.sum(x, model=m)
+    assert np.array_equal(s1, fpsim.sum(x, model=m))
+    assert np.allclose(s1, x.sum(-1), atol=0.2)
+    with pytest.raises(ValueError, match="stochastic"):
+        fpsim.accum.Pairwise("bf16", rounding="stochastic")
+    with pytest.raises(ValueError, match="tree order"):
+        fpsim.accum.Permuted(_sr(1), order=((0, 1), 2))
+    with pytest.raises(ValueError, match="seed only applies"):
+        fpsim.accum.Sequential("bf16", seed=3)
+    with pytest.raises(TypeError, match="seed"):
+        fpsim.accum.Sequential("bf16", rounding="stochastic", seed="x")

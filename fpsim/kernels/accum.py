@@ -14,6 +14,7 @@ import numpy as np
 from numba import njit, prange
 
 from .eft import bits_f64, f64_bits, to_odd_bits, two_sum
+from ._rng import random_bits
 from .float_round import round_bits
 
 from ._modes import (EXACT, FUSED, KAHAN, MUL_EXACT, MUL_ROUND, NATIVE, NUMPY,  # noqa: F401
@@ -469,6 +470,30 @@ def leaf(T, TB, c, out, kind, p, n, neab, emin_in, ovf_lim):
                 e += e1
         out[r] = s
         errs[r] = e
+    return errs.sum()
+
+
+@njit(cache=True, parallel=True)
+def seq_stochastic(T, c, out, p, seed, row0):
+    """Sequential with stochastic rounding: ``s = round_sr(s + T[r, k])`` for every row.
+
+    Each addition draws its bits from the counter ``(row0 + r) * K + k`` of the stream
+    ``seed``, so results do not depend on the thread count or on how rows are chunked.
+    The exact sum is rounded to odd in float64 first: its discarded bits keep the sticky
+    information, so the probability of rounding up is the exact one to within 2**-52.
+    """
+    R, K = T.shape
+    errs = np.zeros(R, dtype=np.int64)
+    for r in prange(R):
+        s = c[r]
+        e_r = 0
+        base = np.uint64(row0 + r) * np.uint64(K)
+        for k in range(K):
+            o, e = round_bits(_odd_sum_bits(s, T[r, k]), p, random_bits(seed, base + np.uint64(k)))
+            s = bits_f64(o)
+            e_r += e
+        out[r] = s
+        errs[r] = e_r
     return errs.sum()
 
 
