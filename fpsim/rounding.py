@@ -164,14 +164,31 @@ if _BF16 is not None:
 _F64 = _DTYPES[np.dtype(np.float64)]
 
 
+def _native(arr):
+    """Accept two more kinds of float arrays by an exact conversion: non-native byte order
+    (to native), and ml_dtypes' 8/6/4-bit floats (to float32, which holds all their values)."""
+    dt = arr.dtype
+    if dt.kind == "f" and not dt.isnative:
+        return arr.astype(dt.newbyteorder("="))
+    if dt not in _DTYPES and dt.itemsize == 1 and dt.type.__module__.startswith("ml_dtypes"):
+        try:
+            import ml_dtypes
+            ml_dtypes.finfo(dt)  # a float type (not int4/uint4)
+        except (ImportError, ValueError, TypeError):
+            return arr
+        return arr.astype(np.float32)
+    return arr
+
+
 def _as_input(x):
     """Return (contiguous float array, restore function) for any accepted input."""
     if isinstance(x, np.ndarray):
-        arr = x
+        arr = _native(x)
         if arr.dtype not in _DTYPES:
             raise TypeError(_dtype_error(arr.dtype))
         return np.ascontiguousarray(arr), (lambda r: r)
     if isinstance(x, np.generic):
+        x = _native(np.asarray(x))[()]
         if np.dtype(x.dtype) not in _DTYPES:
             raise TypeError(_dtype_error(x.dtype))
         return np.asarray(x).reshape(1), (lambda r: r.reshape(())[()])
@@ -195,7 +212,8 @@ def _as_input(x):
 
 
 def _dtype_error(dt) -> str:
-    allowed = "float16, bfloat16 (ml_dtypes), float32, float64"
+    allowed = ("float16, bfloat16 (ml_dtypes), float32, float64 (any byte order); ml_dtypes' "
+               "8-bit and smaller floats are read as float32")
     if np.dtype(dt).kind in "iub":
         return (f"{dt} arrays are not accepted: fpsim rounds real numbers; convert with "
                 f".astype(np.float64) first (allowed dtypes: {allowed})")
@@ -374,7 +392,8 @@ def quantize(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=Fals
     Parameters
     ----------
     x : array_like
-        numpy float16/bfloat16/float32/float64 array or scalar, or a Python float.
+        numpy float16/bfloat16/float32/float64 array or scalar (any byte order), or a
+        Python float; ml_dtypes' 8/6/4-bit float arrays are read as float32.
     fmt : Format or str
         Target format (see :func:`fpsim.parse`).
     rounding : str

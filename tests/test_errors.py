@@ -84,6 +84,35 @@ def test_bad_input_types(x, match):
         fpsim.quantize(x, "e4m3")
 
 
+def test_ml_dtypes_int4_is_refused():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    with pytest.raises(TypeError, match="int4 is not supported"):
+        fpsim.quantize(np.zeros(3, ml_dtypes.int4), "e2m1")
+
+
+@pytest.mark.parametrize("order", [">", "<"])
+@pytest.mark.parametrize("dt", ["f2", "f4", "f8"])
+def test_any_byte_order_is_read(order, dt):
+    x = np.random.default_rng(0).standard_normal(50).astype(order + dt)
+    native = x.astype("=" + dt)
+    q = fpsim.quantize(x, "e4m3")
+    assert q.dtype == native.dtype and np.array_equal(q, fpsim.quantize(native, "e4m3"))
+    assert np.array_equal(fpsim.encode(x, "e2m1"), fpsim.encode(native, "e2m1"))
+    assert np.array_equal(fpsim.quantize(x, "mxfp4"), fpsim.quantize(native, "mxfp4"))
+
+
+def test_ml_dtypes_small_floats_are_read_as_float32():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = np.abs(np.random.default_rng(1).standard_normal(64)).astype(np.float32) + 0.01
+    for name in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float6_e3m2fn",
+                 "float4_e2m1fn", "float8_e8m0fnu"):
+        y = x.astype(getattr(ml_dtypes, name))
+        q = fpsim.quantize(y, "e2m1")
+        assert q.dtype == np.float32, name
+        assert np.array_equal(q, fpsim.quantize(y.astype(np.float32), "e2m1")), name
+        assert float(fpsim.quantize(y[3], "bf16")) == float(fpsim.quantize(np.float32(y[3]), "bf16"))
+
+
 def test_torch_tensor_is_refused_by_the_core():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="fpsim.torch.quantize"):
