@@ -25,6 +25,11 @@ def _cmd_values(args) -> int:
     from .rounding import decode
 
     fmt = parse(args.name)
+    if getattr(fmt, "kind", None) == "block":  # list the element values, say what scales them
+        print(f"# {fmt.name}: block format, {fmt.block} elements share one {fmt.scale.name} "
+              f"scale; element values ({fmt.elem.name}) below, times the block scale "
+              f"(fpsim values {fmt.scale.name} lists the scales)")
+        fmt = fmt.elem
     if fmt.bits > MAX_TABLE_BITS:
         print(f"{fmt.name} has {fmt.bits} bits: too many values to list (at most {MAX_TABLE_BITS} bits)",
               file=sys.stderr)
@@ -80,6 +85,10 @@ def main(argv=None) -> int:
     except (ValueError, TypeError) as e:
         print(f"fpsim: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `fpsim values fp16 | head`: stop quietly
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,6 +22,26 @@ def test_cli_formats_and_values():
     assert "0xf  1111  -6.0" in out
 
 
+def test_cli_block_formats():
+    from fpsim.cli import main
+    import contextlib
+    import io
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["formats", "mxfp4", "nvfp4"]) == 0
+        assert main(["values", "mxfp4"]) == 0
+    out = buf.getvalue()
+    assert "| mxfp4 | 4.25 |" in out and "e2m1 × e8m0 scale per 32" in out
+    assert "| nvfp4 | 4.5 | 2688 |" in out and "fp32 tensor scale" in out
+    assert "block format, 32 elements share one e8m0 scale" in out and "0x7  0111  6.0" in out
+
+
+def test_cli_stops_quietly_on_a_closed_pipe():
+    p = subprocess.run(f'"{sys.executable}" -m fpsim.cli values fp16 | head -n 2', shell=True,
+                       capture_output=True, text=True)
+    assert p.stdout.count("\n") == 2 and "Traceback" not in p.stderr
+
+
 def test_report_formats_section(tmp_path):
     """The report writer itself (tests/test_report.py covers every section in depth)."""
     from fpsim.report import SECTIONS, write_report

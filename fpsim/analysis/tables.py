@@ -24,6 +24,10 @@ def _specials(fmt) -> str:
 def format_table(names=None) -> list:
     """One row per format: bits, max, smallest normal and subnormal, eps, #values, specials.
 
+    Block formats (``mxfp4``, ``nvfp4``, ``block[...]``) get their storage bits per element
+    (the scale amortised), the largest and smallest magnitudes over all scales, the
+    element's eps, and their layout in the last column.
+
     >>> rows = format_table(["e4m3", "e2m1"])
     >>> rows[1]["max"], rows[1]["values"]
     (6.0, 15)
@@ -31,6 +35,15 @@ def format_table(names=None) -> list:
     rows = []
     for n in names or list_formats():
         f = as_format(n)
+        if getattr(f, "kind", None) == "block":
+            # storage bits per element with the scale amortised; values depend on the scale
+            rows.append({
+                "name": f.name, "bits": f.bits, "max": f.max, "min_normal": None,
+                "min_subnormal": f.min_subnormal, "eps": f.eps, "values": None,
+                "specials": f"{f.elem.name} × {f.scale.name} scale per {f.block}"
+                            + (f", {f.tensor_scale.name} tensor scale" if f.tensor_scale else ""),
+            })
+            continue
         rows.append({
             "name": f.name,
             "bits": f.bits,
