@@ -18,21 +18,11 @@ No targets: this is for information (docs/arithmetic.md, docs/benchmarks.md).
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import fpsim
-
-
-def _best(fn, repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+from _timing import best_time as _best  # noqa: E402
 
 
 def main(argv=None) -> None:

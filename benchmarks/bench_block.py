@@ -10,23 +10,13 @@ numpy copy of the matrix. Target: within 2x of the plain element quantize (PASS/
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
 import fpsim
+from _timing import best_time  # noqa: E402
 
 TARGET = 2.0  # block quantize / plain element quantize
-
-
-def best_time(fn, repeat):
-    fn()  # warm-up (JIT compile, page faults)
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts)
 
 
 def main(argv=None):

@@ -31,6 +31,7 @@ import textwrap
 import time
 
 import numpy as np
+from _timing import best_time as _best  # noqa: E402
 
 TARGET_ML_DTYPES = 10.0  # fpsim at least this many times faster than ml_dtypes
 TARGET_TORCH = 4.0  # ... than torch
@@ -38,17 +39,6 @@ TARGET_COPY = 2.5  # fpsim time at most this many numpy copies
 TARGET_IMPORT_S = 0.5
 TARGET_FIRST_CALL_S = 2.0
 GFLOAT_SLICE = 1 << 16  # gfloat is pure numpy and slow: time a slice and scale
-
-
-def _best(fn, repeat: int) -> float:
-    """Minimum wall time of ``fn()`` over ``repeat`` calls after one warm-up call."""
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _optional(name):

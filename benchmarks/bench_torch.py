@@ -15,19 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
+from _timing import best_time  # noqa: E402
 
 TARGETS = {"bf16": 3.0, "exact": 50.0}
-
-
-def best_time(fn, repeat, warm=None):
-    (warm or fn)()  # warm-up (JIT compile, caches)
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts)
 
 
 def load():
