@@ -77,10 +77,23 @@ _PRESET_SYNONYMS = {"mxfp4_e2m1": "mxfp4", "mxfp8e4m3": "mxfp8_e4m3", "mxfp8e5m2
 MX_FORMATS = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp4", "mxint8")
 
 
+def _is_table(f: Format) -> bool:
+    """dINT and codebook formats: values from a table, not a grid (see _run_table)."""
+    return not isinstance(f, (FloatFormat, FixedFormat))
+
+
+def _sig_bits(v: float) -> int:
+    """Significant bits of a normal float64 value."""
+    frac = int(np.float64(v).view(np.int64)) & ((1 << 52) - 1)
+    return 53 - ((frac & -frac).bit_length() - 1) if frac else 1
+
+
 def _precision(f: Format) -> int:
-    """Significant bits of a grid format's values."""
+    """Significant bits of a format's values (the widest value of a table format)."""
     if isinstance(f, FloatFormat):
         return f.man_bits + 1
+    if _is_table(f):
+        return max([_sig_bits(v) for v in f.values() if v != 0], default=1)
     return f.bits - (1 if f.signed else 0)
 
 
@@ -117,7 +130,8 @@ class BlockFormat(Format):
     Parameters
     ----------
     elem : Format or str
-        Element format: a float ``eXmY`` or an integer/fixed-point format.
+        Element format: a float ``eXmY``, an integer/fixed-point format, or a table format
+        with negative and positive values (dINT, codebooks such as ``nf4``).
     block : int
         Elements per block along ``axis`` (OCP MX: 32; NVFP4: 16).
     scale : Format or str
@@ -155,9 +169,13 @@ class BlockFormat(Format):
     def __post_init__(self):
         elem = _as_fmt(self.elem, "elem")
         scale = _as_fmt(self.scale, "scale")
-        if not isinstance(elem, (FloatFormat, FixedFormat)) or not elem.signed:
-            raise TypeError(f"block elements must be a signed float or integer/fixed-point format, "
-                            f"got {elem.name}")
+        if _is_table(elem):
+            if not (elem.max > 0 and np.any(elem.values() < 0)):
+                raise TypeError(f"block elements must hold positive and negative values; "
+                                f"{elem.name} does not")
+        elif not isinstance(elem, (FloatFormat, FixedFormat)) or not elem.signed:
+            raise TypeError(f"block elements must be a signed float, integer/fixed-point, dINT "
+                            f"or codebook format, got {elem.name}")
         if not isinstance(scale, FloatFormat):
             raise TypeError(f"the block scale must be a float format (e8m0, e4m3, bf16, fp32, ...), "
                             f"got {scale.name}")
@@ -436,8 +454,13 @@ def _params(fmt: BlockFormat, rounding, subnormals, srbits, g=1.0, clip=1.0, rul
     """(BlockParams, element RoundParams, FastParams, Rne32Params, scale RoundParams, mode)."""
     elem, scale = fmt.elem, fmt.scale
     nan = "propagate" if elem.has_nan else "raise"
-    eopts = _r._options(elem, rounding, "saturate", nan, subnormals, False, srbits)
-    ep = _r._round_params(elem, _r._F64, *eopts)
+    table = _is_table(elem)
+    if table:  # elements are rounded by fpsim.quantize in _run_table: options checked there
+        eopts = (_r._enum(_r.Rounding, rounding, "rounding"),)
+        ep = None
+    else:
+        eopts = _r._options(elem, rounding, "saturate", nan, subnormals, False, srbits)
+        ep = _r._round_params(elem, _r._F64, *eopts)
     srule = fmt.scale_rounding
     smode = srule if srule in VALUE_RULES else "rne"
     sopts = _r._options(scale, smode, "saturate", "propagate" if scale.has_nan else "raise",
@@ -454,13 +477,16 @@ def _params(fmt: BlockFormat, rounding, subnormals, srbits, g=1.0, clip=1.0, rul
         zero_scale = math.ldexp(1.0, smin)
     emax = math.floor(math.log2(elem.max))
     max_frac = int(np.array(elem.max).view(np.int64)) & ((1 << 52) - 1)
-    mbits = elem.man_bits if isinstance(elem, FloatFormat) else elem.bits - 2
+    mbits = (elem.man_bits if isinstance(elem, FloatFormat) else
+             _precision(elem) - 1 if table else elem.bits - 2)
     # the branch-free twin of round_bits (same results) where it covers the options
-    fp = _fast_params(ep)
+    fp = None if table else _fast_params(ep)
     q = _k.BlockParams(rule=rule, emax_elem=emax, mbits=mbits, max_frac=max_frac, smin=smin,
                        smax=smax, zero_scale=zero_scale, div=float(elem.max * g), clip=float(clip),
                        g=float(g), elem_nan=np.nan if elem.has_nan else 0.0,
                        want_codes=int(want_codes), fast=int(fp is not None), f32=0)
+    if table:
+        return q, None, None, None, sp, eopts[0]
     if fp is None:  # a placeholder of the right type (unused)
         fp = _fast_params(_r._round_params(elem, _r._F64, *_r._options(
             elem, "rne", "saturate", nan, subnormals, False, None)))
@@ -516,6 +542,9 @@ def _run(fmt: BlockFormat, arr, axis, rounding, subnormals, seed, srbits, want_c
                          "(partial=False); pad the array or allow a partial last block")
     if g is None:
         g = _tensor_scale(fmt, arr) if fmt.tensor_scale is not None else 1.0
+    if _is_table(fmt.elem):
+        return _run_table(fmt, arr, (A, L, B), k, rounding, seed, srbits, want_codes, given,
+                          gstride, rule, clip, g, shape, ax)
     odt = out_dtype(fmt, arr.dtype) if not want_codes else arr.dtype
     q, ep, fp, p32, sp, mode = _params(fmt, rounding, subnormals, srbits, g=g, clip=clip,
                                        rule=rule, want_codes=want_codes, dtype=odt)
@@ -546,8 +575,60 @@ def _run(fmt: BlockFormat, arr, axis, rounding, subnormals, seed, srbits, want_c
     return out, scales.reshape(sshape)
 
 
+def _run_table(fmt, arr, layout, k, rounding, seed, srbits, want_codes, given, gstride, rule,
+               clip, g, shape, ax):
+    """:func:`_run` for table elements (dINT, codebooks such as NF4), with numpy and
+    :func:`fpsim.quantize`: the same block scales (kernel ``scales_from_amax``), then each
+    element ``x / scale`` rounded to the table. A power-of-two scale divides exactly; any
+    other is the quotient rounded to odd in float64 (``block_round.div_odd``), which the table
+    rounding then rounds correctly for tables whose midpoints fit in 52 bits (dINT, NF4's
+    float32 values) — so the element is the exact quotient rounded once."""
+    A, L, B = layout
+    nb = -(-L // k) if L else 0
+    x = np.asarray(arr, dtype=np.float64).reshape(A, L, B)
+    q, _, _, _, sp, _ = _params(fmt, rounding, None, srbits, g=g, clip=clip, rule=rule,
+                                want_codes=want_codes)
+    if given is None:
+        xp = np.pad(x, ((0, 0), (0, nb * k - L), (0, 0))) if nb * k != L else x
+        a = np.abs(xp.reshape(A, nb, k, B))
+        fin = np.isfinite(a)
+        bad = (~fin.all(axis=2)).astype(np.int64)
+        amax = np.where(fin, a, 0.0).max(axis=2, initial=0.0)
+        sval = np.empty(A * nb * B)
+        if sval.size:
+            _k.scales_from_amax(np.ascontiguousarray(amax).reshape(-1), bad.reshape(-1), q, sp,
+                                sval)
+    else:
+        gs = np.asarray(gstride, dtype=np.int64)
+        idx = (np.arange(A)[:, None, None] * gs[0] + np.arange(nb)[None, :, None] * gs[1]
+               + np.arange(B)[None, None, :] * gs[2])
+        sval = np.asarray(given, dtype=np.float64)[idx].reshape(-1)
+    sval = sval.reshape(A, nb, B)
+    tot = np.repeat(sval * g, k, axis=1)[:, :L, :]
+    nan_blk = np.isnan(tot)
+    zero_blk = tot == 0.0
+    ok = ~(nan_blk | zero_blk)
+    y = np.zeros_like(x)
+    xs, ts = np.ascontiguousarray(x[ok]), np.ascontiguousarray(tot[ok])
+    yv = np.empty_like(xs)
+    if xs.size:
+        _k.div_odd(xs, ts, yv)
+    y[ok] = yv
+    ev = np.asarray(_r.quantize(y, fmt.elem, rounding=rounding, seed=seed, srbits=srbits),
+                    dtype=np.float64)
+    if want_codes:
+        ev = np.where(nan_blk, np.nan if fmt.elem.has_nan else 0.0, ev)
+        return (np.ascontiguousarray(ev).reshape(-1).view(np.uint64), sval.reshape(
+            shape[:ax] + (nb,) + shape[ax + 1:]), (g if fmt.tensor_scale is not None else None))
+    with np.errstate(invalid="ignore"):
+        out = np.where(nan_blk, np.nan, ev * np.where(ok, tot, 0.0))
+    return out.reshape(-1), sval.reshape(shape[:ax] + (nb,) + shape[ax + 1:])
+
+
 def _elem_codes(ebits, elem):
     """Codes of element values given as float64 bit patterns."""
+    if _is_table(elem):
+        return _r.encode(ebits.view(np.float64), elem)
     cdt = _r.code_dtype(elem)
     if isinstance(elem, FixedFormat):
         k = (ebits.view(np.float64) * math.ldexp(1.0, elem.frac_bits)).astype(np.int64)

@@ -55,7 +55,7 @@ class ScaledFormat(Format):
     Parameters
     ----------
     elem : Format or str
-        Element format (float or integer).
+        Element format (float, integer, dINT or codebook such as ``nf4``).
     granularity : str
         ``"tensor"``, ``"channel"`` (one scale per index of ``axis``) or ``"group"``
         (``group`` consecutive elements along ``axis``).

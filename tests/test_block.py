@@ -383,7 +383,7 @@ def test_bad_input_errors():
     with pytest.raises(TypeError, match="scale must be a float format"):
         fpsim.BlockFormat("e2m1", 32, "int8")
     with pytest.raises(TypeError, match="elements must be"):
-        fpsim.BlockFormat("nf4", 32, "e8m0")
+        fpsim.BlockFormat("uint4", 32, "e8m0")
     with pytest.raises(ValueError, match="block=0"):
         fpsim.BlockFormat("e2m1", 0, "e8m0")
     with pytest.raises(ValueError, match="scale_rounding='nearest'"):
@@ -459,3 +459,76 @@ def test_values_beyond_the_float32_range_warn():
         q = fpsim.quantize(x, "block[e4m3,32,e8m0,scale_rounding=ceil]")
     assert np.isinf(q).all()  # 256 * 2**120 = 2**128
     assert fpsim.quantize(x.astype(np.float64), "block[e4m3,32,e8m0,scale_rounding=ceil]")[0, 0] == 2.0**128
+
+
+# --- table elements (dINT, codebooks such as NF4) ----------------------------------------
+
+def _table_ref(x, name, k):
+    """Exact reference of block quantization with table elements, one block at a time:
+    the scale from the block's amax (floor rule for e8m0, otherwise amax / elem.max rounded
+    to nearest into the scale format), then every element the exact quotient rounded to the
+    table (reference.round_value: nearest value, ties to the even code)."""
+    from reference import round_value
+    f = fpsim.parse(name)
+    out = np.empty(x.shape)
+    for r in range(x.shape[0]):
+        for lo in range(0, x.shape[1], k):
+            blk = x[r, lo:lo + k].astype(np.float64)
+            amax = Fraction(float(np.max(np.abs(blk))))
+            if amax == 0:
+                scale = Fraction(2) ** -127 if f.scale.name == "e8m0" else Fraction(0)
+            elif f.scale.name == "e8m0":
+                s = floor_log2(amax) - math.floor(math.log2(f.elem.max))
+                scale = Fraction(2) ** min(max(s, -127), 127)
+            else:
+                scale = Fraction(round_value(amax / Fraction(f.elem.max), f.scale))
+            for i, v in enumerate(blk):
+                out[r, lo + i] = 0.0 if scale == 0 else float(
+                    Fraction(round_value(Fraction(float(v)) / scale, f.elem)) * scale)
+    return out
+
+
+@pytest.mark.parametrize("name,k", [("block[dint4,16,e8m0]", 16), ("block[nf4,64,fp32]", 64),
+                                    ("block[dint4,8,fp32]", 8), ("block[nf4,16,bf16]", 16)])
+def test_table_elements_match_the_exact_reference(name, k):
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((12, 4 * k)) * np.exp2(rng.integers(-20, 20, (12, 1)))
+    f = fpsim.parse(name)
+    vals = f.elem.values()
+    # ties: rows whose blocks hold the largest element (so the scale is known) and exact
+    # midpoints between neighbouring table values
+    for r in (2, 7):
+        i = rng.integers(0, vals.size - 1, 4 * k)
+        x[r] = (vals[i] + vals[i + 1]) / 2
+        x[r, ::k] = vals[-1]
+    x[5, :k] = 0.0  # an all-zero block
+    x = x.astype(np.float32)
+    got = fpsim.quantize(x, name)
+    np.testing.assert_array_equal(got.astype(np.float64), _table_ref(x, name, k))
+    codes = fpsim.encode(x, name)
+    assert codes[0].dtype == np.uint8 and codes[0].max() < 16
+    np.testing.assert_array_equal(fpsim.decode(codes, name), got.astype(np.float64))
+
+
+def test_table_elements_per_channel_group_and_nan_blocks():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((8, 32))
+    # per-channel dINT4 (W4A8 style): each row's scale is its amax / 6 in fp32
+    q = fpsim.quantize(w, "scaled[dint4,channel,fp32,axis=0]")
+    s = fpsim.quantize(np.abs(w).max(axis=1) / 6.0, "fp32")
+    assert np.array_equal(q, fpsim.quantize(w / s[:, None], "dint4") * s[:, None])
+    # per-group NF4 with given scales
+    st = fpsim.scale_tensor(w, "scaled[nf4,group,fp32,group=16]")
+    assert st.scales.shape == (8, 2)
+    x = w.copy()
+    x[1, 3] = np.nan
+    x[4, 20] = np.inf
+    qb = fpsim.quantize(x, "block[nf4,16,fp32]")
+    assert np.isnan(qb[1, :16]).all() and np.isnan(qb[4, 16:]).all()
+    assert np.isfinite(np.delete(qb.reshape(-1, 16), [2, 9], axis=0)).all()
+    e, sc = fpsim.encode(x, "block[nf4,16,fp32]")
+    sv = fpsim.decode(sc, "fp32")
+    assert np.isnan(sv[1, 0]) and np.isnan(sv[4, 1]) and np.isnan(sv).sum() == 2
+    assert np.isnan(fpsim.decode((e, sc), "block[nf4,16,fp32]")[1]).sum() == 16
+    with pytest.raises(TypeError, match="positive and negative"):
+        fpsim.BlockFormat(fpsim.CodebookFormat([0.0, 0.5, 1.0]), 16, "fp32")

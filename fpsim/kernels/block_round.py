@@ -109,6 +109,13 @@ def block_scale(amax, bad, q, sp):
     return _pow2(s)
 
 
+@njit(cache=True, parallel=True)
+def div_odd(x, d, out):
+    """``out = round_to_odd(x / d)`` elementwise (``d > 0`` finite), for table elements."""
+    for i in prange(x.size):
+        out[i] = bits_f64(_div_odd_bits(x[i], d[i]))
+
+
 @njit(cache=True)
 def scales_from_amax(amax, bad, q, sp, out):
     """Vectorised :func:`block_scale` (used by the per-tensor / per-channel scaling)."""
