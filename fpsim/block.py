@@ -33,6 +33,7 @@ refuses such shapes.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 import re
@@ -321,8 +322,7 @@ class BlockFormat(Format):
         res = _run(self, arr, self.axis if axis is None else axis, rounding, subnormals, seed,
                    srbits, want_codes=False)
         out = _to_dtype(res[0], self, dt)
-        if out.dtype != np.float64 and self.scale_rounding != "floor":
-            _warn_range(out, arr)
+        _check_range(out, arr, res[1], self)
         return restore(out.reshape(shape))
 
     def _encode(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
@@ -406,9 +406,38 @@ def _to_dtype(vals, fmt, dt):
     return vals if vals.dtype == want else _r._cast_back(vals, want, fmt)
 
 
+@functools.lru_cache(maxsize=256)
+def _abs_extreme(elem) -> float:
+    """Largest element magnitude, the negative side included (MXINT8 holds -2 but max 1.98)."""
+    if isinstance(elem, FloatFormat) or elem.bits > 16:
+        return float(elem.max) * (1.0 + 2.0**-10)
+    return float(np.max(np.abs(elem.values())))
+
+
+def _check_range(out, arr, scales, fmt):
+    """Warn when a quantized value exceeds the range of a float32/float16 result.
+
+    Near the input dtype's largest number a block's value can round past it: scales rounded
+    up (ceil, even, rceil, value rules), or an element whose negative range is wider than its
+    positive one (MXINT8's -2 times OCP's 2**127). Checked only when the largest scale times
+    the largest element magnitude could pass the dtype's maximum (a cheap test on the scales).
+    """
+    if out.dtype == np.float64 or not np.size(scales):
+        return
+    sc = np.asarray(scales, dtype=np.float64).reshape(-1)
+    smax = float(np.fmax.reduce(sc)) if sc.size else 0.0  # scales are >= 0; fmax skips NaN
+    try:
+        dmax = float(np.finfo(out.dtype).max)
+    except ValueError:  # bfloat16
+        import ml_dtypes
+        dmax = float(ml_dtypes.finfo(out.dtype).max)
+    if fmt.tensor_scale is None and smax * _abs_extreme(fmt.elem) <= dmax:
+        return
+    _warn_range(out, arr)
+
+
 def _warn_range(out, arr):
-    """Scales rounded up (not OCP's floor) can lift a value near the input dtype's largest
-    finite number past it: say so instead of returning a silent inf (the floor rule cannot)."""
+    """Say so instead of returning a silent inf (see _check_range)."""
     n = int(np.count_nonzero(np.isinf(out.reshape(-1)) & np.isfinite(arr.reshape(-1))))
     if n:
         warnings.warn(f"{n} quantized value(s) exceed the range of {out.dtype} and became inf; "

@@ -242,7 +242,9 @@ def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, 
         res = _b._run(bf, arr, ax, rounding, subnormals, seed, srbits, want_codes, clip=fmt.clip)
         if want_codes:
             return res[0], res[1], shape, ax
-        return _b._to_dtype(res[0], bf, dt).reshape(shape), res[1], shape, ax
+        out = _b._to_dtype(res[0], bf, dt)
+        _b._check_range(out, arr, res[1], bf)
+        return out.reshape(shape), res[1], shape, ax
     # scales: given, from a given amax, or from the data
     if fmt.granularity == "tensor":
         sshape, red = (), None
@@ -289,7 +291,9 @@ def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, 
                       gstride=(nb * B, B, 1), rule=G)
     if want_codes:
         return res[0], s, shape, ax
-    return _b._to_dtype(res[0], bf, dt).reshape(shape), s, shape, ax
+    out = _b._to_dtype(res[0], bf, dt)
+    _b._check_range(out, arr, s, bf)
+    return out.reshape(shape), s, shape, ax
 
 
 def scale_tensor(x, fmt, *, scale=None, amax=None, axis=None, rounding="rne", subnormals=None,

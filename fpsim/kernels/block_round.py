@@ -218,6 +218,20 @@ def _amax_cols_impl(xs, B, amax, bad):
 
 
 @njit(cache=True, inline="always")
+def _lanes(xs, os, inv, tot, p32):
+    """Round ``xs`` (blocks sharing the power-of-two scale ``tot = 1 / inv``) into ``os`` in
+    float32 lanes: the plain float32 quantize kernel on ``x * inv``, times ``tot``."""
+    i32 = np.float32(inv)
+    t32 = np.float32(tot)
+    err = 0
+    for i in range(xs.size):
+        r, e = _rne32_one(np.float32(xs[i]) * i32, p32)
+        os[i] = r * t32
+        err += e
+    return err
+
+
+@njit(cache=True, inline="always")
 def _span(xs, os, es, base, step, sval, amax, q, ep, fp, p32, seed):
     """Round the elements of one block, ``xs`` (a view), into ``os`` (values) or ``es`` (float64
     bits of the element); ``base + i * step`` is element ``i``'s flat index (stochastic bits).
@@ -240,13 +254,7 @@ def _span(xs, os, es, base, step, sval, amax, q, ep, fp, p32, seed):
         return 0
     err = 0
     if q.want_codes == 0 and _f32_ok(q, amax, tot, inv):
-        i32 = np.float32(inv)
-        t32 = np.float32(tot)
-        for i in range(xs.size):
-            r, e = _rne32_one(np.float32(xs[i]) * i32, p32)
-            os[i] = r * t32
-            err += e
-        return err
+        return _lanes(xs, os, inv, tot, p32)
     if q.fast == 1 and inv != 0.0 and q.want_codes == 0:
         for i in range(xs.size):
             r, e = _fast_one(np.int64(f64_bits(np.float64(xs[i]) * inv)), fp)
@@ -355,14 +363,7 @@ def block_round_rows(x, out, ebits, scales, given, gstride, A, L, k, q, ep, fp, 
                 while j2 < j1 and lanes[j2 - j0] and tots[j2 - j0] == tot:
                     j2 += 1
                 hi = a * L + min(j2 * k, L)
-                xs = x[lo:hi]
-                os = out[lo:hi]
-                i32 = np.float32(inv)
-                t32 = np.float32(tot)
-                for i in range(xs.size):
-                    r, e = _rne32_one(np.float32(xs[i]) * i32, p32)
-                    os[i] = r * t32
-                    e_t += e
+                e_t += _lanes(x[lo:hi], out[lo:hi], inv, tot, p32)
                 j = j2
                 continue
             hi = a * L + min(j * k + k, L)
