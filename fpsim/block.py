@@ -425,7 +425,7 @@ def _check_range(out, arr, scales, fmt):
     if out.dtype == np.float64 or not np.size(scales):
         return
     sc = np.asarray(scales, dtype=np.float64).reshape(-1)
-    smax = float(np.fmax.reduce(sc)) if sc.size else 0.0  # scales are >= 0; fmax skips NaN
+    smax = float(np.fmax.reduce(sc))  # scales are >= 0; fmax skips NaN
     try:
         dmax = float(np.finfo(out.dtype).max)
     except ValueError:  # bfloat16
@@ -522,23 +522,21 @@ def _params(fmt: BlockFormat, rounding, subnormals, srbits, g=1.0, clip=1.0, rul
     # float32 lanes (block_round._f32_ok): float32 in and out, rne, a float32 fast path
     p32 = None
     if (np.dtype(dtype) == np.float32 and not want_codes and eopts[0] is _r.Rounding.RNE
-            and _min_positive(elem) >= _F32_LANES_MIN_ELEM):
+            and elem.min_subnormal >= _F32_LANES_MIN_ELEM):
         p32 = _rne32_params(_r._round_params(elem, _r._DTYPES[np.dtype(np.float32)], *eopts))
     if p32 is not None:
         q = q._replace(f32=1)
-    else:  # a placeholder of the right type (unused)
-        e4m3 = parse("e4m3")
-        p32 = _rne32_params(_r._round_params(e4m3, _r._DTYPES[np.dtype(np.float32)], *_r._options(
-            e4m3, "rne", "saturate", "propagate", None, False, None)))
+    else:
+        p32 = _p32_placeholder()
     return q, ep, fp, p32, sp, eopts[0]
 
 
-def _min_positive(fmt) -> float:
-    """Smallest positive value of an element format (0.0 when it has none)."""
-    if isinstance(fmt, (FloatFormat, FixedFormat)):
-        return float(fmt.min_subnormal) if fmt.min_subnormal else float(fmt.min_normal)
-    pos = [v for v in fmt.values() if v > 0]
-    return float(min(pos)) if pos else 0.0
+@functools.lru_cache(maxsize=1)
+def _p32_placeholder():
+    """Rne32Params of the right type for calls that do not use float32 lanes (unused)."""
+    e4m3 = parse("e4m3")
+    return _rne32_params(_r._round_params(e4m3, _r._DTYPES[np.dtype(np.float32)], *_r._options(
+        e4m3, "rne", "saturate", "propagate", None, False, None)))
 
 
 def _tensor_scale(fmt: BlockFormat, arr) -> float:
