@@ -10,10 +10,16 @@ V100                4             --     --      0                       RNE
 A100, A2, A30       8             4      --      1                       RNE
 Ada, L40S           8             4      16      1; fp8: -10             RNE
 H100, H200          16            8      32      2; fp8: -10             RNE
-B200                16            8      32      2                       RNE
+B200                16            8      32      2; fp8: 8 (RNE)         RNE
 =================== ============= ====== ======= ======================= ===============
 
-fp32 output rounds toward zero. :func:`validate` replays a directory of captured vectors
+fp32 output rounds toward zero, except B200 FP8: the captured B200 outputs
+(``mma.sync.aligned.m16n8k32``, 2500 lines per format) contradict the published B200 FP8
+model (n=32, neab=2, truncation; MMA-Sim's is the same): it matches about 63% of lines,
+while a fused block of 32 products with at least 31 fraction bits (neab >= 8; neab=6 fails
+one E5M2 line) and round-to-nearest-even into fp32 reproduces every line. The hardware
+wins: fpsim's B200 FP8 fp32 preset is that data-fitted model (``neab=8``, the most the data
+can tell apart from an exact sum). :func:`validate` replays a directory of captured vectors
 (the ``shared/data/tensor-cores`` layout) through a model and reports the bit-exact fraction.
 
 >>> import fpsim
@@ -24,6 +30,7 @@ fp32 output rounds toward zero. :func:`validate` replays a directory of captured
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +42,7 @@ from . import rounding as _R
 from .formats import as_format
 
 __all__ = [
+    "CAPTURE_NOTES",
     "GPUS",
     "IN_FORMATS",
     "ValidationResult",
@@ -61,14 +69,19 @@ _TABLE = {
     "H200": (16, 8, 32, 2, -10),
     "B200": (16, 8, 32, 2, 2),
 }
-_BF16_GPUS = {"V100": False}
+# GPUs whose FP8 fp32-output preset is fitted to captured data instead of the published
+# parameters (see the module docstring): (neab, rounding).
+_FP8_FP32_FITTED = {"B200": (8, "rne")}
 
 
 def _gpu_name(gpu: str) -> str:
     for g in GPUS:
         if str(gpu).lower() == g.lower():
             return g
-    raise ValueError(f"unknown GPU {gpu!r}; allowed: {', '.join(GPUS)}")
+    upper = {g.upper(): g for g in GPUS}
+    close = difflib.get_close_matches(str(gpu).upper(), list(upper), n=1, cutoff=0.5)
+    hint = f"did you mean {upper[close[0]]!r}? " if close else ""
+    raise ValueError(f"unknown GPU {gpu!r}; {hint}allowed: {', '.join(GPUS)}")
 
 
 def _in_name(fmt) -> str:
@@ -111,7 +124,10 @@ def tensor_core(gpu: str, in_fmt, out_fmt="fp32") -> _A.FusedBlock:
         if n8 is None:
             raise ValueError(f"{g} tensor cores have no fp8 mode (fp8 needs Ada/L40S or later)")
         n, ne = n8, neab8
-    return _A.FusedBlock(n, ne, out_fmt=fo, rounding="rtz" if fo.name == "fp32" else "rne",
+    rounding = "rtz" if fo.name == "fp32" else "rne"
+    if fin in ("e4m3", "e5m2") and fo.name == "fp32" and g in _FP8_FP32_FITTED:
+        ne, rounding = _FP8_FP32_FITTED[g]
+    return _A.FusedBlock(n, ne, out_fmt=fo, rounding=rounding,
                          in_fmt=fin, name=f"{g} {fin}" + ("" if fo.name == "fp32" else " -> fp16"))
 
 
@@ -152,9 +168,23 @@ def data_dir() -> Path | None:
     return None
 
 
+#: Files of the ``shared/data/tensor-cores`` layout whose capture differs from
+#: ``d = sum a_i b_i + c`` (from that folder's README): ``{(GPU, format, output): note}``.
+#: :func:`validate` replays them as captured.
+CAPTURE_NOTES = {
+    ("H100", "E4M3", "fp32"): "captured with WGMMA D = A*B: c was not added; replayed with c = 0",
+    ("H100", "E5M2", "fp32"): "captured with WGMMA D = A*B: c was not added; replayed with c = 0",
+}
+_NO_C = {k for k, v in CAPTURE_NOTES.items() if "c = 0" in v}
+
+
 @dataclass(frozen=True)
 class ValidationResult:
-    """Bit-exact agreement of a model with one captured file of GPU outputs."""
+    """Bit-exact agreement of a model with one captured file of GPU outputs.
+
+    ``note`` says how the file was replayed where its capture differs from
+    ``d = sum a_i b_i + c`` (:data:`CAPTURE_NOTES`).
+    """
 
     gpu: str
     in_fmt: str
@@ -162,35 +192,76 @@ class ValidationResult:
     lines: int
     matches: int
     first_mismatches: tuple
+    note: str = ""
 
     @property
     def fraction(self) -> float:
         return self.matches / self.lines if self.lines else float("nan")
 
     def __str__(self):
-        return (f"{self.gpu:5s} {self.in_fmt:5s} -> {self.out_fmt}: {self.matches}/{self.lines} "
-                f"bit-exact ({self.fraction:.4f})")
+        s = (f"{self.gpu:5s} {self.in_fmt:5s} -> {self.out_fmt}: {self.matches}/{self.lines} "
+             f"bit-exact ({self.fraction:.4f})")
+        return s + (f" [{self.note}]" if self.note else "")
+
+
+def _lines(fn):
+    """The non-blank lines of ``fn`` with their 1-based line numbers."""
+    try:
+        with open(fn) as fh:
+            return [(i, ln.strip()) for i, ln in enumerate(fh, 1) if ln.strip()]
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{fn}: not a text file of tensor-core vectors ({e})") from None
 
 
 def _read_hex(fn):
-    with open(fn) as fh:
-        rows = [[int(t, 16) for t in line.split()] for line in fh if line.strip()]
+    """Rows of 8-digit hex binary32 patterns; every row must have the same length."""
+    rows = []
+    for i, ln in _lines(fn):
+        toks = ln.split()
+        if any(len(t) != 8 for t in toks):
+            raise ValueError(f"{fn}, line {i}: expected 8-digit hex binary32 values, got {ln[:60]!r}")
+        try:
+            rows.append([int(t, 16) for t in toks])
+        except ValueError:
+            raise ValueError(f"{fn}, line {i}: not hexadecimal: {ln[:60]!r}") from None
+        if len(rows[-1]) != len(rows[0]):
+            raise ValueError(f"{fn}, line {i}: {len(rows[-1])} values where line 1 has "
+                             f"{len(rows[0])}")
     return np.array(rows, dtype=np.uint32).view(np.float32).astype(np.float64)
 
 
 def _read_bin(fn):
-    with open(fn) as fh:
-        vals = [int(line.strip(), 2) for line in fh if line.strip()]
+    """One 32-character binary string (binary32 bits) per line."""
+    vals = []
+    for i, ln in _lines(fn):
+        if len(ln) != 32 or set(ln) - {"0", "1"}:
+            raise ValueError(f"{fn}, line {i}: expected a 32-character binary string, got "
+                             f"{ln[:60]!r}")
+        vals.append(int(ln, 2))
     return np.array(vals, dtype=np.uint32).view(np.float32).astype(np.float64)
 
 
 def _load_dir(d: Path, gpu: str, fmt: str):
-    a = _read_hex(d / f"a_{gpu}_{fmt}.txt")
-    b = _read_hex(d / f"b_{gpu}_{fmt}.txt")
-    c = _read_bin(d / f"c_{gpu}_fp32.txt")
-    outs = {o: _read_bin(d / f"d_{gpu}_{o}.txt") for o in ("fp32", "fp16")
-            if (d / f"d_{gpu}_{o}.txt").exists()}
-    return a, b, c, outs
+    files = {"a": d / f"a_{gpu}_{fmt}.txt", "b": d / f"b_{gpu}_{fmt}.txt",
+             "c": d / f"c_{gpu}_fp32.txt"}
+    files.update({o: d / f"d_{gpu}_{o}.txt" for o in ("fp32", "fp16")
+                  if (d / f"d_{gpu}_{o}.txt").exists()})
+    for k, fn in files.items():
+        if not fn.is_file():
+            raise ValueError(f"{d}: missing {fn.name} (each <GPU>/<format> folder holds a_, b_, "
+                             "c_ and at least one d_ file)")
+    if len(files) == 3:
+        raise ValueError(f"{d}: no d_{gpu}_fp32.txt or d_{gpu}_fp16.txt output file")
+    data = {k: (_read_hex if k in "ab" else _read_bin)(fn) for k, fn in files.items()}
+    counts = {files[k].name: len(v) for k, v in data.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"{d}: files of unequal length (one test per line in every file): "
+                         + ", ".join(f"{n} has {c} lines" for n, c in counts.items()))
+    if data["a"].shape != data["b"].shape:
+        raise ValueError(f"{d}: {files['a'].name} has {data['a'].shape[1]} values per line, "
+                         f"{files['b'].name} {data['b'].shape[1]}")
+    outs = {o: data[o] for o in ("fp32", "fp16") if o in data}
+    return data["a"], data["b"], data["c"], outs
 
 
 def validate(path, model=None) -> dict[str, ValidationResult]:
@@ -198,10 +269,12 @@ def validate(path, model=None) -> dict[str, ValidationResult]:
 
     ``path`` is one ``<GPU>/<format>`` directory or a root holding such directories (the
     ``shared/data/tensor-cores`` layout: ``a_/b_`` hex binary32 inputs, ``c_`` and ``d_``
-    binary strings). Each line is one dot product ``d = sum a_i b_i + c``; for fp16 outputs
-    c is first rounded to fp16 (nearest-even), as the GPU receives it. ``model`` defaults to
-    :func:`tensor_core` of the directory's GPU and format (and each output format).
-    Returns ``{"<GPU>/<fmt>/<out>": ValidationResult}``.
+    binary strings, one test per line). Each line is one dot product ``d = sum a_i b_i + c``;
+    for fp16 outputs c is first rounded to fp16 (nearest-even), as the GPU receives it; files
+    captured without c (:data:`CAPTURE_NOTES`) are replayed with c = 0. ``model`` defaults
+    to :func:`tensor_core` of the directory's GPU and format (and each output format).
+    Malformed files (a bad token, rows of unequal length, files of unequal length) raise
+    ``ValueError`` naming the file and line. Returns ``{"<GPU>/<fmt>/<out>": ValidationResult}``.
 
     >>> import fpsim
     >>> d = fpsim.hardware.data_dir()
@@ -229,11 +302,14 @@ def validate(path, model=None) -> dict[str, ValidationResult]:
         a, b, c, outs = _load_dir(d, gpu, fmt)
         for o, ref in outs.items():
             m = model if model is not None else tensor_core(gpu, fmt.lower(), o)
-            cc = c if o == "fp32" else _R.quantize(c, o)
+            note = CAPTURE_NOTES.get((gpu, fmt, o), "")
+            cc = np.zeros_like(c) if (gpu, fmt, o) in _NO_C else c
+            cc = cc if o == "fp32" else _R.quantize(cc, o)
             got = _A.dot(a, b, cc, model=m)
             ok = got.view(np.uint64) == ref.view(np.uint64)
             # NaN results match any NaN
             ok |= np.isnan(got) & np.isnan(ref)
             results[f"{gpu}/{fmt}/{o}"] = ValidationResult(
-                gpu, fmt, o, int(ok.size), int(ok.sum()), tuple(np.nonzero(~ok)[0][:10].tolist()))
+                gpu, fmt, o, int(ok.size), int(ok.sum()), tuple(np.nonzero(~ok)[0][:10].tolist()),
+                note)
     return results

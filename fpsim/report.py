@@ -214,7 +214,8 @@ def _section_tensor_cores(out: Path, quick: bool):
                 res = H.validate(fdir)
             except (ValueError, OSError) as e:
                 rows.append({"GPU": gdir.name, "input": fdir.name, "output": "–", "lines": 0,
-                             "bit-exact": 0, "fraction": float("nan"), "model": f"error: {e}"})
+                             "bit-exact": 0, "fraction": float("nan"), "model": f"error: {e}",
+                             "note": ""})
                 continue
             for r in res.values():
                 try:
@@ -223,14 +224,16 @@ def _section_tensor_cores(out: Path, quick: bool):
                 except ValueError as e:
                     model = str(e)
                 rows.append({"GPU": r.gpu, "input": r.in_fmt, "output": r.out_fmt, "lines": r.lines,
-                             "bit-exact": r.matches, "fraction": r.fraction, "model": model})
+                             "bit-exact": r.matches, "fraction": r.fraction, "model": model,
+                             "note": r.note})
     if not rows:
         return title, f"**Not run: no `<GPU>/<format>` folders in `{d}`.**", []
     total = sum(r["lines"] for r in rows)
     exact = sum(r["bit-exact"] for r in rows)
-    text = (f"Every captured dot product `d = Σ a_i b_i + c` in `{d.name}/` (real V100, A100 and "
-            "Ada outputs) replayed through the bit-exact model `fpsim.hardware.tensor_core(GPU, "
-            f"input, output)` (fused block of n products, neab extra alignment bits, truncation). "
+    text = (f"Every captured dot product `d = Σ a_i b_i + c` in `{d.name}/` (real GPU outputs; "
+            "files captured without c are replayed with c = 0, as `note` says) replayed through "
+            "the model `fpsim.hardware.tensor_core(GPU, input, output)` (fused block of n "
+            "products, neab extra alignment bits, final rounding). "
             f"**{exact} of {total} outputs bit-exact ({exact / total:.4f}).**\n\n" + to_markdown(rows))
     return title, text, []
 

@@ -18,21 +18,55 @@ needs_data = pytest.mark.skipif(
     DATA is None, reason="tensor-core data folder not found (../shared/data/tensor-cores next to "
     "the repository, or set FPSIM_TENSOR_CORE_DATA)")
 
-EXPECTED_FILES = {
-    "V100/fp16/fp32", "V100/fp16/fp16", "A100/fp16/fp32", "A100/fp16/fp16", "A100/bf16/fp32",
-    "A100/tf32/fp32", "Ada/fp16/fp32", "Ada/fp16/fp16", "Ada/bf16/fp32", "Ada/tf32/fp32",
-    "Ada/E4M3/fp32", "Ada/E4M3/fp16", "Ada/E5M2/fp32", "Ada/E5M2/fp16"}
+# Every captured file with what the default model (fpsim.hardware.tensor_core) reproduces:
+# (lines, bit-exact lines). A file that is not reproduced fully is recorded as it is, with the
+# reason; a new file under the data folder must be added here.
+_FULL = {f"{g}/{f}/{o}": (5000, 5000) for g, f, o in [
+    ("V100", "fp16", "fp32"), ("V100", "fp16", "fp16"),
+    ("A100", "fp16", "fp32"), ("A100", "fp16", "fp16"), ("A100", "bf16", "fp32"),
+    ("A100", "tf32", "fp32"),
+    ("Ada", "fp16", "fp32"), ("Ada", "fp16", "fp16"), ("Ada", "bf16", "fp32"),
+    ("Ada", "tf32", "fp32"), ("Ada", "E4M3", "fp32"), ("Ada", "E4M3", "fp16"),
+    ("Ada", "E5M2", "fp32"), ("Ada", "E5M2", "fp16"),
+    ("H100", "fp16", "fp32"), ("H100", "fp16", "fp16"), ("H100", "bf16", "fp32"),
+    ("H100", "tf32", "fp32"),
+    # captured without the accumulator input (WGMMA D = A*B): replayed with c = 0
+    ("H100", "E4M3", "fp32"), ("H100", "E5M2", "fp32")]}
+EXPECTED = {
+    **_FULL,
+    # B200 mma.sync FP8 -> fp32: only the first 2500 lines were published; the data-fitted
+    # preset (neab=8, nearest-even) reproduces all of them (the published model: ~63%).
+    "B200/E4M3/fp32": (2500, 2500), "B200/E5M2/fp32": (2500, 2500),
+    # FP8 inputs with fp16 output on H100/B200: no known model reproduces these (README of
+    # the data folder: 62-68% with the published parameters); recorded as they stand.
+    "H100/E4M3/fp16": (5000, 3113), "H100/E5M2/fp16": (5000, 3340),
+    "B200/E4M3/fp16": (2500, 1583), "B200/E5M2/fp16": (2500, 1683),
+}
 
 
 @needs_data
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-kernel", "general-kernel"])
-def test_every_line_of_the_gpu_data_is_reproduced(fast, monkeypatch):
+def test_every_captured_file_matches_its_recorded_expectation(fast, monkeypatch):
     monkeypatch.setattr(A, "_FUSED_FAST", fast)
     res = fpsim.hardware.validate(DATA)
-    assert EXPECTED_FILES <= set(res)
+    assert set(res) == set(EXPECTED), "record an expectation for every captured file"
     for key, r in res.items():
-        assert r.lines == 5000, key
-        assert r.fraction == 1.0, str(r)
+        assert (r.lines, r.matches) == EXPECTED[key], str(r)
+    assert "c = 0" in res["H100/E4M3/fp32"].note and res["H100/E4M3/fp16"].note == ""
+
+
+@needs_data
+def test_published_b200_fp8_model_disagrees_with_the_hardware():
+    """What stands behind the data-fitted B200 FP8 preset: the published parameters
+    (n=32, neab=2, truncation; MMA-Sim's mma.sync model is the same) miss about a third of
+    the captured lines; round-to-nearest with 29 fraction bits (neab=6) still misses one."""
+    a, b, c, outs = fpsim.hardware._load_dir(DATA / "B200" / "E5M2", "B200", "E5M2")
+    ref = outs["fp32"].view(np.uint64)
+    for m, lo, hi in [(A.FusedBlock(32, 2, in_fmt="e5m2"), 0.6, 0.7),
+                      (A.FusedBlock(32, 6, rounding="rne", in_fmt="e5m2"), 0.999, 0.9999),
+                      (fpsim.hardware.tensor_core("B200", "e5m2"), 1.0, 1.0)]:
+        frac = np.mean(fpsim.dot(a, b, c, model=m).view(np.uint64) == ref)
+        assert lo <= frac <= hi, (m, frac)
 
 
 @needs_data
@@ -40,12 +74,13 @@ def test_gemm_kernel_reproduces_gpu_data():
     """The GEMM kernel (vectorised across columns) on the data: 64 lines at a time as the
     rows of A and the columns of B, with C = diag(c); the diagonal of D are the lines."""
     for gpu, fmt, out in [("V100", "fp16", "fp32"), ("A100", "bf16", "fp32"),
-                          ("Ada", "E4M3", "fp32"), ("Ada", "E5M2", "fp16"), ("A100", "tf32", "fp32")]:
+                          ("Ada", "E4M3", "fp32"), ("Ada", "E5M2", "fp16"), ("A100", "tf32", "fp32"),
+                          ("H100", "bf16", "fp32"), ("B200", "E4M3", "fp32")]:
         a, b, c, outs = fpsim.hardware._load_dir(DATA / gpu / fmt, gpu, fmt)
         m = fpsim.hardware.tensor_core(gpu, fmt.lower(), out)
         cc = c if out == "fp32" else fpsim.quantize(c, out)
         n = 64
-        for s in range(0, 5000, 1000):
+        for s in range(0, len(a), 1000):
             D = fpsim.matmul(a[s:s + n], b[s:s + n].T, np.diag(cc[s:s + n]), model=m)
             got = np.diag(D)
             want = outs[out][s:s + n]
@@ -59,6 +94,64 @@ def test_validate_rejects_bad_path(tmp_path):
         fpsim.hardware.validate(tmp_path / "missing")
 
 
+def _write_dir(root, a_rows, b_rows, c_rows, d_rows):
+    d = root / "A100" / "bf16"
+    d.mkdir(parents=True)
+    (d / "a_A100_bf16.txt").write_text("".join(r + "\n" for r in a_rows))
+    (d / "b_A100_bf16.txt").write_text("".join(r + "\n" for r in b_rows))
+    (d / "c_A100_fp32.txt").write_text("".join(r + "\n" for r in c_rows))
+    (d / "d_A100_fp32.txt").write_text("".join(r + "\n" for r in d_rows))
+    return d
+
+
+ONE = "3f800000"                      # 1.0 as hex binary32
+ONE_B = format(0x3F800000, "032b")    # 1.0 as a binary string
+TWO_B = format(0x40000000, "032b")    # 2.0
+
+
+def test_validate_on_a_small_hand_made_folder(tmp_path):
+    # 1*1 + 1 = 2: the first line is right, the second claims 1
+    d = _write_dir(tmp_path, [ONE] * 2, [ONE] * 2, [ONE_B] * 2, [TWO_B, ONE_B])
+    r = fpsim.hardware.validate(d)["A100/bf16/fp32"]
+    assert (r.lines, r.matches, r.first_mismatches) == (2, 1, (1,))
+
+
+def test_validate_refuses_files_of_unequal_length(tmp_path):
+    # one d_ line for three vectors used to be broadcast and reported 3/3 bit-exact
+    d = _write_dir(tmp_path, [ONE] * 3, [ONE] * 3, [ONE_B] * 3, [TWO_B])
+    with pytest.raises(ValueError, match=r"unequal length.*d_A100_fp32.txt has 1 lines"):
+        fpsim.hardware.validate(d)
+
+
+@pytest.mark.parametrize("which,bad,msg", [
+    ("a", [ONE, "3f80000g"], r"a_A100_bf16.txt, line 2: not hexadecimal"),
+    ("a", [ONE, ONE + " " + ONE], r"a_A100_bf16.txt, line 2: 2 values where line 1 has 1"),
+    ("b", ["1.0", ONE], r"b_A100_bf16.txt, line 1: expected 8-digit hex"),
+    ("c", ["10", ONE_B], r"c_A100_fp32.txt, line 1: expected a 32-character binary string"),
+    ("d", [TWO_B, "2" * 32], r"d_A100_fp32.txt, line 2: expected a 32-character"),
+])
+def test_validate_names_the_malformed_file_and_line(tmp_path, which, bad, msg):
+    rows = {"a": [ONE, ONE], "b": [ONE, ONE], "c": [ONE_B, ONE_B], "d": [TWO_B, TWO_B]}
+    rows[which] = bad
+    d = _write_dir(tmp_path, rows["a"], rows["b"], rows["c"], rows["d"])
+    with pytest.raises(ValueError, match=msg):
+        fpsim.hardware.validate(d)
+
+
+def test_validate_refuses_a_folder_without_outputs(tmp_path):
+    d = _write_dir(tmp_path, [ONE], [ONE], [ONE_B], [TWO_B])
+    (d / "d_A100_fp32.txt").unlink()
+    with pytest.raises(ValueError, match="no d_A100_fp32.txt or d_A100_fp16.txt"):
+        fpsim.hardware.validate(d)
+
+
+def test_unknown_gpu_suggests_the_closest_name():
+    with pytest.raises(ValueError, match=r"did you mean 'H100'\?"):
+        fpsim.hardware.tensor_core("h10", "bf16")
+    with pytest.raises(ValueError, match=r"unknown GPU 'TPU'; allowed: V100"):
+        fpsim.hardware.tensor_core("TPU", "bf16")
+
+
 # ---------------------------------------------------------------------------------------
 # Presets
 # ---------------------------------------------------------------------------------------
@@ -67,13 +160,22 @@ def test_validate_rejects_bad_path(tmp_path):
     ("V100", "fp16", 4, 0), ("A100", "fp16", 8, 1), ("A100", "tf32", 4, 1), ("A2", "bf16", 8, 1),
     ("A30", "tf32", 4, 1), ("Ada", "e4m3", 16, -10), ("L40S", "e5m2", 16, -10),
     ("H100", "bf16", 16, 2), ("H100", "tf32", 8, 2), ("H200", "e4m3", 32, -10),
-    ("B200", "e5m2", 32, 2), ("B200", "fp16", 16, 2)])
+    ("B200", "fp16", 16, 2)])
 def test_published_parameters(gpu, fmt, n, neab):
     m = fpsim.hardware.tensor_core(gpu, fmt)
     assert (m.n, m.neab, m.rounding, m.in_fmt.name, m.out_fmt.name) == (n, neab, "rtz", fmt, "fp32")
     if fmt in ("fp16", "e4m3", "e5m2"):
         m16 = fpsim.hardware.tensor_core(gpu, fmt, "fp16")
         assert m16.rounding == "rne" and m16.out_fmt.name == "fp16"
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
+def test_b200_fp8_preset_is_fitted_to_the_captured_data(fmt):
+    m = fpsim.hardware.tensor_core("B200", fmt)
+    assert (m.n, m.neab, m.rounding, m.out_fmt.name) == (32, 8, "rne", "fp32")
+    # fp16 output keeps the published parameters (no model reproduces those lines)
+    m16 = fpsim.hardware.tensor_core("B200", fmt, "fp16")
+    assert (m16.n, m16.neab, m16.rounding) == (32, 2, "rne")
 
 
 def test_presets_reject_missing_modes():
