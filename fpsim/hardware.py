@@ -15,7 +15,8 @@ B200                16            8      32      2; fp8: 8 (RNE)         RNE
 
 fp32 output rounds toward zero, except B200 FP8: the captured B200 outputs
 (``mma.sync.aligned.m16n8k32``, 2500 lines per format) contradict the published B200 FP8
-model (n=32, neab=2, truncation; MMA-Sim's is the same): it matches about 63% of lines,
+model (n=32, neab=2, truncation; MMA-Sim's tcgen05 kind::f8f6f4 model gives the same bits on
+every captured input, and it has no model of mma.sync FP8 on sm_100): it matches about 63% of lines,
 while a fused block of 32 products with at least 31 fraction bits (neab >= 8; neab=6 fails
 one E5M2 line) and round-to-nearest-even into fp32 reproduces every line. The hardware
 wins: fpsim's B200 FP8 fp32 preset is that data-fitted model (``neab=8``, the most the data
