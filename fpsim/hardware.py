@@ -46,6 +46,7 @@ __all__ = [
     "CAPTURE_NOTES",
     "GPUS",
     "IN_FORMATS",
+    "SAMPLE_NAME",
     "ValidationResult",
     "data_dir",
     "fp8_promoted",
@@ -148,24 +149,35 @@ def fp8_promoted(gpu: str = "H100", in_fmt="e4m3", every: int = 128) -> _A.Promo
 # Validation on captured data
 # ---------------------------------------------------------------------------------------
 
-def data_dir() -> Path | None:
-    """The tensor-core data directory: ``$FPSIM_TENSOR_CORE_DATA``, else
-    ``../shared/data/tensor-cores`` next to the repository; None if absent.
+_DATA_ENV = "FPSIM_TENSOR_CORE_DATA"
+#: File name of the bundled sample of captured vectors (in ``fpsim/data``).
+SAMPLE_NAME = "tensor_cores_sample.npz"
+
+
+def data_dir(cwd=None) -> Path | None:
+    """The folder of captured tensor-core outputs, or ``None`` if none is found.
+
+    Looked for, in order: ``$FPSIM_TENSOR_CORE_DATA`` (if set, only there);
+    ``../shared/data/tensor-cores`` and ``shared/data/tensor-cores`` next to the fpsim source
+    tree (an editable install or a clone); the same two relative to ``cwd`` (default: the
+    current directory). Without it :func:`validate` replays the sample bundled with fpsim.
 
     >>> import fpsim
     >>> d = fpsim.hardware.data_dir()
     >>> d is None or d.is_dir()
     True
     """
-    env = os.environ.get("FPSIM_TENSOR_CORE_DATA")
+    env = os.environ.get(_DATA_ENV)
     if env:
         p = Path(env)
         return p if p.is_dir() else None
     repo = Path(__file__).resolve().parent.parent
-    for cand in (repo.parent / "shared" / "data" / "tensor-cores",
-                 repo / "shared" / "data" / "tensor-cores"):
-        if cand.is_dir():
-            return cand
+    cwd = Path(cwd) if cwd is not None else Path.cwd()
+    for base in (repo, cwd):
+        for cand in (base.parent / "shared", base / "shared"):
+            d = cand / "data" / "tensor-cores"
+            if d.is_dir():
+                return d
     return None
 
 
@@ -184,7 +196,9 @@ class ValidationResult:
     """Bit-exact agreement of a model with one captured file of GPU outputs.
 
     ``note`` says how the file was replayed where its capture differs from
-    ``d = sum a_i b_i + c`` (:data:`CAPTURE_NOTES`).
+    ``d = sum a_i b_i + c`` (:data:`CAPTURE_NOTES`); ``source`` which lines were replayed
+    (a captured folder, or the bundled sample with its line numbers). ``first_mismatches``
+    are indices into the replayed lines.
     """
 
     gpu: str
@@ -194,6 +208,7 @@ class ValidationResult:
     matches: int
     first_mismatches: tuple
     note: str = ""
+    source: str = ""
 
     @property
     def fraction(self) -> float:
@@ -265,12 +280,45 @@ def _load_dir(d: Path, gpu: str, fmt: str):
     return data["a"], data["b"], data["c"], outs
 
 
-def validate(path, model=None) -> dict[str, ValidationResult]:
+def _vector_dirs(root: Path) -> list:
+    """The ``<GPU>/<format>`` folders of captured vectors at or below ``root``."""
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a directory of tensor-core vectors")
+    if any(root.glob("a_*.txt")):
+        return [root]
+    dirs = [sub2 for sub in sorted(root.iterdir()) if sub.is_dir()
+            for sub2 in sorted(sub.iterdir()) if sub2.is_dir() and any(sub2.glob("a_*.txt"))]
+    if not dirs:
+        raise ValueError(f"no a_<GPU>_<fmt>.txt files under {root}")
+    return dirs
+
+
+def _sample_sets():
+    """The bundled sample as (gpu, fmt, a, b, c, outs, source) tuples."""
+    path = Path(__file__).resolve().parent / "data" / SAMPLE_NAME
+    with np.load(path) as z:
+        keys = sorted({k.rsplit("/", 1)[0] for k in z.files})
+        sets = []
+        for key in keys:
+            gpu, fmt = key.split("/")
+            f64 = {nm: z[f"{key}/{nm}"].view(np.float32).astype(np.float64)
+                   for nm in ("a", "b", "c", "fp32", "fp16") if f"{key}/{nm}" in z.files}
+            lines, total = z[f"{key}/lines"], int(z[f"{key}/total"])
+            first = ", ".join(str(int(i) + 1) for i in lines[:3])
+            source = f"bundled sample: {len(lines)} of {total} lines (line numbers {first}, ...)"
+            outs = {o: f64[o] for o in ("fp32", "fp16") if o in f64}
+            sets.append((gpu, fmt, f64["a"], f64["b"], f64["c"], outs, source))
+    return sets
+
+
+def validate(path=None, model=None) -> dict[str, ValidationResult]:
     """Replay captured tensor-core vectors and report the bit-exact fraction per file.
 
     ``path`` is one ``<GPU>/<format>`` directory or a root holding such directories (the
     ``shared/data/tensor-cores`` layout: ``a_/b_`` hex binary32 inputs, ``c_`` and ``d_``
-    binary strings, one test per line). Each line is one dot product ``d = sum a_i b_i + c``;
+    binary strings, one test per line). Without ``path``: the folder :func:`data_dir` finds,
+    else the sample bundled with fpsim (320 evenly spaced lines of every file; each result's
+    ``source`` says which). Each line is one dot product ``d = sum a_i b_i + c``;
     for fp16 outputs c is first rounded to fp16 (nearest-even), as the GPU receives it; files
     captured without c (:data:`CAPTURE_NOTES`) are replayed with c = 0. ``model`` defaults
     to :func:`tensor_core` of the directory's GPU and format (and each output format).
@@ -278,29 +326,22 @@ def validate(path, model=None) -> dict[str, ValidationResult]:
     ``ValueError`` naming the file and line. Returns ``{"<GPU>/<fmt>/<out>": ValidationResult}``.
 
     >>> import fpsim
-    >>> d = fpsim.hardware.data_dir()
-    >>> res = fpsim.hardware.validate(d / "V100" / "fp16") if d else {"V100/fp16/fp32": None}
-    >>> sorted(res)[-1]
-    'V100/fp16/fp32'
+    >>> res = fpsim.hardware.validate()
+    >>> r = res["V100/fp16/fp32"]
+    >>> r.fraction, r.source.split(":")[0] in ("captured folder", "bundled sample")
+    (1.0, True)
     """
-    root = Path(path)
-    if not root.is_dir():
-        raise ValueError(f"{root} is not a directory of tensor-core vectors")
-    dirs = []
-    if any(root.glob("a_*.txt")):
-        dirs.append(root)
+    if path is None:
+        path = data_dir()
+    if path is None:
+        sets = _sample_sets()
     else:
-        for sub in sorted(root.iterdir()):
-            if sub.is_dir():
-                for sub2 in sorted(sub.iterdir()):
-                    if sub2.is_dir() and any(sub2.glob("a_*.txt")):
-                        dirs.append(sub2)
-    if not dirs:
-        raise ValueError(f"no a_<GPU>_<fmt>.txt files under {root}")
+        sets = []
+        for d in _vector_dirs(Path(path)):
+            gpu, fmt = d.parent.name, d.name
+            sets.append((gpu, fmt, *_load_dir(d, gpu, fmt), f"captured folder: {d}"))
     results = {}
-    for d in dirs:
-        gpu, fmt = d.parent.name, d.name
-        a, b, c, outs = _load_dir(d, gpu, fmt)
+    for gpu, fmt, a, b, c, outs, source in sets:
         for o, ref in outs.items():
             m = model if model is not None else tensor_core(gpu, fmt.lower(), o)
             note = CAPTURE_NOTES.get((gpu, fmt, o), "")
@@ -312,5 +353,5 @@ def validate(path, model=None) -> dict[str, ValidationResult]:
             ok |= np.isnan(got) & np.isnan(ref)
             results[f"{gpu}/{fmt}/{o}"] = ValidationResult(
                 gpu, fmt, o, int(ok.size), int(ok.sum()), tuple(np.nonzero(~ok)[0][:10].tolist()),
-                note)
+                note, source)
     return results

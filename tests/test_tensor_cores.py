@@ -111,6 +111,42 @@ def test_gemm_kernel_reproduces_gpu_data():
             assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (gpu, fmt, out, s)
 
 
+@needs_data
+def test_bundled_sample_is_the_captured_data():
+    """The sample shipped in fpsim/data equals the lines of the captured files it names."""
+    from fpsim.hardware import _load_dir, _sample_sets
+    sets = _sample_sets()
+    assert {f"{g}/{f}" for g, f, *_ in sets} == {k.rsplit("/", 1)[0] for k in EXPECTED}
+    for gpu, fmt, a, b, c, outs, source in sets:
+        fa, fb, fc, fouts = _load_dir(DATA / gpu / fmt, gpu, fmt)
+        idx = np.arange(len(a)) * len(fa) // len(a)
+        assert len(a) == min(320, len(fa)) and f"of {len(fa)} lines" in source
+        for got, full in [(a, fa), (b, fb), (c, fc)] + [(outs[o], fouts[o]) for o in fouts]:
+            assert np.array_equal(got.view(np.uint64), full[idx].view(np.uint64)), (gpu, fmt)
+        assert set(outs) == set(fouts)
+
+
+def test_validate_without_data_replays_the_bundled_sample(monkeypatch, tmp_path):
+    monkeypatch.setenv("FPSIM_TENSOR_CORE_DATA", str(tmp_path / "nowhere"))
+    assert fpsim.hardware.data_dir() is None
+    res = fpsim.hardware.validate()
+    assert set(res) == set(EXPECTED)
+    for key, r in res.items():
+        lines, matches = EXPECTED[key]
+        assert r.source.startswith("bundled sample: ") and r.lines == 320
+        if matches == lines:  # files the preset reproduces: every sampled line too
+            assert r.matches == r.lines, str(r)
+        else:  # the others: about the same fraction as on the whole file
+            assert abs(r.fraction - matches / lines) < 0.1, str(r)
+
+
+def test_data_dir_from_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("FPSIM_TENSOR_CORE_DATA", str(tmp_path))
+    assert fpsim.hardware.data_dir() == tmp_path
+    monkeypatch.setenv("FPSIM_TENSOR_CORE_DATA", str(tmp_path / "missing"))
+    assert fpsim.hardware.data_dir() is None
+
+
 def test_validate_rejects_bad_path(tmp_path):
     with pytest.raises(ValueError, match="no a_"):
         fpsim.hardware.validate(tmp_path)
