@@ -454,8 +454,12 @@ class FusedBlock(Model):
     (no sticky bit); the integers are summed exactly, normalised once and rounded into
     ``out_fmt`` with ``rounding`` (``"rtz"``: truncation, where an overflow gives inf as on
     the GPU); the blocks are chained (c <- d). With ``neab < 0`` (FP8 on Ada) the result
-    keeps only ``man_bits + neab`` mantissa bits when ``rounding="rtz"``. NaN and inf follow
-    IEEE addition over the whole dot product.
+    keeps only ``man_bits + neab`` mantissa bits when ``rounding="rtz"``. c is a value of
+    the output format: a subnormal c counts with that format's smallest normal exponent. A
+    block whose c or products hold inf or NaN gives their IEEE sum (so an accumulator that
+    overflowed to inf meets the next block's infinite products); a nonzero sum that rounds
+    to zero gives +0. These details follow MMA-Sim's bit-accurate models (checked against
+    them on random inputs, ``tests/test_mmasim.py``).
 
     >>> import numpy as np, fpsim
     >>> m = fpsim.accum.FusedBlock(4, 0, in_fmt="fp16")      # V100-like

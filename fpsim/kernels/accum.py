@@ -374,7 +374,9 @@ def fused_block(ar, br, lo, hi, c, neab, emin_in, p, ovf_lim):
     has_c = c != 0.0
     if emaxp == -100000 and not has_c:
         return rnd1(0.0, p)
-    ec = max(_exp_of(c), -126) if has_c else -100000
+    # c is a value of the output format: a subnormal c counts with that format's smallest
+    # normal exponent (p.emin: -126 for fp32, -14 for fp16), as in MMA-Sim's models
+    ec = max(_exp_of(c), p.emin) if has_c else -100000
     # extra bit and the largest (normalised) exponent
     big = False
     E = ec
@@ -408,27 +410,35 @@ def fused_block(ar, br, lo, hi, c, neab, emin_in, p, ovf_lim):
         v = v * pow2(q)
     if abs(v) >= ovf_lim:
         return (-np.inf if v < 0.0 else np.inf), 0
-    return rnd1(v, p)
+    r, e = rnd1(v, p)
+    # a nonzero sum that rounds to zero gives +0, as MMA-Sim's bit-accurate models do
+    return (0.0 if r == 0.0 else r), e
 
 
 @njit(cache=True)
 def fused_row(ar, br, c, n, neab, emin_in, p, ovf_lim):
-    """A dot product as blocks of n chained through the accumulator (c <- d)."""
+    """A dot product as blocks of n chained through the accumulator (c <- d).
+
+    Specials are resolved block by block, as the hardware does (and MMA-Sim models): a
+    block whose accumulator or products hold inf or NaN gives their IEEE sum (NaN for any
+    NaN or inf - inf), so an accumulator that overflowed to inf in one block meets the
+    next block's infinite products."""
     K = ar.size
-    # specials: like the GPU (and IEEE), any NaN or inf - inf gives NaN, else the inf
-    special = c - c != 0.0
-    for k in range(K):
-        if (ar[k] * br[k]) - (ar[k] * br[k]) != 0.0:
-            special = True
-    if special:
-        s = c
-        for k in range(K):
-            s = s + ar[k] * br[k]
-        return rnd1(s, p)
     s = c
     err = 0
     for lo in range(0, K, n):
-        s, e = fused_block(ar, br, lo, min(K, lo + n), s, neab, emin_in, p, ovf_lim)
+        hi = min(K, lo + n)
+        special = s - s != 0.0
+        for k in range(lo, hi):
+            if (ar[k] * br[k]) - (ar[k] * br[k]) != 0.0:
+                special = True
+        if special:
+            t = s
+            for k in range(lo, hi):
+                t = t + ar[k] * br[k]
+            s, e = rnd1(t, p)
+        else:
+            s, e = fused_block(ar, br, lo, hi, s, neab, emin_in, p, ovf_lim)
         err += e
     return s, err
 
@@ -606,13 +616,15 @@ def _fast_row(ar, br, ea, eb, c, pr, n, neab, p, ovf_lim, rtz_mask, min_normal):
         if allzero:
             E = -100000
         if c != 0.0:
-            ec = max(np.int64((f64_bits(c) >> np.uint64(52)) & expmask) - 1023, -126)
+            ec = max(np.int64((f64_bits(c) >> np.uint64(52)) & expmask) - 1023, p.emin)
             E = max(E, ec)
             if emaxp < ec:
                 big = False
         elif allzero:
             c, e1 = rnd1(0.0, p)
             err += e1
+            continue
+        if c - c != 0.0:  # an earlier block overflowed to inf: finite products keep it
             continue
         q = E - 23 - neab - (1 if big else 0)
         sc = pow2(-q)
@@ -631,6 +643,8 @@ def _fast_row(ar, br, ea, eb, c, pr, n, neab, p, ovf_lim, rtz_mask, min_normal):
         else:
             c, e1 = rnd1(v, p)
             err += e1
+            if c == 0.0:  # a nonzero sum that rounds to zero: +0 (see fused_block)
+                c = 0.0
     return c, err
 
 
@@ -655,6 +669,7 @@ def gemm_fused_vec(A, B, EA, EB, C, D, n, neab, p, ovf_lim, rtz_mask, min_normal
         maxkey = np.empty(N, dtype=np.int64)
         E = np.empty(N, dtype=np.int64)
         S = np.empty(N, dtype=np.int64)
+        was_inf = np.empty(N, dtype=np.bool_)
         q = np.empty(N, dtype=np.int64)
         sc = np.empty(N, dtype=np.float64)
         e = 0
@@ -683,7 +698,7 @@ def gemm_fused_vec(A, B, EA, EB, C, D, n, neab, p, ovf_lim, rtz_mask, min_normal
                 ej = np.int64(-100000) if allzero else E[j]
                 big = (mk & 1) == 1
                 cj = c[j]
-                ec = max(np.int64((f64_bits(cj) >> np.uint64(52)) & expmask) - 1023, -126)
+                ec = max(np.int64((f64_bits(cj) >> np.uint64(52)) & expmask) - 1023, p.emin)
                 if cj != 0.0:
                     ej = max(ej, ec)
                     if (mk >> 1) < ec:
@@ -694,7 +709,10 @@ def gemm_fused_vec(A, B, EA, EB, C, D, n, neab, p, ovf_lim, rtz_mask, min_normal
                 q[j] = qq
                 scj = bits_f64(np.uint64(1023 - qq) << np.uint64(52))  # 2**-qq
                 sc[j] = scj
-                S[j] = np.int64(cj * scj)
+                # an earlier block overflowed to inf: finite products keep it (int64(inf)
+                # would be undefined)
+                was_inf[j] = cj - cj != 0.0
+                S[j] = 0 if was_inf[j] else np.int64(cj * scj)
             for k in range(hi - lo):
                 prk = pr[k]
                 for j in range(N):
@@ -702,13 +720,15 @@ def gemm_fused_vec(A, B, EA, EB, C, D, n, neab, p, ovf_lim, rtz_mask, min_normal
             for j in range(N):
                 v = np.float64(S[j]) * bits_f64(np.uint64(1023 + q[j]) << np.uint64(52))
                 av = abs(v)
-                if rtz_mask != 0 and av >= min_normal and av < ovf_lim:
+                if was_inf[j]:
+                    pass
+                elif rtz_mask != 0 and av >= min_normal and av < ovf_lim:
                     c[j] = bits_f64(f64_bits(v) & keep)
                 elif av >= ovf_lim:
                     c[j] = -np.inf if v < 0.0 else np.inf
                 else:
                     r, e1 = rnd1(v, p)  # also S == 0: +0 as the GPU model
-                    c[j] = r
+                    c[j] = 0.0 if r == 0.0 else r  # and +0 when a nonzero sum rounds to 0
                     e += e1
         for j in range(N):
             D[i, j] = c[j]

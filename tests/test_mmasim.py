@@ -1,0 +1,146 @@
+"""fpsim's tensor-core presets against MMA-Sim (Xie et al. 2025, ``mmasim``), an independent
+bit-accurate model of each PTX instruction, on random inputs of every kind that matters:
+normal, a wide exponent range (products beyond fp32, overflow between chained blocks),
+cancellation, zeros, subnormals, and inf/NaN. Both fpsim kernels (the fast one for finite
+inputs and the general one) are checked, for ``dot`` and the GEMM kernel.
+
+MMA-Sim is slow (pure torch loops): the sizes here are small; ``FPSIM_MMASIM_N`` (default
+128) sets the number of dot products per input kind.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import fpsim
+from fpsim import accum as A
+
+torch = pytest.importorskip("torch")
+sim = pytest.importorskip("mmasim.nv_ptx.sim")
+
+N = int(os.environ.get("FPSIM_MMASIM_N", "128"))
+KINDS = ["normal", "wide", "cancel", "zeros", "subnormal", "tiny", "special"]
+TORCH = {"fp16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32,
+         "e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2}
+
+# (MMA-Sim arch, class, instruction, fpsim preset (GPU, input, output), K of the instruction)
+CASES = [
+    ("Volta", "MMA", "m8n8k4.f32.f16.f16.f32", ("V100", "fp16", "fp32"), 4),
+    ("Volta", "MMA", "m8n8k4.f16.f16.f16.f16", ("V100", "fp16", "fp16"), 4),
+    ("Ampere", "MMA", "m16n8k16.f32.f16.f16.f32", ("A100", "fp16", "fp32"), 16),
+    ("Ampere", "MMA", "m16n8k16.f16.f16.f16.f16", ("A100", "fp16", "fp16"), 16),
+    ("Ampere", "MMA", "m16n8k16.f32.bf16.bf16.f32", ("A100", "bf16", "fp32"), 16),
+    ("Ampere", "MMA", "m16n8k8.f32.tf32.tf32.f32", ("A100", "tf32", "fp32"), 8),
+    ("Ada Lovelace", "MMA", "m16n8k32.f32.e4m3.e4m3.f32", ("Ada", "e4m3", "fp32"), 32),
+    ("Ada Lovelace", "MMA", "m16n8k32.f16.e5m2.e5m2.f16", ("Ada", "e5m2", "fp16"), 32),
+    ("Hopper", "WGMMA", "m64n8k16.f32.bf16.bf16", ("H100", "bf16", "fp32"), 16),
+    ("Hopper", "WGMMA", "m64n8k16.f16.f16.f16", ("H100", "fp16", "fp16"), 16),
+    ("Hopper", "WGMMA", "m64n8k8.f32.tf32.tf32", ("H100", "tf32", "fp32"), 8),
+    ("Hopper", "WGMMA", "m64n8k32.f32.e4m3.e4m3", ("H100", "e4m3", "fp32"), 32),
+    ("Hopper", "WGMMA", "m64n8k32.f16.e5m2.e5m2", ("H100", "e5m2", "fp16"), 32),
+    ("Blackwell", "TCGen05MMA", "m128n8k16.kind::f16.f32.bf16.bf16", ("B200", "bf16", "fp32"), 16),
+    ("Blackwell", "TCGen05MMA", "m128n8k8.kind::tf32.f32.tf32.tf32", ("B200", "tf32", "fp32"), 8),
+]
+
+
+def _inputs(rng, fmt, kind, n, K):
+    f = fpsim.parse(fmt)
+    if kind == "normal":
+        x = rng.standard_normal((n, K)) * 2.0 ** rng.integers(-4, 5, (n, 1))
+    elif kind in ("wide", "special"):
+        x = rng.standard_normal((n, K)) * 2.0 ** rng.integers(f.emin - 3, f.emax, (n, K))
+    elif kind == "cancel":
+        x = rng.standard_normal((n, K))
+        x[:, 1::2] = -x[:, ::2] * (1 + 2.0 ** -rng.integers(3, 12, (n, K // 2)))
+    elif kind == "zeros":
+        x = rng.standard_normal((n, K)) * (rng.random((n, K)) < 0.3)
+    elif kind == "subnormal":
+        x = rng.standard_normal((n, K)) * 2.0 ** (f.emin - rng.integers(0, f.man_bits + 1, (n, K)))
+    else:  # tiny: products near the bottom of the output range, with zero products among them
+        e = max(f.emin - f.man_bits, -68)
+        x = rng.standard_normal((n, K)) * 2.0 ** rng.integers(e, e + 8, (n, K))
+        x *= rng.random((n, K)) < 0.7
+    x = fpsim.quantize(np.clip(x, -f.max, f.max), fmt)
+    if kind == "special":  # a few inf and NaN operands (formats that have them)
+        pick = rng.random((n, K))
+        if f.has_inf:
+            x[pick < 0.02] = np.inf
+            x[(pick >= 0.02) & (pick < 0.04)] = -np.inf
+        x[pick > 0.985] = np.nan
+    return x
+
+
+def _operands(rng, fmt, out, K):
+    """Rows of every input kind, stacked: (a, b, c, kind of each row)."""
+    rows = []
+    for kind in KINDS:
+        a, b = _inputs(rng, fmt, kind, N, K), _inputs(rng, fmt, kind, N, K)
+        if kind == "cancel":
+            b = _inputs(rng, fmt, "normal", N, K)
+            b[:, 1::2] = b[:, ::2]
+        rows.append((a, b))
+    a = np.concatenate([r[0] for r in rows])
+    b = np.concatenate([r[1] for r in rows])
+    kinds = np.repeat(KINDS, N)
+    c = rng.standard_normal(len(a)) * 2.0 ** rng.integers(-6, 6, len(a))
+    c[::5] = 0.0
+    c[kinds == "tiny"] *= 2.0 ** -130 if out == "fp32" else 2.0 ** -20
+    return a, b, fpsim.quantize(c, out), kinds
+
+
+def _mmasim(op, fmt, out, a, b, c):
+    ta = torch.tensor(a, dtype=torch.float32).to(TORCH[fmt])
+    tb = torch.tensor(b, dtype=torch.float32).to(TORCH[fmt])
+    tc = torch.tensor(c, dtype=torch.float32).to(torch.float16 if out == "fp16" else torch.float32)
+    return op.dpa(ta, tb, tc).double().numpy()
+
+
+def _same(got, want):
+    return (got.view(np.uint64) == want.view(np.uint64)) | (np.isnan(got) & np.isnan(want))
+
+
+@pytest.mark.parametrize("arch,cls,instr,preset,K", CASES, ids=[f"{c[0]}:{c[2]}" for c in CASES])
+def test_presets_equal_mmasim(arch, cls, instr, preset, K, monkeypatch):
+    gpu, fmt, out = preset
+    rng = np.random.default_rng(sum(map(ord, instr)))
+    op = getattr(sim, cls)(arch, instr)
+    m = fpsim.hardware.tensor_core(gpu, fmt, out)
+    # two chained instructions: the second starts from the first one's result, as fpsim's
+    # dot over the 2K products chains its blocks
+    a1, b1, c, kinds = _operands(rng, fmt, out, K)
+    a2, b2, _, _ = _operands(rng, fmt, out, K)
+    want1 = _mmasim(op, fmt, out, a1, b1, c)
+    want2 = _mmasim(op, fmt, out, a2, b2, want1)
+    a, b = np.concatenate([a1, a2], 1), np.concatenate([b1, b2], 1)
+    finite = kinds != "special"
+    for fast in (True, False):
+        monkeypatch.setattr(A, "_FUSED_FAST", fast)
+        for aa, bb, want in [(a1, b1, want1), (a, b, want2)]:
+            bad = ~_same(fpsim.dot(aa, bb, c, model=m), want)
+            assert not bad.any(), (fast, sorted(set(kinds[bad])), aa[bad][:1], bb[bad][:1],
+                                   c[bad][:1], want[bad][:1])
+        # the GEMM kernel on finite rows: C = diag(c), the diagonal holds the dot products
+        idx = np.nonzero(finite)[0][::N // 8]
+        D = fpsim.matmul(a[idx], b[idx].T, np.diag(c[idx]), model=m)
+        assert _same(np.diag(D).copy(), want2[idx]).all(), fast
+
+
+def test_overflow_in_an_early_block_stays_inf():
+    """A regression found by MMA-Sim: when a block overflowed to inf, the fast kernels read
+    the inf accumulator as an integer in the next block (undefined; it gave -inf for a
+    positive overflow)."""
+    m = fpsim.hardware.tensor_core("A100", "bf16")
+    a = np.zeros(16)
+    b = np.zeros(16)
+    a[0], b[0] = 2.0**100, 2.0**100  # 2**200 overflows fp32 in block 1 (products 0..7)
+    a[8], b[8] = 1.0, -3.0           # block 2: finite products keep +inf
+    for fast in (True, False):
+        A._FUSED_FAST = fast
+        try:
+            assert fpsim.dot(a, b, 1.0, model=m) == np.inf
+            assert fpsim.dot(-a, b, 1.0, model=m) == -np.inf
+            D = fpsim.matmul(np.stack([a, -a]), np.stack([b, b]).T, model=m)
+            assert D[0, 0] == np.inf and D[1, 1] == -np.inf
+        finally:
+            A._FUSED_FAST = True
