@@ -50,6 +50,7 @@ __all__ = [
     "ValidationResult",
     "data_dir",
     "fp8_promoted",
+    "mma",
     "tensor_core",
     "validate",
 ]
@@ -59,21 +60,22 @@ GPUS = ("V100", "A100", "A2", "A30", "Ada", "L40S", "H100", "H200", "B200")
 #: Input formats accepted by :func:`tensor_core`.
 IN_FORMATS = ("fp16", "bf16", "tf32", "e4m3", "e5m2")
 
-# (fp16/bf16 n, tf32 n, fp8 n, neab, fp8 neab)
-_TABLE = {
-    "V100": (4, None, None, 0, None),
-    "A100": (8, 4, None, 1, None),
-    "A2": (8, 4, None, 1, None),
-    "A30": (8, 4, None, 1, None),
-    "Ada": (8, 4, 16, 1, -10),
-    "L40S": (8, 4, 16, 1, -10),
-    "H100": (16, 8, 32, 2, -10),
-    "H200": (16, 8, 32, 2, -10),
-    "B200": (16, 8, 32, 2, 2),
+# Each GPU's architecture and the instruction its tensor-core preset models, per input
+# class (fpsim.engines holds the parameters and the evidence of every instruction)
+_GPU_ARCH = {"V100": "Volta", "A100": "Ampere", "A2": "Ampere", "A30": "Ampere", "Ada": "Ada",
+             "L40S": "Ada", "H100": "Hopper", "H200": "Hopper", "B200": "Blackwell"}
+_PRESET_INSTR = {
+    "Volta": {"16": "mma.m8n8k4.{d}.{t}.{t}.{d}"},
+    "Ampere": {"16": "mma.m16n8k16.{d}.{t}.{t}.{d}", "tf32": "mma.m16n8k8.{d}.{t}.{t}.{d}"},
+    "Ada": {"16": "mma.m16n8k16.{d}.{t}.{t}.{d}", "tf32": "mma.m16n8k8.{d}.{t}.{t}.{d}",
+            "8": "mma.m16n8k32.{d}.{t}.{t}.{d}"},
+    "Hopper": {"16": "wgmma.m64n8k16.{d}.{t}.{t}", "tf32": "wgmma.m64n8k8.{d}.{t}.{t}",
+               "8": "wgmma.m64n8k32.{d}.{t}.{t}"},
+    "Blackwell": {"16": "mma.m16n8k16.{d}.{t}.{t}.{d}", "tf32": "mma.m16n8k8.{d}.{t}.{t}.{d}",
+                  "8": "mma.m16n8k32.{d}.{t}.{t}.{d}"},
 }
-# GPUs whose FP8 fp32-output preset is fitted to captured data instead of the published
-# parameters (see the module docstring): (neab, rounding).
-_FP8_FP32_FITTED = {"B200": (8, "rne")}
+_PTX = {"fp16": "f16", "bf16": "bf16", "tf32": "tf32", "e4m3": "e4m3", "e5m2": "e5m2",
+        "fp32": "f32"}
 
 
 def _gpu_name(gpu: str) -> str:
@@ -111,26 +113,46 @@ def tensor_core(gpu: str, in_fmt, out_fmt="fp32") -> _A.FusedBlock:
     fo = as_format(out_fmt)
     if fo.name not in ("fp32", "fp16"):
         raise ValueError(f"tensor-core output must be fp32 or fp16, not {fo.name}")
-    n16, n32, n8, neab, neab8 = _TABLE[g]
-    if fin in ("bf16", "tf32") and fo.name != "fp32":
-        raise ValueError(f"{fin} inputs accumulate into fp32 only (out_fmt='fp32')")
-    if fin == "fp16" or fin == "bf16":
-        if fin == "bf16" and g == "V100":
-            raise ValueError("V100 tensor cores take fp16 inputs only")
-        n, ne = n16, neab
-    elif fin == "tf32":
-        if n32 is None:
-            raise ValueError(f"{g} tensor cores have no tf32 mode")
-        n, ne = n32, neab
-    else:
-        if n8 is None:
-            raise ValueError(f"{g} tensor cores have no fp8 mode (fp8 needs Ada/L40S or later)")
-        n, ne = n8, neab8
-    rounding = "rtz" if fo.name == "fp32" else "rne"
-    if fin in ("e4m3", "e5m2") and fo.name == "fp32" and g in _FP8_FP32_FITTED:
-        ne, rounding = _FP8_FP32_FITTED[g]
-    return _A.FusedBlock(n, ne, out_fmt=fo, rounding=rounding,
-                         in_fmt=fin, name=f"{g} {fin}" + ("" if fo.name == "fp32" else " -> fp16"))
+    arch = _GPU_ARCH[g]
+    cls = {"fp16": "16", "bf16": "16", "tf32": "tf32"}.get(fin, "8")
+    if cls not in _PRESET_INSTR[arch]:
+        raise ValueError(f"{g} tensor cores have no {fin} mode" +
+                         (" (fp8 needs Ada/L40S or later)" if cls == "8" else ""))
+    instr = _PRESET_INSTR[arch][cls].format(d=_PTX[fo.name], t=_PTX[fin])
+    try:
+        m = mma(arch, instr)
+    except ValueError:
+        raise ValueError(f"{g} tensor cores have no {fin} -> {fo.name} mode "
+                         f"(bf16 and tf32 accumulate into fp32 only; V100 takes fp16 only)") from None
+    return _A.FusedBlock(m.n, m.neab, out_fmt=fo, rounding=m.rounding, in_fmt=fin,
+                         name=f"{g} {fin}" + ("" if fo.name == "fp32" else " -> fp16"))
+
+
+def mma(arch: str, instruction: str) -> _A.FusedBlock:
+    """The model of one matrix-engine instruction: a :class:`fpsim.accum.FusedBlock`.
+
+    ``arch``: Volta, Turing, Ampere, Ada (or "Ada Lovelace"), Hopper, Blackwell,
+    RTX Blackwell, or an ``sm_XX`` name (case-insensitive). ``instruction`` as PTX spells it
+    (``mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32``, ``wgmma.mma_async...``,
+    ``tcgen05.mma.m128n256k32.kind::f8f6f4.f32.e2m1.e2m1``) or MMA-Sim's short form after
+    the opcode (``m16n8k16.f32.bf16.bf16.f32``). M and N do not change a dot product; a K
+    longer than the instruction's chains instructions (c <- d). The parameters and what
+    stands behind them (captured data, MMA-Sim, published) are in :data:`fpsim.engines.ENGINES`
+    (docs: Matrix engines). Not modelled yet, with a clear error: block-scaled kinds, mixed
+    operand formats, AMD CDNA.
+
+    >>> import fpsim
+    >>> fpsim.hardware.mma("Ada Lovelace", "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32")
+    FusedBlock<Ada mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32>(n=16, neab=-10, out=fp32, rounding='rtz')
+    """
+    from . import engines as _E
+    ins = _E.parse_instruction(instruction)
+    e = _E.lookup(arch, ins)
+    fin, fout = _E._TYPES[ins.a], _E._TYPES[ins.d]
+    F = e.F_fp16 if fout == "fp16" and e.F_fp16 is not None else e.F
+    rounding = e.fp32_rounding if fout == "fp32" else "rne"
+    return _A.FusedBlock(e.L, F - 23, out_fmt=fout, rounding=rounding, in_fmt=fin,
+                         name=f"{e.arch} {instruction}")
 
 
 def fp8_promoted(gpu: str = "H100", in_fmt="e4m3", every: int = 128) -> _A.Promoted:

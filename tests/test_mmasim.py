@@ -67,7 +67,8 @@ def _inputs(rng, fmt, kind, n, K):
         if f.has_inf:
             x[pick < 0.02] = np.inf
             x[(pick >= 0.02) & (pick < 0.04)] = -np.inf
-        x[pick > 0.985] = np.nan
+        if f.has_nan:
+            x[pick > 0.985] = np.nan
     return x
 
 
@@ -89,9 +90,15 @@ def _operands(rng, fmt, out, K):
     return a, b, fpsim.quantize(c, out), kinds
 
 
+def _operand(x, fmt):
+    if fmt in TORCH:
+        return torch.tensor(x, dtype=torch.float32).to(TORCH[fmt])
+    # MMA-Sim takes FP6 codes in bits 5:0 of a byte and FP4 codes in bits 5:2
+    return torch.tensor(fpsim.encode(x, fmt).astype(np.uint8) << (2 if fmt == "e2m1" else 0))
+
+
 def _mmasim(op, fmt, out, a, b, c):
-    ta = torch.tensor(a, dtype=torch.float32).to(TORCH[fmt])
-    tb = torch.tensor(b, dtype=torch.float32).to(TORCH[fmt])
+    ta, tb = _operand(a, fmt), _operand(b, fmt)
     tc = torch.tensor(c, dtype=torch.float32).to(torch.float16 if out == "fp16" else torch.float32)
     return op.dpa(ta, tb, tc).double().numpy()
 
@@ -144,3 +151,63 @@ def test_overflow_in_an_early_block_stays_inf():
             assert D[0, 0] == np.inf and D[1, 1] == -np.inf
         finally:
             A._FUSED_FAST = True
+
+
+# ---------------------------------------------------------------------------------------
+# Every row of the instruction table (fpsim.engines) that MMA-Sim also models
+# ---------------------------------------------------------------------------------------
+
+from fpsim import engines as E  # noqa: E402
+
+_SIM_ARCH = {"Ada": "Ada Lovelace"}
+_PTX = {"fp16": "f16", "fp32": "f32"}
+
+
+def _instructions():
+    """(arch, MMA-Sim class, MMA-Sim short form, fpsim's full PTX spelling, in, out, K)."""
+    out = []
+    for e in E.ENGINES:
+        if not e.mmasim:
+            continue
+        for fin in e.inputs:
+            for fo in e.outputs:
+                t, d, k = _PTX.get(fin, fin), _PTX[fo], e.ks[-1]
+                kind = f".kind::{e.kind}" if e.kind else ""
+                if e.opcode == "mma":
+                    mn = "m8n8" if k == 4 and fin == "fp16" else "m16n8"
+                    short = f"{mn}k{k}{kind}.{d}.{t}.{t}.{d}"
+                    full = f"mma.sync.aligned.{mn}k{k}.row.col{kind}.{d}.{t}.{t}.{d}"
+                    cls = "MMA"
+                elif e.opcode == "wgmma":
+                    short = f"m64n8k{k}.{d}.{t}.{t}"
+                    full = f"wgmma.mma_async.sync.aligned.m64n256k{k}.{d}.{t}.{t}"
+                    cls = "WGMMA"
+                else:
+                    short = f"m128n8k{k}{kind}.{d}.{t}.{t}"
+                    full = f"tcgen05.mma.cta_group::1.m128n256k{k}{kind}.{d}.{t}.{t}"
+                    cls = "TCGen05MMA"
+                out.append((e.arch, cls, short, full, fin, fo, k))
+    return out
+
+
+INSTRUCTIONS = _instructions()
+
+
+@pytest.mark.parametrize("arch,cls,short,full,fin,fout,K", INSTRUCTIONS,
+                         ids=[f"{i[0]}:{i[3]}" for i in INSTRUCTIONS])
+def test_every_instruction_equals_mmasim(arch, cls, short, full, fin, fout, K):
+    rng = np.random.default_rng(sum(map(ord, full)))
+    op = getattr(sim, cls)(_SIM_ARCH.get(arch, arch), short)
+    m = fpsim.hardware.mma(arch, full)
+    a, b, c, kinds = _operands(rng, fin, fout, K)
+    want = _mmasim(op, fin, fout, a, b, c)
+    bad = ~_same(fpsim.dot(a, b, c, model=m), want)
+    assert not bad.any(), (sorted(set(kinds[bad])), a[bad][:1], b[bad][:1], c[bad][:1])
+
+
+def test_the_table_covers_what_mmasim_models():
+    """Every MMA-Sim instruction kind fpsim claims is in the comparison above."""
+    archs = {i[0] for i in INSTRUCTIONS}
+    assert archs == {"Volta", "Turing", "Ampere", "Ada", "Hopper", "Blackwell", "RTX Blackwell"}
+    inputs = {i[4] for i in INSTRUCTIONS}
+    assert inputs == {"fp16", "bf16", "tf32", "e4m3", "e5m2", "e2m1", "e3m2", "e2m3"}

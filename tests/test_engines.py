@@ -1,0 +1,103 @@
+"""The instruction table (fpsim.engines) and fpsim.hardware.mma: parsing, errors, and that
+the GPU-level presets are rows of the same table. Bit-level agreement of every row with
+MMA-Sim is in tests/test_mmasim.py; with captured GPU data in tests/test_tensor_cores.py."""
+
+import numpy as np
+import pytest
+
+import fpsim
+from fpsim import engines as E
+
+
+@pytest.mark.parametrize("text,want", [
+    ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+     ("mma", "", 16, "f32", "bf16", "bf16")),
+    ("m16n8k16.f32.bf16.bf16.f32", ("mma", "", 16, "f32", "bf16", "bf16")),
+    ("wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e5m2",
+     ("wgmma", "", 32, "f32", "e4m3", "e5m2")),
+    ("tcgen05.mma.cta_group::1.m128n256k32.kind::f8f6f4.f32.e2m1.e3m2",
+     ("tcgen05.mma", "f8f6f4", 32, "f32", "e2m1", "e3m2")),
+    ("m128n8k32.kind::f8f6f4.f16.e4m3.e4m3", ("tcgen05.mma", "f8f6f4", 32, "f16", "e4m3", "e4m3")),
+    ("MMA.M16N8K32.F32.E4M3.E4M3.F32", ("mma", "", 32, "f32", "e4m3", "e4m3")),
+])
+def test_parse_instruction(text, want):
+    i = E.parse_instruction(text)
+    assert (i.opcode, i.kind, i.k, i.d, i.a, i.b) == want
+
+
+def test_parse_block_scaled():
+    i = E.parse_instruction("tcgen05.mma.m128n256k64.kind::mxf4nvf4.block16.f32.e2m1.e2m1.ue4m3")
+    assert (i.kind, i.block, i.scale, i.k) == ("mxf4nvf4", "block16", "ue4m3", 64)
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("mma.f32.bf16.bf16.f32", "no shape"),
+    ("mma.m16n8k16.f32.bf17.bf16.f32", "expected the types of D, A, B"),
+    ("mma.m16n8k16.f32.bf16.bf16.f16", r"C \(f16\) must have D's type"),
+    ("mma.m16n8k16", "got nothing"),
+])
+def test_bad_instructions_say_what_is_expected(text, msg):
+    with pytest.raises(ValueError, match=msg):
+        E.parse_instruction(text)
+    with pytest.raises(TypeError, match="must be a string"):
+        E.parse_instruction(16)
+
+
+def test_instruction_the_arch_lacks_lists_what_it_has():
+    with pytest.raises(ValueError, match=r"Volta has no modelled instruction.*Volta has: mma K=4"):
+        fpsim.hardware.mma("Volta", "mma.m16n8k16.f32.bf16.bf16.f32")
+    with pytest.raises(ValueError, match="Ampere has no modelled"):
+        fpsim.hardware.mma("Ampere", "wgmma.m64n8k16.f32.bf16.bf16")
+    with pytest.raises(ValueError, match="Hopper has no modelled"):  # K=24 is no shape
+        fpsim.hardware.mma("Hopper", "wgmma.m64n8k24.f32.bf16.bf16")
+
+
+def test_not_yet_modelled_kinds_are_refused_clearly():
+    with pytest.raises(ValueError, match="block-scaled MMA .* not modelled yet"):
+        fpsim.hardware.mma("Blackwell",
+                           "tcgen05.mma.m128n256k64.kind::mxf4nvf4.block16.f32.e2m1.e2m1.ue4m3")
+    with pytest.raises(ValueError, match=r"mixed operand formats \(e4m3 x e5m2\)"):
+        fpsim.hardware.mma("Hopper", "wgmma.m64n256k32.f32.e4m3.e5m2")
+
+
+@pytest.mark.parametrize("arch,canon", [("ada lovelace", "Ada"), ("ADA", "Ada"),
+                                        ("sm_90a", "Hopper"), ("rtx blackwell", "RTX Blackwell")])
+def test_arch_names(arch, canon):
+    assert E.arch_name(arch) == canon
+
+
+def test_unknown_arch_suggests():
+    with pytest.raises(ValueError, match="did you mean 'Hopper'"):
+        fpsim.hardware.mma("Hoper", "wgmma.m64n8k16.f32.bf16.bf16")
+
+
+@pytest.mark.parametrize("gpu", fpsim.hardware.GPUS)
+@pytest.mark.parametrize("fmt", fpsim.hardware.IN_FORMATS)
+@pytest.mark.parametrize("out", ["fp32", "fp16"])
+def test_gpu_presets_are_rows_of_the_table(gpu, fmt, out):
+    try:
+        m = fpsim.hardware.tensor_core(gpu, fmt, out)
+    except ValueError:
+        return
+    arch = fpsim.hardware._GPU_ARCH[gpu]
+    rows = [e for e in E.ENGINES if e.arch == arch and fmt in e.inputs and out in e.outputs
+            and e.L == m.n]
+    F = {e.F_fp16 if out == "fp16" and e.F_fp16 is not None else e.F for e in rows}
+    assert m.neab + 23 in F, (gpu, fmt, out, m)
+
+
+def test_instruction_model_runs_a_long_k():
+    m = fpsim.hardware.mma("Ampere", "mma.m16n8k16.f32.bf16.bf16.f32")
+    a = fpsim.quantize(np.linspace(-1, 1, 64), "bf16")
+    # K = 64: eight chained groups of 8 products, the same as the A100 preset
+    want = fpsim.dot(a, a[::-1], 0.5, model=fpsim.hardware.tensor_core("A100", "bf16"))
+    assert fpsim.dot(a, a[::-1], 0.5, model=m) == want
+
+
+def test_table_rows():
+    rows = E.table()
+    assert {r["arch"] for r in rows} == set(E.ARCHS)
+    assert all(r["evidence"] for r in rows)
+    b200 = [r for r in rows if r["arch"] == "Blackwell" and r["instruction"] == "mma K=32"]
+    assert [(r["output"], r["F"], r["rounding"]) for r in b200] == [("fp32", 31, "RNE"),
+                                                                   ("fp16", 25, "RNE")]
