@@ -253,6 +253,7 @@ def table() -> list:
             op = e.opcode + (f".kind::{e.kind}" if e.kind else "")
             rows.append({"arch": e.arch, "instruction": f"{op} K={'/'.join(map(str, e.ks))}",
                          "inputs": ", ".join(e.inputs), "output": fo, "L": e.L, "F": F,
-                         "rounding": "RNE" if f16 else e.fp32_rounding.upper(),
+                         "rounding": "RNE" if f16 else e.fp32_rounding.upper()
+                         + (f" (e8m{F})" if F < 23 else ""),
                          "evidence": (e.evidence_fp16 or e.evidence) if f16 else e.evidence})
     return rows
