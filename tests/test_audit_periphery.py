@@ -1,0 +1,105 @@
+"""Regression tests for the periphery defects of issues 15/16 (accumulation inputs, sweeps,
+analysis metrics, threading layer, numba cache, CLI). Each failed before its fix."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import fpsim
+from fpsim import accum
+
+EXACT32 = accum.Exact("fp32")
+
+
+# --- D4: accumulation inputs are converted exactly or refused ------------------------------
+
+def test_longdouble_not_narrowed_silently():
+    x = np.array([1, -1], dtype=np.longdouble)
+    x[0] += np.longdouble(2) ** -60
+    if x[0] == 1:  # pragma: no cover - a platform whose longdouble is float64
+        pytest.skip("longdouble is float64 here")
+    with pytest.raises(ValueError, match=r"x holds .*float64 cannot hold exactly"):
+        fpsim.sum(x, model=EXACT32)
+
+
+def test_longdouble_exact_values_accepted():
+    x = np.array([1.5, -2.0, 2.0**-40], dtype=np.longdouble)
+    assert float(fpsim.sum(x, model=EXACT32)) == float(
+        np.float32(Fraction(3, 2) - 2 + Fraction(1, 2**40)))
+
+
+@pytest.mark.parametrize("fn", ["sum", "dot", "matmul"])
+@pytest.mark.parametrize("vals", [[2**60 + 1, -2**60], [2**63 - 1, 0]])
+def test_int64_not_representable_refused(fn, vals):
+    x = np.array(vals, dtype=np.int64)
+    arg = {"sum": "x", "dot": "A", "matmul": "A"}[fn]
+    with pytest.raises(ValueError, match=rf"^{arg} holds the integer {vals[0]}"):
+        if fn == "sum":
+            fpsim.sum(x, model=EXACT32)
+        elif fn == "dot":
+            fpsim.dot(x, np.ones(2), model=EXACT32)
+        else:
+            fpsim.matmul(x[None], np.ones((2, 1)), model=EXACT32)
+
+
+def test_python_int_lists_follow_the_same_rule():
+    with pytest.raises(ValueError, match="integer 1152921504606846977"):
+        fpsim.sum([2**60 + 1, -2**60], model=EXACT32)
+    with pytest.raises(ValueError, match="integer"):
+        fpsim.sum([2**80 + 1, 0], model=EXACT32)  # beyond int64: object array
+    # exactly representable big ints are accepted: 2**70 + 2**20 is a float64 value
+    v = fpsim.sum([2**70, 2**20, -2**70], model=EXACT32)
+    assert float(v) == 2.0**20
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.int16, np.int32, np.uint32,
+                                   np.int64, np.uint64])
+def test_representable_ints_accepted(dtype):
+    info = np.iinfo(dtype)
+    small = info.bits < 64
+    vals = np.array([info.max if small else 2**53, 1 if small else 8, (info.min if small else -2**40) if info.min else 8],
+                    dtype=dtype)
+    exact = sum(Fraction(int(v)) for v in vals)
+    got = fpsim.sum(vals, model=accum.Exact(fpsim.FloatFormat(11, 50)))
+    assert Fraction(float(got)) == exact  # these sums fit 51 bits: exact
+    assert float(fpsim.sum(np.array([np.iinfo(np.int64).min]), model=EXACT32)) == -2.0**63
+
+
+@pytest.mark.parametrize("bad, exc, words", [
+    (np.array([True, False]), TypeError, "bool"),
+    (np.array([1 + 2j]), TypeError, "complex"),
+    (np.array(["a"]), TypeError, "not supported"),
+    (np.array([1.0, 2.0], dtype=object), TypeError, "object"),
+    (np.ma.array([1.0, 2.0], mask=[0, 1]), TypeError, "masked"),
+    ([1.0, "a"], TypeError, "not supported"),
+])
+def test_unsupported_kinds_raise_typeerror(bad, exc, words):
+    with pytest.raises(exc, match=words):
+        fpsim.sum(bad, model=EXACT32)
+
+
+@pytest.mark.parametrize("dt", [ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e5m2,
+                                ml_dtypes.float8_e4m3fnuz, ml_dtypes.float6_e2m3fn,
+                                ml_dtypes.float6_e3m2fn, ml_dtypes.float4_e2m1fn,
+                                ml_dtypes.bfloat16])
+def test_matmul_accepts_ml_dtypes_floats(dt):
+    rng = np.random.default_rng(1)
+    A = rng.integers(-3, 4, (3, 5)).astype(np.float64) / 2
+    B = rng.integers(-3, 4, (5, 2)).astype(np.float64) / 2
+    A8, B8 = A.astype(dt), B.astype(dt)
+    # the oracle: ml_dtypes' own values (read through float32), products summed in float64
+    # (exact: small dyadic values)
+    Af, Bf = A8.astype(np.float32).astype(np.float64), B8.astype(np.float32).astype(np.float64)
+    got = fpsim.matmul(A8, B8, model=EXACT32)
+    assert got.dtype == np.float64 and got.shape == (3, 2)
+    assert np.array_equal(got, Af @ Bf)
+    assert np.array_equal(fpsim.dot(A8, A8, model=EXACT32), (Af * Af).sum(-1))
+
+
+def test_ml_dtypes_ints_refused():
+    with pytest.raises(TypeError, match="int4"):
+        fpsim.sum(np.array([1, 2]).astype(ml_dtypes.int4), model=EXACT32)
