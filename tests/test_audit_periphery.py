@@ -103,3 +103,60 @@ def test_matmul_accepts_ml_dtypes_floats(dt):
 def test_ml_dtypes_ints_refused():
     with pytest.raises(TypeError, match="int4"):
         fpsim.sum(np.array([1, 2]).astype(ml_dtypes.int4), model=EXACT32)
+
+
+# --- C1: fork after a parallel kernel; threads; determinism across thread counts -------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+ROOT = Path(fpsim.__file__).resolve().parents[1]
+
+_FORK_SCRIPT = r'''
+import multiprocessing as mp, threading, numpy as np, fpsim, numba
+m = fpsim.accum.Sequential("bf16")
+def work(seed):
+    y = np.random.default_rng(seed).standard_normal((64, 4096))
+    return float(fpsim.sum(fpsim.quantize(y, "e4m3"), model=m).sum())
+if __name__ == "__main__":
+    ref = [work(s) for s in range(4)]          # parallel kernels have run in this process
+    print("layer", numba.threading_layer(), flush=True)
+    out = {}
+    ts = [threading.Thread(target=lambda s=s: out.__setitem__(s, [work(s) for _ in range(3)]))
+          for s in range(4)]
+    [t.start() for t in ts]; [t.join() for t in ts]
+    assert all(out[s] == [ref[s]] * 3 for s in range(4)), "threads differ"
+    with mp.get_context("fork").Pool(2) as p:   # GNU OpenMP would kill these children
+        got = p.map(work, range(4))
+    assert got == ref, (got, ref)
+    print("fork ok", repr(ref), flush=True)
+'''
+
+
+def _run_py(code, env_extra=None, timeout=240, tmp_path=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_THREADING")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=tmp_path)
+
+
+def test_fork_after_parallel_kernel_and_thread_count_determinism(tmp_path):
+    outs = []
+    for n in ("1", "2"):
+        r = _run_py(_FORK_SCRIPT, {"NUMBA_NUM_THREADS": n}, tmp_path=tmp_path)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "fork ok" in r.stdout
+        assert "layer omp" not in r.stdout  # not GNU OpenMP unless the user asks for it
+        outs.append(r.stdout.split("fork ok", 1)[1])
+    assert outs[0] == outs[1]  # same bits whatever the thread count
+
+
+def test_users_threading_layer_is_respected(tmp_path):
+    code = ("import numpy as np, fpsim, numba; fpsim.quantize(np.ones(10**5), 'e4m3'); "
+            "print(numba.threading_layer())")
+    r = _run_py(code, {"NUMBA_THREADING_LAYER": "omp"}, tmp_path=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "omp"
