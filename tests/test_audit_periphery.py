@@ -160,3 +160,141 @@ def test_users_threading_layer_is_respected(tmp_path):
     r = _run_py(code, {"NUMBA_THREADING_LAYER": "omp"}, tmp_path=tmp_path)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "omp"
+
+
+# --- D8, L1, issue-15 sweep items --------------------------------------------------------
+
+import json  # noqa: E402
+import signal  # noqa: E402
+import time  # noqa: E402
+
+import fpsim.analysis as fa  # noqa: E402
+
+
+@pytest.mark.parametrize("content", ["a,b\n1,2", json.dumps([{"a": 1, "result": 1}]),
+                                     "a,b\n1,2\n", '{"x": 1}\n'])
+def test_sweep_refuses_a_file_that_is_not_its_record_file(tmp_path, content):
+    p = tmp_path / "data.txt"
+    p.write_text(content)
+    with pytest.raises(ValueError, match="not a sweep record file.*left unchanged"):
+        fa.sweep(lambda a: a, {"a": [1]}, executor="serial", path=p, progress=False)
+    assert p.read_text() == content
+
+
+def test_sweep_record_file_with_torn_first_record_resumes(tmp_path):
+    p = tmp_path / "s.jsonl"
+    p.write_text('{"key": "{\\"a\\": 1}", "poi')  # killed during its very first write
+    r = fa.sweep(lambda a: a, {"a": [1]}, executor="serial", path=p, progress=False)
+    assert r.computed == 1 and p.read_text().count("\n") == 1
+
+
+def test_sweep_refuses_repl_and_lambda_functions_before_starting():
+    with pytest.raises(TypeError, match="cannot be sent to worker processes.*threads"):
+        fa.sweep(lambda a: a, {"a": [1]}, progress=False)
+    code = ("import fpsim.analysis as fa\n"
+            "def f(a):\n    return a\n"
+            "try:\n    fa.sweep(f, {'a': [1, 2]}, progress=False)\n"
+            "except TypeError as e:\n    print('TypeError:', e)\n")
+    r = _run_py(code)  # python -c: __main__ has no file the workers could import
+    assert "TypeError: fn='f' is defined in an interactive session" in r.stdout, r.stderr
+    assert "define fn in a module" in r.stdout and "BrokenProcessPool" not in r.stderr
+
+
+_DRIVER = r'''
+import os, sys, time
+import fpsim.analysis as fa
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from slowfn import slow
+if __name__ == "__main__":
+    fa.sweep(slow, {"i": list(range(6))}, path=sys.argv[1], max_workers=2, progress=False)
+'''
+
+_SLOWFN = r'''
+import os, time
+def slow(i):
+    if i >= 2:
+        open(os.path.join(os.path.dirname(__file__), f"running{i}.pid"), "w").write(str(os.getpid()))
+        time.sleep(60)
+    return i
+'''
+
+
+def _descendants(pid):
+    kids = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    fields = fh.read().rsplit(")", 1)[1].split()
+                kids.setdefault(int(fields[1]), []).append(int(d))
+            except OSError:
+                pass
+    out, todo = [], [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+    except OSError:
+        return False
+
+
+def _start_driver(tmp_path):
+    (tmp_path / "driver.py").write_text(_DRIVER)
+    (tmp_path / "slowfn.py").write_text(_SLOWFN)
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "s.jsonl")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while len(list(tmp_path.glob("running*.pid"))) < 2:  # both workers busy on a slow point
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "workers did not start"
+        time.sleep(0.2)
+    return proc
+
+
+@pytest.fixture
+def driver(tmp_path):
+    """A sweep driver subprocess with two busy workers; whatever it leaves is killed after."""
+    proc = _start_driver(tmp_path)
+    family = _descendants(proc.pid)
+    yield proc, family
+    for p in [proc.pid] + family:
+        if _alive(p):
+            os.kill(p, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc (Linux)")
+def test_sigkill_of_sweep_driver_leaves_no_process(driver):
+    proc, family = driver
+    assert len(family) >= 3  # forkserver, resource tracker, workers
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    deadline = time.time() + 8
+    while any(_alive(p) for p in family) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [p for p in family if _alive(p)]
+    assert not left, f"processes left behind after SIGKILL of the driver: {left}"
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc (Linux)")
+def test_ctrl_c_of_sweep_says_what_was_saved(driver, tmp_path):
+    proc, family = driver
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert f"sweep interrupted: 2 of 6 points saved to {tmp_path / 's.jsonl'}; rerun the same " \
+           "sweep to resume" in err, err
+    assert "KeyboardInterrupt" in err  # re-raised: the caller decides; exit status is SIGINT's
+    assert proc.returncode != 0
+    deadline = time.time() + 8
+    while any(_alive(p) for p in family) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not [p for p in family if _alive(p)]
+    assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 2
