@@ -7,18 +7,20 @@ dispatcher (one attribute read of overhead per call).
 
 Both also choose Numba's threading layer before the first kernel module loads, and route
 ``parallel=True`` kernels through a guard that keeps them safe to call from many Python
-threads (see :mod:`fpsim.kernels._threads`: fork-safe by default).
+threads (see :mod:`fpsim.kernels._threads`: fork-safe by default), and make a damaged
+Numba cache file recompile instead of failing (:mod:`fpsim.kernels._cache`).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from . import _threads
+from . import _cache, _threads
 
 
 def _load(module: str):
     _threads.configure()  # before numba loads (or compiles) any parallel kernel
+    _cache.install()  # a damaged cache file is recompiled, not an error on every call
     return importlib.import_module(f"fpsim.kernels.{module}")
 
 
