@@ -75,6 +75,7 @@ __all__ = [
     "RoundedProduct",
     "Sequential",
     "dot",
+    "exact_float64",
     "matmul",
     "plot_error_growth",
     "sum",
@@ -897,13 +898,22 @@ def _from_py_int(v, what):
     return f
 
 
-def _as_float(x, what):
-    """The float64 array fpsim's accumulation works on, converted *exactly* - or an error.
+def exact_float64(x, what="x"):
+    """``x`` as a float64 array, converted *exactly* - or a clear error (never rounded).
 
-    One rule for every input (the same as :func:`fpsim.quantize`'s for integers): a value
-    is accepted when float64 holds it exactly, and refused (ValueError) otherwise, so no
-    input is ever rounded silently; unsupported kinds (bool, complex, object, masked
-    arrays, strings) raise TypeError. Shapes are kept.
+    The input rule of :func:`dot`, :func:`matmul`, :func:`sum` and the analysis metrics
+    (the same as :func:`fpsim.quantize`'s for integers): a value is accepted when float64
+    holds it exactly and refused with a ValueError naming ``what`` otherwise; unsupported
+    kinds (bool, complex, object, strings, masked arrays) raise TypeError. Shapes are kept.
+
+    >>> import numpy as np, fpsim
+    >>> fpsim.accum.exact_float64(np.array([2**53, -3], dtype=np.int64)).tolist()
+    [9007199254740992.0, -3.0]
+    >>> try:
+    ...     fpsim.accum.exact_float64(np.array([2**53 + 1]), "A")
+    ... except ValueError as e:
+    ...     print(str(e)[:54])
+    A holds the integer 9007199254740993, which float64 ca
     """
     if isinstance(x, (bool, np.bool_)):
         raise TypeError(f"{what}: bool is not a number to accumulate ({_INPUT_RULE})")
@@ -958,6 +968,9 @@ def _as_float(x, what):
     if (dt.kind == "f" and dt.itemsize in (2, 4, 8)) or _is_ml_float(dt):
         return x.astype(np.float64)  # exact: every value of these types is a float64 value
     raise TypeError(f"{what}: dtype {dt} is not supported ({_INPUT_RULE})")
+
+
+_as_float = exact_float64
 
 
 def _check_inputs(model, arrays):

@@ -298,3 +298,136 @@ def test_ctrl_c_of_sweep_says_what_was_saved(driver, tmp_path):
         time.sleep(0.2)
     assert not [p for p in family if _alive(p)]
     assert len((tmp_path / "s.jsonl").read_text().splitlines()) == 2
+
+
+# --- a damaged Numba cache file is recompiled (with one warning), not an error every call ---
+
+_CACHE_RUN = r'''
+import warnings, numpy as np, fpsim
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    q = fpsim.quantize(np.array([0.3, 1.7, -1000.0]), "e4m3")
+    q2 = fpsim.quantize(np.array([0.3]), "e4m3")
+print("RESULT", q.tolist(), q2.tolist())
+print("WARNINGS", len([x for x in w if "Numba cache" in str(x.message)]))
+for x in w:
+    print("W", x.message)
+'''
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_numba_cache_is_recompiled_with_one_warning(tmp_path, damage):
+    cache = tmp_path / "numba-cache"
+    env = {"NUMBA_CACHE_DIR": str(cache)}
+    first = _run_py(_CACHE_RUN, env, timeout=400)
+    assert first.returncode == 0, first.stderr
+    files = [p for p in cache.rglob("*") if p.suffix in (".nbi", ".nbc")]
+    assert files, "nothing was cached"
+    for p in files:
+        data = p.read_bytes()
+        p.write_bytes(data[: len(data) // 3] if damage == "truncate" else b"\x80\x04garbage")
+    second = _run_py(_CACHE_RUN, env, timeout=400)
+    assert second.returncode == 0, second.stderr  # before: UnpicklingError / EOFError
+    expected = "RESULT [0.3125, 1.75, -448.0] [0.3125]"
+    assert expected in first.stdout and expected in second.stdout
+    assert "WARNINGS 1" in second.stdout, second.stdout  # said once, not per kernel
+    assert "could not be read" in second.stdout and "compiling the kernel again" in second.stdout
+    third = _run_py(_CACHE_RUN, env, timeout=400)  # the cache was rewritten: silent again
+    assert "WARNINGS 0" in third.stdout and expected in third.stdout
+
+
+# --- D12 + issue 15: analysis metrics ------------------------------------------------------
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize("fn, args", [
+    ("abs_error", ([1 + 1j], [1.0])), ("rel_error", ([1.0], np.array([1 + 2j]))),
+    ("sqnr", (np.array([1 + 1j]), [1.0])), ("bias", ([1.0], [2j])),
+    ("error_stats", (np.array([1j]), [1.0])), ("ulp", (np.array([1j]), "e4m3")),
+    ("ulp_error", ([1.0], [1j], "e4m3")),
+])
+def test_metrics_refuse_complex(fn, args):
+    with pytest.raises(TypeError, match="complex"):
+        getattr(fa, fn)(*args)
+
+
+def test_format_errors_refuses_complex_data():
+    with pytest.raises(TypeError, match="data: complex"):
+        fa.format_errors("e4m3", np.array([1 + 1j, 2.0]))
+
+
+def test_ulp_of_inf_and_nan():
+    got = fa.ulp([INF, -INF, NAN, 1.0], "e4m3")
+    assert got[0] == INF and got[1] == INF and np.isnan(got[2]) and got[3] == 0.125
+    for fmt in ("int8", "nf4", "dint4", "bf16"):
+        u = fa.ulp([INF, NAN], fmt)
+        assert u[0] == INF and np.isnan(u[1])
+
+
+def test_ulp_error_of_inf_and_nan():
+    e = fa.ulp_error([INF, INF, 1.0, NAN, -INF, 2.0], [INF, 1.0, INF, 1.0, -INF, NAN], "e5m2")
+    assert e[0] == 0 and e[1] == INF and e[2] == INF and np.isnan(e[3]) and e[4] == 0
+    assert np.isnan(e[5])
+    s = fa.error_stats([INF, 1.0], [1.0, 1.0], "e5m2")  # an overflow to inf: not finite
+    assert s.max_ulp == INF
+
+
+@pytest.mark.parametrize("fmt", ["mxfp4", "nvfp4", "mxint8", "block[nf4,64,fp32]",
+                                 "scaled[int8,tensor,fp32]", "scaled[int4,channel,fp32,axis=0]",
+                                 "nf4", "dint4"])
+def test_format_errors_accepts_every_kind_of_format(fmt):
+    x = fa.sample("normal", 2048, seed=3)
+    s = fa.format_errors(fmt, x)
+    q = fpsim.quantize(x, fmt, overflow="saturate")  # the same rounding, measured by hand
+    d = q - x
+    assert s.mse == pytest.approx(float(np.mean(d * d)), rel=1e-12)
+    assert s.sqnr_db == pytest.approx(float(10 * np.log10(np.sum(x * x) / np.sum(d * d))),
+                                      rel=1e-12)
+    assert s.max_abs == float(np.max(np.abs(d)))
+    kind = getattr(fpsim.as_format(fmt), "kind", None)
+    if kind in ("block", "scaled"):
+        assert np.isnan(s.max_ulp) and np.isnan(s.mean_ulp)  # no ULP of their own
+    else:
+        assert np.isfinite(s.max_ulp)
+
+
+def test_compare_formats_block_scaled_and_bare_string():
+    c = fa.compare_formats(["e4m3", "mxfp4", "nvfp4", "scaled[int8,tensor,fp32]"],
+                           dists=("normal",), n=1024)
+    rows = c.to_records()
+    assert [r["name"] for r in rows] == ["e4m3", "mxfp4", "nvfp4", "scaled[int8,tensor,fp32]"]
+    assert all(np.isfinite(r["sqnr_db[normal]"]) for r in rows)
+    one = fa.compare_formats("e4m3", dists=("normal",), n=256).to_records()
+    assert [r["name"] for r in one] == ["e4m3"]
+    with pytest.raises(ValueError, match="empty"):
+        fa.compare_formats([])
+    with pytest.raises(TypeError, match="format name"):
+        fa.compare_formats([3])
+    assert [r["name"] for r in fa.format_table("e2m1")] == ["e2m1"]
+
+
+def test_ulp_of_block_format_says_why():
+    with pytest.raises(TypeError, match="mxfp4 has no ULP of its own"):
+        fa.ulp([1.0], "mxfp4")
+
+
+# --- CLI ---------------------------------------------------------------------------------
+
+def test_cli_values_of_scaled_format(capsys):
+    from fpsim.cli import main
+
+    assert main(["values", "scaled[int8,channel,fp32,axis=0]"]) == 0
+    out = capsys.readouterr().out
+    assert "scaled format" in out and "0x7f" in out
+
+
+def test_cli_report_out_under_a_file(tmp_path, capsys):
+    from fpsim.cli import main
+
+    f = tmp_path / "afile"
+    f.write_text("x")
+    assert main(["report", "--out", str(f / "sub"), "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fpsim: error:") and err.count("\n") == 1 and "existing file" in err
+    assert f.read_text() == "x"
