@@ -844,7 +844,7 @@ def _check_model(model):
                         f"fpsim.hardware.tensor_core(...), got {model!r}")
 
 
-#: float64 holds every integer of magnitude at most 2**53 (and larger ones with enough
+#: float64 holds every integer of magnitude below 2**53 (and larger ones with enough
 #: trailing zero bits); the exactness check below is what decides, this is a fast path.
 _EXACT_INT = 2**53
 
@@ -869,7 +869,7 @@ def _from_ints(x, what):
     """float64 copy of an integer array, refusing any value float64 does not hold exactly."""
     f = x.astype(np.float64)
     if x.dtype.itemsize >= 8 and x.size:
-        big = np.abs(f) > _EXACT_INT
+        big = np.abs(f) >= _EXACT_INT  # 2**53 + 1 rounds to 2**53: check it too
         if big.any():
             # converting back checks the round trip; 2**63 / 2**64 (rounded up from the
             # largest int64/uint64 values) are outside the integer type, hence never exact

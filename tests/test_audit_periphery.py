@@ -431,3 +431,11 @@ def test_cli_report_out_under_a_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("fpsim: error:") and err.count("\n") == 1 and "existing file" in err
     assert f.read_text() == "x"
+
+
+@pytest.mark.parametrize("v", [2**53 + 1, -(2**53 + 1), 2**53 + 3])
+def test_ints_just_beyond_2_53_refused(v):  # 2**53 + 1 rounds to 2**53 exactly in float64
+    with pytest.raises(ValueError, match=f"integer {v}"):
+        fpsim.sum(np.array([v, 0], dtype=np.int64), model=EXACT32)
+    with pytest.raises(ValueError, match=f"integer {v}"):
+        fpsim.sum([v, 0], model=EXACT32)
