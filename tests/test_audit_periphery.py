@@ -3,13 +3,21 @@ analysis metrics, threading layer, numba cache, CLI). Each failed before its fix
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from fractions import Fraction
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 import pytest
 
 import fpsim
+import fpsim.analysis as fa
 from fpsim import accum
 
 EXACT32 = accum.Exact("fp32")
@@ -107,10 +115,6 @@ def test_ml_dtypes_ints_refused():
 
 # --- C1: fork after a parallel kernel; threads; determinism across thread counts -------------
 
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 ROOT = Path(fpsim.__file__).resolve().parents[1]
 
@@ -163,12 +167,6 @@ def test_users_threading_layer_is_respected(tmp_path):
 
 
 # --- D8, L1, issue-15 sweep items --------------------------------------------------------
-
-import json  # noqa: E402
-import signal  # noqa: E402
-import time  # noqa: E402
-
-import fpsim.analysis as fa  # noqa: E402
 
 
 @pytest.mark.parametrize("content", ["a,b\n1,2", json.dumps([{"a": 1, "result": 1}]),
