@@ -27,6 +27,11 @@ Products (the ``multiply=`` option): ``"exact"`` (default where it makes sense),
 name or :class:`RoundedProduct` (rounded once into that format), or :class:`LMulProduct`.
 Exact products need inputs of at most 26 significant bits (exact in float64).
 
+Inputs are converted to float64 *exactly* or refused: float16/bfloat16/float32/float64 and
+ml_dtypes' 8/6/4-bit float arrays are accepted; integer and longdouble inputs are accepted
+when float64 holds every value exactly (else ValueError); bool, complex, object and masked
+arrays raise TypeError.
+
 Accumulators: any float format of at most 51 significant bits in every rounding mode
 (correctly rounded via two_sum + round-to-odd), fp64 with round-to-nearest-even, and
 integer/fixed-point formats (with ``overflow="wrap"`` or ``"saturate"``).
@@ -70,6 +75,7 @@ __all__ = [
     "RoundedProduct",
     "Sequential",
     "dot",
+    "exact_float64",
     "matmul",
     "plot_error_growth",
     "sum",
@@ -842,21 +848,133 @@ def _check_model(model):
                         f"fpsim.hardware.tensor_core(...), got {model!r}")
 
 
-def _as_float(x, what):
-    if isinstance(x, (list, tuple, int, float)):
-        x = np.asarray(x, dtype=np.float64)
-    if not isinstance(x, np.ndarray) and isinstance(x, np.generic):
+#: float64 holds every integer of magnitude below 2**53 (and larger ones with enough
+#: trailing zero bits); the exactness check below is what decides, this is a fast path.
+_EXACT_INT = 2**53
+
+_INPUT_RULE = ("accepted: float16/bfloat16/float32/float64 arrays (any byte order), ml_dtypes' "
+               "8/6/4-bit floats, integer arrays and Python ints whose values float64 holds "
+               "exactly, longdouble arrays whose values float64 holds exactly")
+
+
+def _is_ml_float(dt) -> bool:
+    """An ml_dtypes float type (float8/6/4, e8m0, bfloat16): every value is exact in float32."""
+    if not dt.type.__module__.startswith("ml_dtypes"):
+        return False
+    try:
+        import ml_dtypes
+        ml_dtypes.finfo(dt)
+    except (ImportError, ValueError, TypeError):
+        return False  # ml_dtypes' int2/int4/uint4 (not floats)
+    return True
+
+
+def _from_ints(x, what):
+    """float64 copy of an integer array, refusing any value float64 does not hold exactly."""
+    f = x.astype(np.float64)
+    if x.dtype.itemsize >= 8 and x.size:
+        big = np.abs(f) >= _EXACT_INT  # 2**53 + 1 rounds to 2**53: check it too
+        if big.any():
+            # converting back checks the round trip; 2**63 / 2**64 (rounded up from the
+            # largest int64/uint64 values) are outside the integer type, hence never exact
+            top = 2.0 ** (8 * x.dtype.itemsize - (1 if x.dtype.kind == "i" else 0))
+            fb = f[big]
+            ok = (fb != top) & (fb >= -top)
+            back = np.where(ok, fb, 0).astype(x.dtype)
+            bad_in_big = ~ok | (back != x[big])
+            if bad_in_big.any():
+                v = int(x[big][bad_in_big][0])
+                raise ValueError(f"{what} holds the integer {v}, which float64 cannot hold "
+                                 f"exactly (nearest: {int(float(v))}); accumulation works on "
+                                 "float64 values and refuses to round inputs silently. "
+                                 "Round or scale the inputs first")
+    return f
+
+
+def _from_py_int(v, what):
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
+    if not math.isfinite(f) or int(f) != v:
+        raise ValueError(f"{what} holds the integer {v}, which float64 cannot hold exactly; "
+                         "accumulation refuses to round inputs silently")
+    return f
+
+
+def exact_float64(x, what="x"):
+    """``x`` as a float64 array, converted *exactly* - or a clear error (never rounded).
+
+    The input rule of :func:`dot`, :func:`matmul`, :func:`sum` and the analysis metrics
+    (the same as :func:`fpsim.quantize`'s for integers): a value is accepted when float64
+    holds it exactly and refused with a ValueError naming ``what`` otherwise; unsupported
+    kinds (bool, complex, object, strings, masked arrays) raise TypeError. Shapes are kept.
+
+    >>> import numpy as np, fpsim
+    >>> fpsim.accum.exact_float64(np.array([2**53, -3], dtype=np.int64)).tolist()
+    [9007199254740992.0, -3.0]
+    >>> try:
+    ...     fpsim.accum.exact_float64(np.array([2**53 + 1]), "A")
+    ... except ValueError as e:
+    ...     print(str(e)[:54])
+    A holds the integer 9007199254740993, which float64 ca
+    """
+    if isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{what}: bool is not a number to accumulate ({_INPUT_RULE})")
+    if isinstance(x, complex) or isinstance(x, np.complexfloating):
+        raise TypeError(f"{what}: complex input is not supported; accumulate the real and "
+                        "imaginary parts separately")
+    if isinstance(x, int):
+        return np.asarray(_from_py_int(x, what))
+    if isinstance(x, float):
+        return np.asarray(x, dtype=np.float64)
+    if isinstance(x, (list, tuple)):
+        arr = np.asarray(x)
+        if arr.dtype == object:  # Python ints beyond int64, or mixed objects
+            flat = arr.reshape(-1)
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in flat):
+                raise TypeError(f"{what}: a sequence of {sorted({type(v).__name__ for v in flat})} "
+                                f"is not supported ({_INPUT_RULE})")
+            return np.array([_from_py_int(v, what) if isinstance(v, int) else v for v in flat],
+                            dtype=np.float64).reshape(arr.shape)
+        x = arr
+    elif isinstance(x, np.generic):
         x = np.asarray(x)
     if not isinstance(x, np.ndarray):
         if type(x).__module__.startswith("torch"):
             raise TypeError(f"{what}: torch tensors go through fpsim.torch (the core takes numpy)")
-        raise TypeError(f"{what}: expected a numpy float array, got {type(x).__name__}")
-    if x.dtype.kind in "iub":
-        x = x.astype(np.float64)
-    if x.dtype.kind != "f" and x.dtype not in _R._DTYPES:
-        raise TypeError(f"{what}: dtype {x.dtype} is not supported (float16, bfloat16, float32, "
-                        "float64 or integers)")
-    return np.asarray(x, dtype=np.float64)
+        raise TypeError(f"{what}: expected a numpy float array, got {type(x).__name__} "
+                        f"({_INPUT_RULE})")
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{what}: masked arrays are not accepted (the mask would be ignored); "
+                        "pass x.filled(value) or x.compressed()")
+    x = x.view(np.ndarray) if type(x) is not np.ndarray else x
+    dt = x.dtype
+    if dt.kind == "b":
+        raise TypeError(f"{what}: bool arrays are not numbers to accumulate; convert with "
+                        f".astype(np.float64) if that is meant ({_INPUT_RULE})")
+    if dt.kind in "iu":
+        return _from_ints(x, what)
+    if dt.kind == "c":
+        raise TypeError(f"{what}: complex dtype {dt} is not supported; accumulate the real "
+                        "and imaginary parts separately")
+    if dt.kind == "f" and dt.itemsize > 8:  # longdouble / float128: exact values only
+        with np.errstate(over="ignore"):
+            f = x.astype(np.float64)
+        bad = (f.astype(dt) != x) & ~np.isnan(x)
+        if bad.any():
+            v = x[bad].flat[0]
+            raise ValueError(f"{what} holds {v!r} ({dt}), which float64 cannot hold exactly; "
+                             "accumulation works on float64 values and refuses to round "
+                             "inputs silently. Convert explicitly (x.astype(np.float64)) if "
+                             "that rounding is intended")
+        return f
+    if (dt.kind == "f" and dt.itemsize in (2, 4, 8)) or _is_ml_float(dt):
+        return x.astype(np.float64)  # exact: every value of these types is a float64 value
+    raise TypeError(f"{what}: dtype {dt} is not supported ({_INPUT_RULE})")
+
+
+_as_float = exact_float64
 
 
 def _check_inputs(model, arrays):
@@ -978,6 +1096,16 @@ def sum(x, *, model, axis=-1):
     >>> x = np.array([[1.0, 2.0**-24, 2.0**-24], [3.0, 0.0, 1.0]])
     >>> fpsim.sum(x, model=fpsim.accum.Sequential("fp32")).tolist()
     [1.0, 4.0]
+
+    Integer (and longdouble) inputs are taken exactly or refused, never rounded:
+
+    >>> float(fpsim.sum(np.array([2**53, 1]), model=fpsim.accum.Exact("fp32")))
+    9007199254740992.0
+    >>> try:
+    ...     fpsim.sum(np.array([2**60 + 1, -2**60]), model=fpsim.accum.Exact("fp32"))
+    ... except ValueError as e:
+    ...     print(str(e)[:61])
+    x holds the integer 1152921504606846977, which float64 cannot
     """
     _check_model(model)
     x = _as_float(x, "x")
@@ -1024,6 +1152,13 @@ def matmul(A, B, C=None, *, model):
     >>> A = np.array([[1.0, 2.0**-12], [0.5, 0.25]]); B = np.array([[1.0], [2.0**-12]])
     >>> fpsim.matmul(A, B, model=fpsim.accum.Sequential("fp32", fma=True)).ravel().tolist()
     [1.0, 0.50006103515625]
+
+    ml_dtypes' FP8/FP6/FP4 arrays are read exactly, as :func:`fpsim.quantize` reads them:
+
+    >>> import ml_dtypes
+    >>> A8 = np.array([[1.5, -2.0]]).astype(ml_dtypes.float8_e4m3fn)
+    >>> fpsim.matmul(A8, A8.T, model=fpsim.accum.Exact("fp32")).tolist()
+    [[6.25]]
     """
     _check_model(model)
     A = _as_float(A, "A")

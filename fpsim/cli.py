@@ -30,6 +30,12 @@ def _cmd_values(args) -> int:
               f"scale; element values ({fmt.elem.name}) below, times the block scale "
               f"(fpsim values {fmt.scale.name} lists the scales)")
         fmt = fmt.elem
+    elif getattr(fmt, "kind", None) == "scaled":  # same idea: one scale per tensor/channel/group
+        per = f"group of {fmt.group}" if fmt.group else fmt.granularity
+        print(f"# {fmt.name}: scaled format, one {fmt.scale.name} scale per {per}; element "
+              f"values ({fmt.elem.name}) below, times the scale (fpsim values {fmt.scale.name} "
+              "lists the scales)")
+        fmt = fmt.elem
     if fmt.bits > MAX_TABLE_BITS:
         print(f"{fmt.name} has {fmt.bits} bits: too many values to list (at most {MAX_TABLE_BITS} bits)",
               file=sys.stderr)
@@ -89,6 +95,10 @@ def main(argv=None) -> int:
         import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # a path that cannot be written (a file in the way, no permission)
+        where = f" {e.filename!r}" if e.filename else ""
+        print(f"fpsim: error:{where} {e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -469,7 +469,11 @@ def write_report(out="fpsim-report", *, quick: bool = False, sections=None, prog
     ('index.html', True)
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file is in the way
+        raise ValueError(f"out={str(out)!r}: cannot create the report folder there: it or a "
+                         "folder above it is an existing file; choose another path") from None
     secs = list(SECTIONS if sections is None else sections)
     t0 = time.perf_counter()
     md, body, toc = [], [], []

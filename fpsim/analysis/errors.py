@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..accum import exact_float64
 from ..formats import CodebookFormat, DIntFormat, FixedFormat, FloatFormat, as_format
 from ..rounding import quantize
 from ._common import Result, new_figure
@@ -23,9 +24,28 @@ __all__ = ["abs_error", "rel_error", "ulp", "ulp_error", "sqnr", "bias", "sample
 # Elementwise metrics
 # ---------------------------------------------------------------------------------------
 
+def _real(x, what) -> np.ndarray:
+    """``x`` as a float64 array; complex and non-numeric input is refused, not reinterpreted.
+
+    (``np.asarray(z, dtype=float)`` would silently drop the imaginary part of a complex
+    array; bool, strings and objects are not data to measure errors on.)
+    """
+    if isinstance(x, complex) or (isinstance(x, np.ndarray) and x.dtype.kind == "c"):
+        raise TypeError(f"{what}: complex input is not supported (the imaginary part would be "
+                        "dropped); measure the real and imaginary parts separately")
+    if type(x).__module__.startswith("torch"):
+        raise TypeError(f"{what}: pass a numpy array (tensor.detach().cpu().numpy())")
+    a = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if a.dtype.kind == "c":
+        raise TypeError(f"{what}: complex input is not supported (the imaginary part would be "
+                        "dropped); measure the real and imaginary parts separately")
+    # the rest is the accumulation input rule: exact conversion to float64, or an error
+    return exact_float64(x if isinstance(x, (list, tuple, int, float)) else a, what)
+
+
 def _pair(x, ref):
-    x = np.asarray(x, dtype=np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
+    x = _real(x, "x")
+    ref = _real(ref, "ref")
     if x.shape != ref.shape:
         raise ValueError(f"x and ref must have the same shape, got {x.shape} and {ref.shape}")
     return x, ref
@@ -60,34 +80,63 @@ def ulp(ref, fmt) -> np.ndarray:
     and fixed point ``2**-frac_bits``; for table formats (codebooks, dINT) the gap between
     the two table values that bracket ``ref``.
 
+    At ``±inf`` the ULP is ``inf`` and at NaN it is NaN (no spacing is defined there), so
+    an error measured in ULPs is never a made-up finite number.
+
+    Block and scaled formats (``mxfp4``, ``nvfp4``, ``scaled[...]``) have no ULP of their
+    own - their spacing depends on the scale chosen for each block - so they raise
+    TypeError here; :func:`error_stats` reports NaN ULP statistics for them.
+
     >>> ulp([1.0, 1.9, 3.0, 0.0], "bf16").tolist()
     [0.0078125, 0.0078125, 0.015625, 9.183549615799121e-41]
+    >>> ulp([float("inf"), float("nan")], "e4m3").tolist()
+    [inf, nan]
     """
     fmt = as_format(fmt)
-    r = np.abs(np.asarray(ref, dtype=np.float64))
+    s = _real(ref, "ref")
+    r = np.abs(s)
     if isinstance(fmt, FloatFormat):
-        _, e = np.frexp(r)  # r = m * 2**e, 0.5 <= m < 1, so the binade exponent is e - 1
+        with np.errstate(invalid="ignore"):
+            _, e = np.frexp(r)  # r = m * 2**e, 0.5 <= m < 1, so the binade exponent is e - 1
         e = np.where(r == 0, fmt.emin, np.clip(e - 1, fmt.emin, fmt.emax))
-        return np.ldexp(1.0, e - fmt.man_bits)
-    if isinstance(fmt, FixedFormat):
-        return np.full(r.shape, fmt.eps)
-    if isinstance(fmt, (CodebookFormat, DIntFormat)):
+        out = np.ldexp(1.0, e - fmt.man_bits)
+    elif isinstance(fmt, FixedFormat):
+        out = np.full(r.shape, fmt.eps)
+    elif isinstance(fmt, (CodebookFormat, DIntFormat)):
         v = fmt.values()
         gaps = np.diff(v)
-        s = np.asarray(ref, dtype=np.float64)
-        i = np.clip(np.searchsorted(v, s, side="right") - 1, 0, gaps.size - 1)
-        return gaps[i]
-    raise TypeError(f"ulp: unsupported format {fmt!r}")
+        i = np.clip(np.searchsorted(v, np.where(np.isnan(s), 0.0, s), side="right") - 1, 0,
+                    gaps.size - 1)
+        out = gaps[i]
+    else:
+        raise TypeError(f"ulp: {fmt.name} has no ULP of its own (a {getattr(fmt, 'kind', type(fmt).__name__)} "
+                        "format: its spacing depends on the scale of each block or channel); "
+                        "use abs/rel errors or SQNR, or the ULP of its element format "
+                        f"{getattr(getattr(fmt, 'elem', None), 'name', '')!r} on scaled data")
+    out = np.where(np.isinf(s), np.inf, out)
+    return np.where(np.isnan(s), np.nan, out)
 
 
 def ulp_error(x, ref, fmt) -> np.ndarray:
     """``|x - ref|`` in units of ``fmt``'s ULP at ``ref`` (see :func:`ulp`).
 
+    NaN where ``x`` or ``ref`` is NaN; where ``ref`` is ``±inf``, 0 if ``x`` equals it and
+    ``inf`` otherwise; ``inf`` where a finite ``ref`` became ``±inf`` (overflow).
+
     >>> ulp_error([1.0078125, 3.0], [1.0, 3.0], "bf16").tolist()
     [1.0, 0.0]
+    >>> inf = float("inf")
+    >>> ulp_error([inf, inf, 1.0, float("nan")], [inf, 1.0, inf, 1.0], "e4m3").tolist()
+    [0.0, inf, inf, nan]
     """
     x, ref = _pair(x, ref)
-    return np.abs(x - ref) / ulp(ref, fmt)
+    u = ulp(ref, fmt)
+    with np.errstate(invalid="ignore"):
+        e = np.abs(x - ref) / u
+    same_inf = np.isinf(ref) & (x == ref)
+    e = np.where(same_inf, 0.0, e)
+    e = np.where(np.isinf(ref) & ~same_inf & ~np.isnan(x), np.inf, e)
+    return np.where(np.isnan(x) | np.isnan(ref), np.nan, e)
 
 
 def sqnr(x, ref) -> float:
@@ -153,7 +202,7 @@ def sample(dist: str = "normal", n: int = 100_000, *, seed: int = 0, scale: floa
 def _data(data, dist, n, seed, scale):
     if data is None:
         return sample(dist, n, seed=seed, scale=scale)
-    d = np.asarray(data, dtype=np.float64).ravel()
+    d = _real(data, "data").ravel()
     if d.size == 0:
         raise ValueError("data is empty")
     return d
@@ -189,11 +238,27 @@ class ErrorStats(Result):
         return [dict(self.__dict__)]
 
 
+def _has_ulp(f) -> bool:
+    return isinstance(f, (FloatFormat, FixedFormat, CodebookFormat, DIntFormat))
+
+
+def _max(f) -> float:
+    """Largest magnitude a format can represent (block formats: over all scales); inf for
+    per-tensor/channel scaled formats, whose scale follows the data (nothing clips)."""
+    if getattr(f, "kind", None) == "scaled" or getattr(f, "tensor_scale", None) is not None:
+        return float("inf")
+    m = getattr(f, "max", None)
+    return float(m) if m is not None else float("inf")
+
+
 def error_stats(x, ref, fmt=None) -> ErrorStats:
     """Error summary of ``x`` (e.g. a quantised tensor) against ``ref``.
 
-    ULP statistics are in units of ``fmt`` (NaN when ``fmt`` is None); relative errors skip
-    ``ref == 0``.
+    ULP statistics are in units of ``fmt``; they are NaN when ``fmt`` is None or a block /
+    scaled format (``mxfp4``, ``nvfp4``, ``scaled[...]``: no ULP of their own, the spacing
+    depends on each block's scale) - every other statistic is computed for every format.
+    Relative errors skip ``ref == 0``. A NaN or infinite value in ``x`` or ``ref`` makes
+    the statistics that include it NaN or inf (never a finite made-up number).
 
     >>> s = error_stats([1.0, 2.5], [1.0, 2.0], "bf16")
     >>> s.max_abs, s.max_rel, s.max_ulp
@@ -207,7 +272,7 @@ def error_stats(x, ref, fmt=None) -> ErrorStats:
     a = np.abs(d)
     r = rel_error(x, ref)
     nz = ref != 0
-    u = ulp_error(x, ref, f) if f is not None else np.full(x.shape, np.nan)
+    u = ulp_error(x, ref, f) if _has_ulp(f) else np.full(x.shape, np.nan)
     with np.errstate(invalid="ignore"):
         return ErrorStats(
             format=f.name if f is not None else "-",
@@ -222,7 +287,7 @@ def error_stats(x, ref, fmt=None) -> ErrorStats:
             max_ulp=float(np.max(u)),
             sqnr_db=sqnr(x, ref),
             bias=float(np.mean(d)),
-            clipped=float(np.mean(np.abs(ref) > f.max)) if f is not None else float("nan"),
+            clipped=float(np.mean(np.abs(ref) > _max(f))) if f is not None else float("nan"),
             flushed=float(np.mean((x == 0) & nz)),
         )
 
@@ -231,9 +296,17 @@ def format_errors(fmt, data=None, *, dist="normal", n=100_000, seed=0, scale=1.0
                   rounding="rne", overflow="saturate") -> ErrorStats:
     """Round ``data`` (or ``n`` draws of ``dist``) into ``fmt`` and summarise the error.
 
+    Every format fpsim has works: block formats (``"mxfp4"``, ``"nvfp4"``, blocked along
+    the data), scaled formats (``"scaled[int8,tensor,fp32]"``) and table formats
+    (``"nf4"``); for block and scaled formats the ULP statistics are NaN (see
+    :func:`error_stats`).
+
     >>> s = format_errors("e4m3", [0.3, 1000.0])
     >>> s.clipped, s.max_abs
     (0.5, 552.0)
+    >>> s = format_errors("mxfp4", n=1024)
+    >>> 15 < s.sqnr_db < 25, s.max_ulp
+    (True, nan)
     """
     d = _data(data, dist, n, seed, scale)
     q = quantize(d, fmt, rounding=rounding, overflow=overflow)
@@ -269,7 +342,7 @@ class ErrorHistogram(Result):
         lo, hi = np.quantile(self.data, [0.001, 0.999])
         a0.hist(self.data, bins=200, range=(lo, hi), color="0.6", density=True)
         f = as_format(self.format)
-        if f.bits <= 16:  # the format's values as a rug along the bottom of the panel
+        if _has_ulp(f) and f.bits <= 16:  # the format's values as a rug along the bottom
             v = f.values()
             v = v[(v >= lo) & (v <= hi)]
             a0.vlines(v, 0, 0.06, transform=a0.get_xaxis_transform(), color="C0", lw=0.8)
@@ -362,7 +435,11 @@ def clip_search(data, fmt, *, n_grid: int = 64, refine: bool = True, power_of_tw
     True
     """
     f = as_format(fmt)
-    x = np.asarray(data, dtype=np.float64).ravel()
+    if not _has_ulp(f):
+        raise TypeError(f"clip_search: {f.name} chooses its own scales (a "
+                        f"{getattr(f, 'kind', '')} format); search the clip of its element "
+                        "format instead")
+    x = _real(data, "data").ravel()
     if x.size == 0:
         raise ValueError("data is empty")
     if not np.all(np.isfinite(x)):

@@ -89,25 +89,48 @@ def _record(point, result):
     return {**point, "result": result}
 
 
+#: Every line :func:`sweep` writes starts with these bytes (``json.dumps`` of a dict whose
+#: first key is "key"); a file with any other line is not a sweep record file.
+_RECORD_START = b'{"key": '
+
+
+def _not_a_record_file(path, lineno, why):
+    return ValueError(f"path={path!r} exists but is not a sweep record file (line {lineno}: "
+                      f"{why}); the file was left unchanged. Pass a new path, or delete the "
+                      "file to start over")
+
+
 def _load(path):
-    """Finished results from a JSONL file; drops a torn last line left by an interruption."""
+    """Finished results from a JSONL record file; drops a torn last line left by an
+    interruption. Refuses (before changing anything) a file that is not a record file:
+    a CSV, a JSON array or any other data would otherwise be truncated and appended to."""
     done = {}
     if path is None or not os.path.exists(path):
         return done
+    if os.path.isdir(path):
+        raise ValueError(f"path={path!r} is a directory; pass a file name such as "
+                         f"{os.path.join(path, 'sweep.jsonl')!r}")
     with open(path, "rb") as fh:
         data = fh.read()
     good_end = data.rfind(b"\n") + 1
-    if good_end < len(data):  # torn write: cut it off so appends start on a fresh line
-        with open(path, "r+b") as fh:
-            fh.truncate(good_end)
-    for line in data[:good_end].splitlines():
+    tail = data[good_end:]
+    lines = data[:good_end].splitlines()
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        if not line.startswith(_RECORD_START):
+            raise _not_a_record_file(path, n, f"{line[:40]!r} is not a sweep record")
         try:
             rec = json.loads(line)
             done[rec["key"]] = rec["result"]
         except (ValueError, KeyError, TypeError):
-            continue  # a corrupt line: that point is simply recomputed
+            continue  # a damaged record of ours: that point is simply recomputed
+    if tail.strip() and not tail.startswith(_RECORD_START[:len(tail)]):
+        raise _not_a_record_file(path, len(lines) + 1,
+                                 f"{tail[:40]!r} is not a sweep record")
+    if good_end < len(data):  # torn write of a record: cut it so appends start on a fresh line
+        with open(path, "r+b") as fh:
+            fh.truncate(good_end)
     return done
 
 
@@ -163,8 +186,76 @@ def plot_sweep(result: SweepResult, x: str, y: str, hue=None):
     return fig
 
 
+def _stop_workers(ex):
+    """Terminate the worker processes of our own ProcessPoolExecutor (after Ctrl-C)."""
+    procs = getattr(ex, "_processes", None) or {}  # no public API lists the workers
+    for p in list(procs.values()):
+        try:
+            p.terminate()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+
 def _is_dask_client(ex) -> bool:
     return type(ex).__module__.split(".")[0] == "distributed" and hasattr(ex, "submit") and hasattr(ex, "gather")
+
+
+def _watch_driver(driver_pid):
+    """Worker initializer: ignore Ctrl-C (the driver handles it and stops the pool) and exit
+    as soon as the driver process is gone.
+
+    Why: a SIGKILLed driver cannot shut its pool down, and its workers (children of the
+    forkserver) would live on under init, keeping the forkserver and the resource tracker
+    alive too. A daemon thread polls twice a second: the parent process changed (the
+    driver, or the forkserver that exits with it, has died) or the driver's pid is gone.
+    """
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(driver_pid, 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:  # pragma: no cover - pid reused by another user
+                alive = False
+            if not alive or os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="fpsim-sweep-watchdog", daemon=True).start()
+
+
+def _check_picklable(fn, ctx_name):
+    """Refuse, before any pool starts, a function the worker processes cannot load.
+
+    A function defined in a REPL, in ``python -`` / ``python -c`` or in a notebook lives in a
+    ``__main__`` that spawn/forkserver workers cannot import; a lambda or a nested function
+    cannot be pickled at all. Either shows up later as a bare ``BrokenProcessPool``.
+    """
+    import pickle
+    import sys
+
+    fix = ("define fn in a module (or a script guarded by if __name__ == '__main__'), or "
+           "use executor='threads' or executor='serial'")
+    try:
+        pickle.dumps(fn)
+    except Exception as e:  # noqa: BLE001 - any pickling failure means the same
+        raise TypeError(f"fn={fn!r} cannot be sent to worker processes ({type(e).__name__}: "
+                        f"{e}); {fix}") from None
+    target = getattr(fn, "func", fn)  # functools.partial: check the wrapped function
+    if ctx_name != "fork" and getattr(target, "__module__", None) == "__main__":
+        main = sys.modules.get("__main__")
+        main_file = getattr(main, "__file__", None)
+        if not main_file or not os.path.exists(main_file):
+            raise TypeError(f"fn={getattr(target, '__qualname__', target)!r} is defined in an "
+                            "interactive session (REPL, python -, python -c or a notebook), "
+                            f"which {ctx_name} worker processes cannot import; {fix}")
 
 
 def _mp_context(name):
@@ -205,10 +296,20 @@ def sweep(fn, grid, *, executor=None, path=None, max_workers=None, progress: boo
         Show a tqdm progress bar.
     mp_context : str, optional
         Start method of the local processes: default ``"forkserver"`` (``"spawn"`` where
-        there is none). Not ``"fork"``: Numba's OpenMP threads do not survive a fork. So
-        ``fn`` must be importable by the workers: defined in a module, or in a script
-        guarded by ``if __name__ == "__main__"`` (in a notebook, use ``"threads"`` or move
-        ``fn`` into a module).
+        there is none), which start clean whatever ran before (``"fork"`` also works with
+        fpsim's default fork-safe threading layer). So ``fn`` must be importable by the
+        workers: defined in a module, or in a script guarded by
+        ``if __name__ == "__main__"``. A function the workers cannot load (a lambda, or one
+        defined in a REPL, ``python -`` or a notebook) is refused with a TypeError before
+        anything starts: move it into a module or use ``"threads"``/``"serial"``.
+        The workers ignore Ctrl-C and exit by themselves when the driver process dies
+        (even by SIGKILL), so no process is left behind.
+
+    Interruption: on Ctrl-C the sweep stops its workers, prints
+    ``"sweep interrupted: N of M points saved to PATH; rerun the same sweep to resume"`` to
+    stderr and re-raises :class:`KeyboardInterrupt` (a library does not exit for you).
+    ``path`` must be a file :func:`sweep` wrote (or a new one): any other existing file
+    (a CSV, a JSON array, ...) is refused with a ValueError and left unchanged.
 
     Returns
     -------
@@ -248,6 +349,11 @@ def sweep(fn, grid, *, executor=None, path=None, max_workers=None, progress: boo
     results = {k: done[k] for k in keys if k in done}
     reused = len(results)
 
+    ctx = None
+    if executor is None or executor == "processes":
+        ctx = _mp_context(mp_context)
+        if todo:
+            _check_picklable(fn, ctx.get_start_method())
     fh = open(path, "a", encoding="utf-8") if path is not None else None
     bar = tqdm(total=len(points), initial=reused, disable=not progress, desc=desc)
 
@@ -294,7 +400,8 @@ def sweep(fn, grid, *, executor=None, path=None, max_workers=None, progress: boo
             elif executor == "threads":
                 ex = cf.ThreadPoolExecutor(max_workers)
             else:
-                ex = cf.ProcessPoolExecutor(max_workers, mp_context=_mp_context(mp_context))
+                ex = cf.ProcessPoolExecutor(max_workers, mp_context=ctx,
+                                            initializer=_watch_driver, initargs=(os.getpid(),))
             futs = {ex.submit(_call_point, fn, points[i]): i for i in todo}
             first_err = None
             try:
@@ -311,15 +418,28 @@ def sweep(fn, grid, *, executor=None, path=None, max_workers=None, progress: boo
                                 g.cancel()
                         continue
                     finish(futs[f], *out)
-            except BaseException:
+            except BaseException as e:
                 for f in futs:
                     f.cancel()
+                if own and isinstance(e, KeyboardInterrupt):
+                    _stop_workers(ex)  # Ctrl-C: do not wait for the running points
                 raise
             finally:
                 if own:
                     ex.shutdown(wait=True, cancel_futures=True)
             if first_err is not None:
                 raise first_err
+    except KeyboardInterrupt:
+        # the library re-raises (the caller decides what Ctrl-C means); the message says what
+        # was kept. Scripts exit with Python's usual status for SIGINT.
+        bar.close()
+        msg = (f"sweep interrupted: {len(results)} of {len(points)} points saved to {path}; "
+               "rerun the same sweep to resume" if path is not None else
+               f"sweep interrupted: {len(results)} of {len(points)} points finished; nothing "
+               "was saved (pass path=... to make a sweep resumable)")
+        import sys
+        print(msg, file=sys.stderr, flush=True)
+        raise
     finally:
         bar.close()
         if fh is not None:

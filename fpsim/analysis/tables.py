@@ -4,8 +4,30 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..formats import MAX_TABLE_BITS, as_format, list_formats
+from ..formats import MAX_TABLE_BITS, Format, as_format, list_formats
 from ..rounding import quantize
+
+
+def format_list(formats, what="formats") -> list:
+    """``formats`` as a list: a single name or Format means that one format (not its
+    characters), otherwise an iterable of names / Formats.
+
+    >>> format_list("e4m3"), format_list(["e4m3", "mxfp4"])
+    (['e4m3'], ['e4m3', 'mxfp4'])
+    """
+    if isinstance(formats, (str, Format)):
+        return [formats]
+    try:
+        out = list(formats)
+    except TypeError:
+        raise TypeError(f"{what} must be a format name, a Format or a list of them, got "
+                        f"{type(formats).__name__}") from None
+    for f in out:
+        if not isinstance(f, (str, Format)):
+            raise TypeError(f"{what}: {f!r} is not a format name or Format")
+    if not out:
+        raise ValueError(f"{what} is empty: give at least one format name")
+    return out
 
 
 def _specials(fmt) -> str:
@@ -33,8 +55,19 @@ def format_table(names=None) -> list:
     (6.0, 15)
     """
     rows = []
-    for n in names or list_formats():
+    for n in (format_list(names, "names") if names is not None else list_formats()):
         f = as_format(n)
+        if getattr(f, "kind", None) == "scaled":
+            # one scale per tensor/channel/group chosen from the data: range is the element's
+            # times the scale format's
+            rows.append({
+                "name": f.name, "bits": f.bits, "max": f.max, "min_normal": None,
+                "min_subnormal": f.elem.min_subnormal * f.scale.min_subnormal, "eps": f.eps,
+                "values": None,
+                "specials": f"{f.elem.name} × {f.scale.name} scale per {f.granularity}"
+                            + (f" of {f.group}" if f.group else ""),
+            })
+            continue
         if getattr(f, "kind", None) == "block":
             # storage bits per element with the scale amortised; values depend on the scale
             rows.append({
@@ -76,7 +109,7 @@ def rounding_error_summary(names=None, *, n=100_000, seed=0, rounding="rne") -> 
     rng = np.random.default_rng(seed)
     data = {k: g(rng, n) for k, g in _DISTRIBUTIONS.items()}
     rows = []
-    for nm in names or list_formats():
+    for nm in (format_list(names, "names") if names is not None else list_formats()):
         f = as_format(nm)
         row = {"name": f.name}
         for k, x in data.items():

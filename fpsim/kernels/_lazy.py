@@ -4,11 +4,24 @@ Importing numba costs 0.2-0.5 s; :mod:`fpsim.rounding` needs its kernels only wh
 first rounds something. ``kernel("float_round", "quantize_serial")`` is a callable that
 imports ``fpsim.kernels.float_round`` on its first call and then forwards to the real
 dispatcher (one attribute read of overhead per call).
+
+Both also choose Numba's threading layer before the first kernel module loads, and route
+``parallel=True`` kernels through a guard that keeps them safe to call from many Python
+threads (see :mod:`fpsim.kernels._threads`: fork-safe by default), and make a damaged
+Numba cache file recompile instead of failing (:mod:`fpsim.kernels._cache`).
 """
 
 from __future__ import annotations
 
 import importlib
+
+from . import _cache, _threads
+
+
+def _load(module: str):
+    _threads.configure()  # before numba loads (or compiles) any parallel kernel
+    _cache.install()  # a damaged cache file is recompiled, not an error on every call
+    return importlib.import_module(f"fpsim.kernels.{module}")
 
 
 class kernel:  # noqa: N801 - reads like the function it stands for
@@ -28,8 +41,7 @@ class kernel:  # noqa: N801 - reads like the function it stands for
     def resolve(self):
         """The real object (importing its module the first time)."""
         if self._obj is None:
-            mod = importlib.import_module(f"fpsim.kernels.{self._module}")
-            self._obj = getattr(mod, self._name)
+            self._obj = _threads.parallel_guard(getattr(_load(self._module), self._name))
         return self._obj
 
     def __call__(self, *args, **kwargs):
@@ -54,18 +66,25 @@ class lazy_module:  # noqa: N801 - stands for a module
     4096
     """
 
-    __slots__ = ("_name", "_mod")
+    __slots__ = ("_name", "_mod", "_cache")
 
     def __init__(self, name: str):
         object.__setattr__(self, "_name", name)
         object.__setattr__(self, "_mod", None)
+        object.__setattr__(self, "_cache", {})
 
     def __getattr__(self, attr):
+        cache = object.__getattribute__(self, "_cache")
+        try:
+            return cache[attr]
+        except KeyError:
+            pass
         mod = object.__getattribute__(self, "_mod")
         if mod is None:
-            mod = importlib.import_module(f"fpsim.kernels.{object.__getattribute__(self, '_name')}")
+            mod = _load(object.__getattribute__(self, "_name"))
             object.__setattr__(self, "_mod", mod)
-        return getattr(mod, attr)
+        obj = cache[attr] = _threads.parallel_guard(getattr(mod, attr))
+        return obj
 
     def __repr__(self) -> str:
         return f"lazy_module({object.__getattribute__(self, '_name')!r})"
