@@ -233,6 +233,11 @@ class Model:
     in_fmt: Format | None = None
 
     @property
+    def input_formats(self):
+        """(A's format, B's format): both ``in_fmt`` except for mixed-operand models."""
+        return self.in_fmt, self.in_fmt
+
+    @property
     def out_fmt(self) -> Format:  # pragma: no cover - overridden
         raise NotImplementedError
 
@@ -481,6 +486,7 @@ class FusedBlock(Model):
     rounding: str = "rtz"
     in_fmt: Format | None = None
     name: str = ""
+    in_fmt_b: Format | None = None
 
     def __post_init__(self):
         for nm in ("n", "neab"):
@@ -498,12 +504,24 @@ class FusedBlock(Model):
                              "at most fp32's range and precision (fp32, fp16, bf16, ...)")
         object.__setattr__(self, "out_fmt_", f)
         object.__setattr__(self, "rounding", _mode(self.rounding))
-        if self.in_fmt is not None:
-            fi = as_format(self.in_fmt)
-            if not isinstance(fi, FloatFormat) or fi.man_bits > 10 or fi.exp_bits > 8:
-                raise ValueError(f"FusedBlock input {fi.name}: allowed float formats with at most "
-                                 "10 mantissa and 8 exponent bits (fp16, bf16, tf32, e4m3, e5m2)")
-            object.__setattr__(self, "in_fmt", fi)
+        if isinstance(self.in_fmt, (tuple, list)):  # (A's format, B's format)
+            if len(self.in_fmt) != 2 or self.in_fmt_b is not None:
+                raise ValueError("FusedBlock in_fmt: one format, or a pair (A's format, B's "
+                                 f"format), got {self.in_fmt!r}")
+            object.__setattr__(self, "in_fmt_b", self.in_fmt[1])
+            object.__setattr__(self, "in_fmt", self.in_fmt[0])
+        if self.in_fmt_b is not None and self.in_fmt is None:
+            raise ValueError("FusedBlock: in_fmt_b needs in_fmt (A's format) too")
+        for nm in ("in_fmt", "in_fmt_b"):
+            if getattr(self, nm) is not None:
+                fi = as_format(getattr(self, nm))
+                if not isinstance(fi, FloatFormat) or fi.man_bits > 10 or fi.exp_bits > 8:
+                    raise ValueError(f"FusedBlock input {fi.name}: allowed float formats with at "
+                                     "most 10 mantissa and 8 exponent bits (fp16, bf16, tf32, "
+                                     "e4m3, e5m2, e2m1, ...)")
+                object.__setattr__(self, nm, fi)
+        if self.in_fmt_b is not None and self.in_fmt_b == self.in_fmt:
+            object.__setattr__(self, "in_fmt_b", None)  # one format: the plain form
         if 23 + self.neab + (self.n.bit_length() + 3) > 60:
             raise ValueError("FusedBlock: n too large for the 64-bit aligned sum")
 
@@ -520,9 +538,14 @@ class FusedBlock(Model):
         m_eff = max(m_eff, 0)
         fe = FloatFormat(f.exp_bits, m_eff, subnormals=f.subnormals)
         p = _params(fe, self.rounding, "inf")
-        emin_in = self.in_fmt.emin if self.in_fmt is not None else -126
+        emin_a, emin_b = (f.emin if f is not None else -126 for f in self.input_formats)
         ovf_lim = 2.0 ** (f.emax + 1) if self.rounding == "rtz" else math.inf
-        return int(self.n), int(self.neab), int(emin_in), p, float(ovf_lim)
+        return int(self.n), int(self.neab), int(emin_a), int(emin_b), p, float(ovf_lim)
+
+    @property
+    def input_formats(self):
+        """(A's format, B's format); both ``in_fmt`` unless ``in_fmt_b`` is set."""
+        return self.in_fmt, (self.in_fmt_b if self.in_fmt_b is not None else self.in_fmt)
 
     def _rtz_args(self):
         """(mask of dropped float64 fraction bits, smallest normal) for truncating output."""
@@ -535,11 +558,16 @@ class FusedBlock(Model):
     def __repr__(self):
         if self.name:
             return f"FusedBlock<{self.name}>(n={self.n}, neab={self.neab}, out={self.out_fmt_.name}, rounding={self.rounding!r})"
+        fi = None if self.in_fmt is None else self.in_fmt.name
+        if self.in_fmt_b is not None:
+            fi = (fi, self.in_fmt_b.name)
         return (f"FusedBlock(n={self.n}, neab={self.neab}, out_fmt={self.out_fmt_.name!r}, "
-                f"rounding={self.rounding!r}, in_fmt={None if self.in_fmt is None else self.in_fmt.name!r})")
+                f"rounding={self.rounding!r}, in_fmt={fi!r})")
 
 
-def _fusedblock_init(self, n=8, neab=1, out_fmt="fp32", rounding="rtz", in_fmt=None, name=""):
+def _fusedblock_init(self, n=8, neab=1, out_fmt="fp32", rounding="rtz", in_fmt=None, name="",
+                     in_fmt_b=None):
+    object.__setattr__(self, "in_fmt_b", in_fmt_b)
     object.__setattr__(self, "n", n)
     object.__setattr__(self, "neab", neab)
     object.__setattr__(self, "out_fmt_", out_fmt)
@@ -587,6 +615,10 @@ class Blocked(Model):
     @property
     def in_fmt(self):
         return self.inner.in_fmt
+
+    @property
+    def input_formats(self):
+        return self.inner.input_formats
 
     def _multiplier(self):
         return self.inner._multiplier()
@@ -673,6 +705,10 @@ class Permuted(Model):
     def in_fmt(self):
         return self.inner.in_fmt
 
+    @property
+    def input_formats(self):
+        return self.inner.input_formats
+
     def _multiplier(self):
         return self.inner._multiplier()
 
@@ -748,16 +784,16 @@ def _eval(model, T, TA, TB, c, numpy_axis_last=True, row0=0, salt=0):
     """
     R, K = T.shape
     if isinstance(model, FusedBlock):
-        n, neab, emin_in, p, lim = model._kernel_args()
+        n, neab, emin_a, emin_b, p, lim = model._kernel_args()
         A = np.ascontiguousarray(TA if TA is not None else T)
         B = np.ascontiguousarray(TB if TB is not None else np.ones_like(T))
         c = np.ascontiguousarray(c, dtype=np.float64)
         out = np.empty(R)
         if _FUSED_FAST and np.isfinite(A).all() and np.isfinite(B).all() and np.isfinite(c).all():
-            err = _K.rows_fused_fast(A, B, _clamped(A, emin_in), _clamped(B, emin_in), c, out,
+            err = _K.rows_fused_fast(A, B, _clamped(A, emin_a), _clamped(B, emin_b), c, out,
                                      n, neab, p, lim, *model._rtz_args())
         else:
-            err = _K.leaf(A, B, c, out, _C.FUSED, p, n, neab, emin_in, lim)
+            err = _K.leaf(A, B, c, out, _C.FUSED, p, n, neab, emin_a, emin_b, lim)
         _raise_nan(err, model.out_fmt)
         return out
     if isinstance(model, Permuted):
@@ -794,7 +830,7 @@ def _eval(model, T, TA, TB, c, numpy_axis_last=True, row0=0, salt=0):
         kind = _C.SEQ
     out = np.empty(R)
     T = np.ascontiguousarray(T)
-    err = _K.leaf(T, T, c, out, kind, p, 1, 0, 0, 0.0)
+    err = _K.leaf(T, T, c, out, kind, p, 1, 0, 0, 0, 0.0)
     _raise_nan(err, model.out_fmt)
     return out
 
@@ -978,10 +1014,10 @@ _as_float = exact_float64
 
 
 def _check_inputs(model, arrays):
-    """NaN into NaN-less formats, values outside the model's input format, wide inputs."""
-    fin = model.in_fmt
+    """NaN into NaN-less formats, values outside the model's input format(s), wide inputs."""
+    fmts = model.input_formats
     mult = model._multiplier()
-    for what, x in arrays:
+    for (what, x), fin in zip(arrays, fmts):
         if x.size == 0:
             continue
         nan = np.isnan(x)
@@ -1215,8 +1251,8 @@ def _matmul2(model, A, B, C, row0=0):
     BT = np.ascontiguousarray(B.T)
     if (isinstance(model, FusedBlock) and _FUSED_FAST and np.isfinite(A).all()
             and np.isfinite(B).all() and np.isfinite(C).all()):
-        n, neab, emin_in, p, lim = model._kernel_args()
-        EA, EB = _clamped(A, emin_in), _clamped(B, emin_in)
+        n, neab, emin_a, emin_b, p, lim = model._kernel_args()
+        EA, EB = _clamped(A, emin_a), _clamped(B, emin_b)
         err = _K.gemm_fused_vec(A, np.ascontiguousarray(B), EA, EB, C, D, n, neab, p, lim,
                                 *model._rtz_args())
         _raise_nan(err, model.out_fmt)

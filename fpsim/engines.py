@@ -226,12 +226,11 @@ def lookup(arch, instruction) -> Engine:
         raise ValueError(f"{instruction!r}: block-scaled MMA (kind::{ins.kind or 'mx*'}) is not "
                          "modelled yet; fpsim models the unscaled kinds (f16, tf32, f8f6f4)")
     fa, fb, fd = _TYPES[ins.a], _TYPES[ins.b], _TYPES[ins.d]
-    if fa != fb:
-        raise ValueError(f"{instruction!r}: mixed operand formats ({fa} x {fb}) are not modelled "
-                         "yet; fpsim models instructions whose A and B share a format")
     for e in ENGINES:
+        # A and B may differ within one family of 8/6/4-bit inputs (e4m3 x e5m2, e2m1 x e4m3)
         if (e.arch == a and e.opcode == ins.opcode and e.kind == ins.kind and ins.k in e.ks
-                and fa in e.inputs and fd in e.outputs):
+                and fa in e.inputs and fb in e.inputs and fd in e.outputs
+                and (fa == fb or len(e.inputs) > 1)):
             return e
     raise ValueError(f"{a} has no modelled instruction {instruction!r}; {a} has: {_listing(a)}")
 

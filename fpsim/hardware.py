@@ -109,6 +109,17 @@ def tensor_core(gpu: str, in_fmt, out_fmt="fp32") -> _A.FusedBlock:
     FusedBlock<H100 e4m3>(n=32, neab=-10, out=fp32, rounding='rtz')
     """
     g = _gpu_name(gpu)
+    if isinstance(in_fmt, (tuple, list)) and len(in_fmt) == 2:
+        fa, fb = _in_name(in_fmt[0]), _in_name(in_fmt[1])
+        if fa != fb:
+            if not {fa, fb} <= {"e4m3", "e5m2"}:
+                raise ValueError(f"mixed tensor-core inputs are FP8 pairs (e4m3, e5m2), not "
+                                 f"({fa}, {fb})")
+            m = tensor_core(g, fa, out_fmt)
+            return _A.FusedBlock(m.n, m.neab, out_fmt=m.out_fmt, rounding=m.rounding,
+                                 in_fmt=(fa, fb), name=f"{g} {fa} x {fb}"
+                                 + ("" if m.out_fmt.name == "fp32" else " -> fp16"))
+        in_fmt = fa
     fin = _in_name(in_fmt)
     fo = as_format(out_fmt)
     if fo.name not in ("fp32", "fp16"):
@@ -138,8 +149,10 @@ def mma(arch: str, instruction: str) -> _A.FusedBlock:
     the opcode (``m16n8k16.f32.bf16.bf16.f32``). M and N do not change a dot product; a K
     longer than the instruction's chains instructions (c <- d). The parameters and what
     stands behind them (captured data, MMA-Sim, published) are in :data:`fpsim.engines.ENGINES`
-    (docs: Matrix engines). Not modelled yet, with a clear error: block-scaled kinds, mixed
-    operand formats, AMD CDNA.
+    (docs: Matrix engines). Not modelled yet, with a clear error: block-scaled kinds and
+    AMD CDNA. Mixed operand formats (``e4m3 x e5m2``, ``e2m1 x e4m3``) are modelled
+    where the instruction takes them: each operand's subnormals count with its own format's
+    smallest exponent.
 
     >>> import fpsim
     >>> fpsim.hardware.mma("Ada Lovelace", "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32")
@@ -148,10 +161,10 @@ def mma(arch: str, instruction: str) -> _A.FusedBlock:
     from . import engines as _E
     ins = _E.parse_instruction(instruction)
     e = _E.lookup(arch, ins)
-    fin, fout = _E._TYPES[ins.a], _E._TYPES[ins.d]
+    fa, fb, fout = _E._TYPES[ins.a], _E._TYPES[ins.b], _E._TYPES[ins.d]
     F = e.F_fp16 if fout == "fp16" and e.F_fp16 is not None else e.F
     rounding = e.fp32_rounding if fout == "fp32" else "rne"
-    return _A.FusedBlock(e.L, F - 23, out_fmt=fout, rounding=rounding, in_fmt=fin,
+    return _A.FusedBlock(e.L, F - 23, out_fmt=fout, rounding=rounding, in_fmt=(fa, fb),
                          name=f"{e.arch} {instruction}")
 
 

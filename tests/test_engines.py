@@ -56,8 +56,28 @@ def test_not_yet_modelled_kinds_are_refused_clearly():
     with pytest.raises(ValueError, match="block-scaled MMA .* not modelled yet"):
         fpsim.hardware.mma("Blackwell",
                            "tcgen05.mma.m128n256k64.kind::mxf4nvf4.block16.f32.e2m1.e2m1.ue4m3")
-    with pytest.raises(ValueError, match=r"mixed operand formats \(e4m3 x e5m2\)"):
-        fpsim.hardware.mma("Hopper", "wgmma.m64n256k32.f32.e4m3.e5m2")
+    with pytest.raises(ValueError, match="Ampere has no modelled"):  # fp16 x bf16
+        fpsim.hardware.mma("Ampere", "mma.m16n8k16.f32.f16.bf16.f32")
+
+
+def test_mixed_operands():
+    m = fpsim.hardware.mma("Hopper", "wgmma.m64n256k32.f32.e4m3.e5m2")
+    assert (m.in_fmt.name, m.in_fmt_b.name, m.n, m.neab) == ("e4m3", "e5m2", 32, -10)
+    t = fpsim.hardware.tensor_core("H100", ("e4m3", "e5m2"))
+    assert (t.input_formats[0].name, t.input_formats[1].name, t.n, t.neab) == \
+        ("e4m3", "e5m2", 32, -10)
+    a = np.array([15.0, 2.0**-9])  # e4m3 values (15 = 1.875 * 8 is not an e5m2 value)
+    b = np.array([57344.0, 2.0**-16])  # e5m2 values (57344 is not an e4m3 value)
+    assert fpsim.dot(a, b, 0.0, model=m) == fpsim.dot(a, b, 0.0, model=t)
+    with pytest.raises(ValueError, match="A holds .*57344.*not a value of .* e4m3"):
+        fpsim.dot(b, a, 0.0, model=m)
+    with pytest.raises(ValueError, match="B holds .*15.0.*not a value of .* e5m2"):
+        fpsim.dot(a, a, 0.0, model=m)
+    assert fpsim.hardware.tensor_core("H100", ("e4m3", "e4m3")).in_fmt_b is None
+    with pytest.raises(ValueError, match="FP8 pairs"):
+        fpsim.hardware.tensor_core("H100", ("fp16", "bf16"))
+    with pytest.raises(ValueError, match="one format, or a pair"):
+        fpsim.accum.FusedBlock(8, 1, in_fmt=("e4m3", "e5m2", "fp16"))
 
 
 @pytest.mark.parametrize("arch,canon", [("ada lovelace", "Ada"), ("ADA", "Ada"),

@@ -72,14 +72,16 @@ def _inputs(rng, fmt, kind, n, K):
     return x
 
 
-def _operands(rng, fmt, out, K):
+def _operands(rng, fmt, out, K, fmt_b=None):
     """Rows of every input kind, stacked: (a, b, c, kind of each row)."""
+    fb = fmt if fmt_b is None else fmt_b
     rows = []
     for kind in KINDS:
-        a, b = _inputs(rng, fmt, kind, N, K), _inputs(rng, fmt, kind, N, K)
+        a, b = _inputs(rng, fmt, kind, N, K), _inputs(rng, fb, kind, N, K)
         if kind == "cancel":
-            b = _inputs(rng, fmt, "normal", N, K)
-            b[:, 1::2] = b[:, ::2]
+            b = _inputs(rng, fb, "normal", N, K)
+            if fb == fmt:
+                b[:, 1::2] = b[:, ::2]
         rows.append((a, b))
     a = np.concatenate([r[0] for r in rows])
     b = np.concatenate([r[1] for r in rows])
@@ -97,8 +99,8 @@ def _operand(x, fmt):
     return torch.tensor(fpsim.encode(x, fmt).astype(np.uint8) << (2 if fmt == "e2m1" else 0))
 
 
-def _mmasim(op, fmt, out, a, b, c):
-    ta, tb = _operand(a, fmt), _operand(b, fmt)
+def _mmasim(op, fmt, out, a, b, c, fmt_b=None):
+    ta, tb = _operand(a, fmt), _operand(b, fmt if fmt_b is None else fmt_b)
     tc = torch.tensor(c, dtype=torch.float32).to(torch.float16 if out == "fp16" else torch.float32)
     return op.dpa(ta, tb, tc).double().numpy()
 
@@ -169,24 +171,26 @@ def _instructions():
     for e in E.ENGINES:
         if not e.mmasim:
             continue
-        for fin in e.inputs:
+        pairs = [(fa, fb) for fa in e.inputs for fb in e.inputs]  # mixed where allowed
+        for fin, fin_b in pairs:
             for fo in e.outputs:
                 t, d, k = _PTX.get(fin, fin), _PTX[fo], e.ks[-1]
+                tb = _PTX.get(fin_b, fin_b)
                 kind = f".kind::{e.kind}" if e.kind else ""
                 if e.opcode == "mma":
                     mn = "m8n8" if k == 4 and fin == "fp16" else "m16n8"
-                    short = f"{mn}k{k}{kind}.{d}.{t}.{t}.{d}"
-                    full = f"mma.sync.aligned.{mn}k{k}.row.col{kind}.{d}.{t}.{t}.{d}"
+                    short = f"{mn}k{k}{kind}.{d}.{t}.{tb}.{d}"
+                    full = f"mma.sync.aligned.{mn}k{k}.row.col{kind}.{d}.{t}.{tb}.{d}"
                     cls = "MMA"
                 elif e.opcode == "wgmma":
-                    short = f"m64n8k{k}.{d}.{t}.{t}"
-                    full = f"wgmma.mma_async.sync.aligned.m64n256k{k}.{d}.{t}.{t}"
+                    short = f"m64n8k{k}.{d}.{t}.{tb}"
+                    full = f"wgmma.mma_async.sync.aligned.m64n256k{k}.{d}.{t}.{tb}"
                     cls = "WGMMA"
                 else:
-                    short = f"m128n8k{k}{kind}.{d}.{t}.{t}"
-                    full = f"tcgen05.mma.cta_group::1.m128n256k{k}{kind}.{d}.{t}.{t}"
+                    short = f"m128n8k{k}{kind}.{d}.{t}.{tb}"
+                    full = f"tcgen05.mma.cta_group::1.m128n256k{k}{kind}.{d}.{t}.{tb}"
                     cls = "TCGen05MMA"
-                out.append((e.arch, cls, short, full, fin, fo, k))
+                out.append((e.arch, cls, short, full, (fin, fin_b), fo, k))
     return out
 
 
@@ -199,8 +203,8 @@ def test_every_instruction_equals_mmasim(arch, cls, short, full, fin, fout, K):
     rng = np.random.default_rng(sum(map(ord, full)))
     op = getattr(sim, cls)(_SIM_ARCH.get(arch, arch), short)
     m = fpsim.hardware.mma(arch, full)
-    a, b, c, kinds = _operands(rng, fin, fout, K)
-    want = _mmasim(op, fin, fout, a, b, c)
+    a, b, c, kinds = _operands(rng, fin[0], fout, K, fin[1])
+    want = _mmasim(op, fin[0], fout, a, b, c, fin[1])
     bad = ~_same(fpsim.dot(a, b, c, model=m), want)
     assert not bad.any(), (sorted(set(kinds[bad])), a[bad][:1], b[bad][:1], c[bad][:1])
 
@@ -209,5 +213,7 @@ def test_the_table_covers_what_mmasim_models():
     """Every MMA-Sim instruction kind fpsim claims is in the comparison above."""
     archs = {i[0] for i in INSTRUCTIONS}
     assert archs == {"Volta", "Turing", "Ampere", "Ada", "Hopper", "Blackwell", "RTX Blackwell"}
-    inputs = {i[4] for i in INSTRUCTIONS}
+    inputs = {i[4][0] for i in INSTRUCTIONS}
     assert inputs == {"fp16", "bf16", "tf32", "e4m3", "e5m2", "e2m1", "e3m2", "e2m3"}
+    assert ("e4m3", "e5m2") in {i[4] for i in INSTRUCTIONS}  # mixed operands
+    assert ("e2m1", "e4m3") in {i[4] for i in INSTRUCTIONS}

@@ -351,12 +351,13 @@ def _trunc_q(x, q):
 
 
 @njit(cache=True)
-def fused_block(ar, br, lo, hi, c, neab, emin_in, p, ovf_lim):
+def fused_block(ar, br, lo, hi, c, neab, emin_a, emin_b, p, ovf_lim):
     """One block of the tensor-core multi-term fused adder: ``d = sum(ar*br) + c``.
 
     Khattak & Mikaitis (2025) semantics: zero products drop out; a product's exponent is
     ``ea + eb`` (input exponents clamped at the input format's emin) and its significand
-    ``sa * sb`` lies in [0, 4); one extra alignment bit is granted when the largest such
+    ``sa * sb`` lies in [0, 4) (``emin_a``/``emin_b``: the operand formats' smallest normal
+    exponents, which differ for mixed operands); one extra alignment bit is granted when the largest such
     product significand is >= 2 and its exponent is not below c's; products with
     significand >= 2 are normalised (exponent + 1); every term (c included) is truncated
     toward zero to multiples of ``2**(E - 23 - neab')``, ``E`` the largest exponent; the
@@ -369,7 +370,7 @@ def fused_block(ar, br, lo, hi, c, neab, emin_in, p, ovf_lim):
         b = br[k]
         if a == 0.0 or b == 0.0:
             continue
-        ep = max(_exp_of(a), emin_in) + max(_exp_of(b), emin_in)
+        ep = max(_exp_of(a), emin_a) + max(_exp_of(b), emin_b)
         emaxp = max(emaxp, ep)
     has_c = c != 0.0
     if emaxp == -100000 and not has_c:
@@ -385,7 +386,7 @@ def fused_block(ar, br, lo, hi, c, neab, emin_in, p, ovf_lim):
         b = br[k]
         if a == 0.0 or b == 0.0:
             continue
-        ep = max(_exp_of(a), emin_in) + max(_exp_of(b), emin_in)
+        ep = max(_exp_of(a), emin_a) + max(_exp_of(b), emin_b)
         ne = max(_exp_of(a * b), ep)  # ep + 1 when the significand product is >= 2
         if ep == emaxp and ne > ep:
             big = True
@@ -416,7 +417,7 @@ def fused_block(ar, br, lo, hi, c, neab, emin_in, p, ovf_lim):
 
 
 @njit(cache=True)
-def fused_row(ar, br, c, n, neab, emin_in, p, ovf_lim):
+def fused_row(ar, br, c, n, neab, emin_a, emin_b, p, ovf_lim):
     """A dot product as blocks of n chained through the accumulator (c <- d).
 
     Specials are resolved block by block, as the hardware does (and MMA-Sim models): a
@@ -438,13 +439,13 @@ def fused_row(ar, br, c, n, neab, emin_in, p, ovf_lim):
                 t = t + ar[k] * br[k]
             s, e = rnd1(t, p)
         else:
-            s, e = fused_block(ar, br, lo, hi, s, neab, emin_in, p, ovf_lim)
+            s, e = fused_block(ar, br, lo, hi, s, neab, emin_a, emin_b, p, ovf_lim)
         err += e
     return s, err
 
 
 @njit(cache=True, parallel=True)
-def leaf(T, TB, c, out, kind, p, n, neab, emin_in, ovf_lim):
+def leaf(T, TB, c, out, kind, p, n, neab, emin_a, emin_b, ovf_lim):
     """Apply one leaf model to every row of the term matrix ``T`` (R, K) with start ``c``.
 
     FUSED reads the factors: ``T`` holds the left and ``TB`` the right factors."""
@@ -470,7 +471,7 @@ def leaf(T, TB, c, out, kind, p, n, neab, emin_in, ovf_lim):
             limbs = np.zeros(_NL, dtype=np.int64)
             s, e = _exact_row(t, c[r], p, limbs)
         elif kind == FUSED:
-            s, e = fused_row(t, TB[r], c[r], n, neab, emin_in, p, ovf_lim)
+            s, e = fused_row(t, TB[r], c[r], n, neab, emin_a, emin_b, p, ovf_lim)
         else:  # NUMPY: out = c; out += pairwise_sum(terms)
             if t.size == 0:
                 s = c[r]
