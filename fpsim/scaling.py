@@ -27,7 +27,7 @@ import numpy as np
 
 from . import block as _b
 from . import rounding as _r
-from .formats import FloatFormat, Format, as_format, register_name
+from .formats import FloatFormat, Format, as_format, read_int_option, register_name
 from .kernels import _modes as _C
 from .kernels._lazy import lazy_module
 
@@ -172,13 +172,13 @@ class ScaledFormat(Format):
     # -- behaviour -------------------------------------------------------------------------
     def _quantize(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                   daz=False, nan=None, seed=None, srbits=None):
-        _b._check_elem_opts(overflow, nan, daz)
+        _b._check_elem_opts(overflow, nan, daz, subnormals)
         return scale_tensor(x, self, axis=axis, rounding=rounding, subnormals=subnormals,
                             seed=seed, srbits=srbits).values
 
     def _encode(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                 daz=False, nan=None, seed=None, srbits=None):
-        _b._check_elem_opts(overflow, nan, daz)
+        _b._check_elem_opts(overflow, nan, daz, subnormals)
         ebits, scales, shape, ax = _apply(x, self, axis, None, None, rounding, subnormals, seed,
                                           srbits, want_codes=True)
         ecodes = _b._elem_codes(ebits, self.elem).reshape(shape)
@@ -205,10 +205,10 @@ class ScaledFormat(Format):
             sv = sv.reshape((-1,) + (1,) * (len(shape) - ax - 1))
         ev = _r.decode(ecodes, self.elem)
         with np.errstate(invalid="ignore"):
-            out = ev * sv
+            out = np.asarray(ev * sv).reshape(ecodes.shape)  # 0-d stays an array
         if np.dtype(dtype) != np.float64:
             out = _r._cast_back(out, np.dtype(dtype), self)
-        return out
+        return out[()] if ecodes.ndim == 0 and not isinstance(codes[0], np.ndarray) else out
 
 
 def _amax(a, axes):
@@ -321,7 +321,7 @@ def scale_tensor(x, fmt, *, scale=None, amax=None, axis=None, rounding="rne", su
         raise ValueError("give either scale= or amax=, not both")
     vals, s, shape, _ = _apply(x, fmt, axis, scale, amax, rounding, subnormals, seed, srbits,
                                want_codes=False)
-    if np.ndim(x) == 0:
+    if np.ndim(x) == 0 and not isinstance(x, np.ndarray):  # a 0-d array stays an array
         vals = vals.reshape(())[()]
     return ScaledTensor(vals, s)
 
@@ -338,13 +338,17 @@ def _parse_scaled(key: str) -> ScaledFormat:
     for p in parts[3:]:
         name, _, val = p.partition("=")
         if name == "axis":
-            kw["axis"] = int(val.replace("_", "-"))
+            kw["axis"] = read_int_option(key, name, val.replace("_", "-"))
         elif name == "group":
-            kw["group"] = int(val)
+            kw["group"] = read_int_option(key, name, val)
         elif name == "scale_rounding":
             kw["scale_rounding"] = val
         elif name == "clip":
-            kw["clip"] = float(val)
+            try:
+                kw["clip"] = float(val)
+            except ValueError:
+                raise ValueError(f"{key!r}: clip={val!r} is not a number (write e.g. "
+                                 "clip=0.9)") from None
         else:
             raise ValueError(f"{key!r}: unknown option {name!r} (allowed: axis, group, "
                              "scale_rounding, clip)")
