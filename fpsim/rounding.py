@@ -424,7 +424,19 @@ def _round_grid(arr, fmt, opts, seed):
     if err:
         raise ValueError(f"{fmt.name} has no NaN but the input holds {err} NaN value(s); pass "
                          "nan='zero' or nan='max' to map them, or clean the input")
+    if isinstance(fmt, FloatFormat) and fmt.family == "e8m0":
+        _e8m0_nonpositive(arr.reshape(-1), ob, dt)
     return ob.reshape(arr.shape), dt
+
+
+def _e8m0_nonpositive(x, ob, dt):
+    """E8M0 holds positive powers of two only (no sign, no zero): zero and negative inputs,
+    -inf and tiny negatives included, have no E8M0 value and become NaN under every overflow
+    policy, as in ml_dtypes' float8_e8m0fnu (the kernels round magnitudes: without this a
+    tiny negative would come back as +2**-127, and -inf under 'saturate' as 0)."""
+    bad = x <= 0  # False for NaN inputs, which the NaN policy has handled
+    if bad.any():
+        ob[bad] = np.array(np.nan, dtype=dt.dtype).view(dt.uint)
 
 
 # ---------------------------------------------------------------------------------------
@@ -435,11 +447,15 @@ def _round_grid(arr, fmt, opts, seed):
 def _table_data(fmt):
     v = np.ascontiguousarray(fmt.sorted_values, dtype=np.float64)
     a, b = v[:-1], v[1:]
-    s = a + b
-    # TwoSum: s + err == a + b exactly; halving is exact away from underflow
-    bb = s - a
-    err = (a - (s - bb)) + (b - bb)
-    mid_hi, mid_lo = s / 2, err / 2
+    # Near the float64 maximum a + b overflows: there, halve first (exact for such large
+    # values) and TwoSum the halves; elsewhere TwoSum a + b and halve (exact away from
+    # underflow). Either way mid_hi + mid_lo == (a + b) / 2 exactly.
+    big = np.maximum(np.abs(a), np.abs(b)) >= 2.0**1000
+    ah, bh = np.where(big, a / 2, a), np.where(big, b / 2, b)
+    s = ah + bh
+    bb = s - ah
+    err = (ah - (s - bb)) + (bh - bb)  # TwoSum: s + err == ah + bh exactly
+    mid_hi, mid_lo = np.where(big, s, s / 2), np.where(big, err, err / 2)
     odd = (np.asarray(fmt.sorted_codes) & 1).astype(np.int64)
     zero_idx = int(np.argmin(np.abs(v)))
     return v, mid_hi, mid_lo, odd, zero_idx

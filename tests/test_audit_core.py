@@ -208,3 +208,97 @@ def test_d10_unpack_shape(shape, exc):
 def test_d10_unpack_bits(bits):
     with pytest.raises(TypeError, match="bits="):
         fpsim.unpack(np.array([1], np.uint8), bits, (1,))
+
+
+# ---------------------------------------------------------------------------------------
+# D7: E8M0 zero and negative inputs (ml_dtypes' float8_e8m0fnu is the oracle)
+# ---------------------------------------------------------------------------------------
+
+_E8M0_X = np.array([-4.0, -1e-300, -0.0, 0.0, -np.inf, np.inf, 1e-300, 2.0**-127, 2.0**-128,
+                    3.0, 0.75, 2.0**127, 1.4 * 2.0**127, 1e300, -2.0**-127, np.nan])
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_d7_e8m0_matches_ml_dtypes(dtype):
+    x = _E8M0_X.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ref = x.astype(ml_dtypes.float8_e8m0fnu).astype(np.float64)
+    got = fpsim.quantize(x, "e8m0").astype(np.float64)
+    np.testing.assert_array_equal(got, ref)
+    codes = fpsim.encode(x, "e8m0")
+    np.testing.assert_array_equal(codes, x.astype(ml_dtypes.float8_e8m0fnu).view(np.uint8))
+
+
+@pytest.mark.parametrize("rounding", ["rne", "rtz", "rup", "rdn", "stochastic"])
+@pytest.mark.parametrize("overflow", ["saturate", "nan", None])
+def test_d7_e8m0_nonpositive_is_nan_and_a_value_of_the_format(rounding, overflow):
+    x = np.array([-np.inf, -4.0, -1e-300, -0.0, 0.0])
+    q = fpsim.quantize(x, "e8m0", rounding=rounding, overflow=overflow, seed=1)
+    assert np.isnan(q).all()
+    codes = fpsim.encode(x, "e8m0", rounding=rounding, overflow=overflow, seed=1)
+    assert (codes == 0xFF).all()
+    # +inf saturates to the largest value (2**127) and stays a value of the format
+    big = fpsim.quantize(np.array([np.inf]), "e8m0", overflow="saturate")
+    assert big[0] == 2.0**127
+
+
+# ---------------------------------------------------------------------------------------
+# D11: negative inputs to unsigned formats follow the overflow policy (docs/rounding.md)
+# ---------------------------------------------------------------------------------------
+
+_NEG = np.array([-4.0, -1e-300, -0.0, -np.inf, -1e-5, -57344.0, -1e6])
+
+
+@pytest.mark.parametrize("rounding", ["rne", "rtz", "rup", "rdn"])
+@pytest.mark.parametrize("overflow", ["saturate", "nan", "inf"])
+def test_d11_unsigned_float_negatives(rounding, overflow):
+    # oracle for "rounds to a zero magnitude": ml_dtypes' signed e5m2 (same bias as ue5m2)
+    # gives the magnitude for rne; for the directed modes the magnitude is 0 only if the
+    # value is 0 or the mode rounds toward zero and |x| < the smallest subnormal
+    got = fpsim.quantize(_NEG, "ue5m2", rounding=rounding, overflow=overflow)
+    tiny = 2.0**-16
+    if rounding == "rne":
+        with np.errstate(over="ignore"):
+            zero_mag = _NEG.astype(ml_dtypes.float8_e5m2).astype(np.float64) == 0
+    elif rounding == "rdn":
+        zero_mag = _NEG == 0
+    else:
+        zero_mag = np.abs(_NEG) < tiny
+    want = np.where(zero_mag | (overflow == "saturate"), 0.0, np.nan)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_d11_unsigned_integers_saturate_or_wrap():
+    assert fpsim.quantize(_NEG[:3], "uint8").tolist() == [0.0, 0.0, 0.0]
+    assert fpsim.quantize(np.array([-4.0]), "uint8", overflow="wrap")[0] == 252.0
+    assert fpsim.quantize(np.array([-4.0, -np.inf]), "ufixed8f4").tolist() == [0.0, 0.0]
+
+
+# ---------------------------------------------------------------------------------------
+# D5: codebook rounding near the float64 maximum (exact midpoints, Fraction oracle)
+# ---------------------------------------------------------------------------------------
+
+def _nearest_even_index(vals, x):
+    """Round-to-nearest (ties to the even index) in exact rationals."""
+    fx = Fraction(x)
+    d = [abs(Fraction(v) - fx) for v in vals]
+    best = min(d)
+    idx = [i for i, di in enumerate(d) if di == best]
+    return idx[0] if len(idx) == 1 else next(i for i in idx if i % 2 == 0)
+
+
+@pytest.mark.parametrize("vals", [[-1.7e308, 1.6e308, 1.7e308],
+                                  [-1.79e308, -1.0, 1.0e308, 1.7976931348623157e308],
+                                  [-1.7976931348623157e308, 0.0, 1.7976931348623157e308]])
+def test_d5_codebook_near_float64_max(vals):
+    cb = fpsim.CodebookFormat(vals)
+    rng = np.random.default_rng(5)
+    s = sorted(vals)
+    xs = [float((Fraction(a) + Fraction(b)) / 2) for a, b in zip(s, s[1:])]  # midpoints
+    xs += [float(np.nextafter(m, np.inf)) for m in xs] + [float(np.nextafter(m, -np.inf)) for m in xs]
+    xs += list(rng.uniform(-1.0, 1.0, 200) * 1.79e308) + [1.64e308, 1.65e308, 1e308]
+    x = np.array(xs)
+    with np.errstate(all="raise"):  # no overflow in the table midpoints
+        got = fpsim.quantize(x, cb)
+    want = np.array([s[_nearest_even_index(s, v)] for v in xs])
+    np.testing.assert_array_equal(got, want)
