@@ -230,6 +230,17 @@ def _scales_from(fmt: ScaledFormat, amax, bad):
     return out.reshape(np.shape(amax))
 
 
+def _given(v, what, sshape, fmt, shape):
+    """A given scale or amax as float64, broadcast to the scale shape (or a clear error)."""
+    a, _ = _r.real_input(v, what)
+    try:
+        return np.broadcast_to(a.astype(np.float64), sshape)
+    except ValueError:
+        raise ValueError(f"{what} has shape {a.shape}; {fmt.name} on an array of shape {shape} "
+                         f"needs one {what} per scale: shape {sshape} (or one that broadcasts "
+                         "to it)") from None
+
+
 def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, srbits,
            want_codes):
     arr, _, shape, dt = _b._block_input(x)
@@ -254,7 +265,7 @@ def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, 
         nb = -(-shp[ax] // fmt.group)
         sshape, red = shp[:ax] + (nb,) + shp[ax + 1:], None
     if scale is not None:
-        s = np.broadcast_to(np.asarray(scale, dtype=np.float64), sshape)
+        s = _given(scale, "scale", sshape, fmt, shape)
         s = _r.quantize(np.ascontiguousarray(s), fmt.scale, overflow="saturate")
         if np.any(~(s >= 0) & ~np.isnan(s)):
             raise ValueError("scales must be >= 0")
@@ -264,7 +275,7 @@ def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, 
                 raise AssertionError("unreachable")
             a, bad = _amax(arr, red)
         else:
-            a = np.broadcast_to(np.asarray(amax, dtype=np.float64), sshape)
+            a = _given(amax, "amax", sshape, fmt, shape)
             bad = (~np.isfinite(a)).astype(np.int64)
             a = np.where(bad == 1, 0.0, np.abs(a))
         s = _scales_from(fmt, a, bad)

@@ -302,3 +302,10 @@ def test_d5_codebook_near_float64_max(vals):
         got = fpsim.quantize(x, cb)
     want = np.array([s[_nearest_even_index(s, v)] for v in xs])
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kw", ["scale", "amax"])
+def test_u_scale_tensor_wrong_shape(kw):
+    with pytest.raises(ValueError, match=r"needs one .* per scale: shape \(3,\)"):
+        fpsim.scale_tensor(np.ones((4, 3)), fpsim.ScaledFormat("int8", "channel", "fp32"),
+                           **{kw: np.ones(5)})
