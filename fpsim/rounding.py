@@ -461,22 +461,42 @@ def _table_data(fmt):
     return v, mid_hi, mid_lo, odd, zero_idx
 
 
-def _round_table(arr, fmt, opts, seed):
+#: Table rounding works on chunks of this many elements, so that its temporaries (int64
+#: indices, float64 values, the cast-back check) stay small: the peak memory is the output
+#: plus a few MiB, whatever the input size (benchmarks/bench_memory.py).
+TABLE_CHUNK = 1 << 16
+
+_GOLDEN = 0x9E3779B97F4A7C15  # kernels/_rng.py: element i of stream s draws from s + (i+1)*golden
+
+
+def _round_table(arr, fmt, opts, seed, pick, out_dtype):
+    """``pick[index]`` of every element of ``arr`` rounded to the table of ``fmt``, as an
+    array of ``arr``'s shape and ``out_dtype``, computed chunk by chunk. ``pick`` maps the
+    sorted-table index to the result (values or codes); a value ``out_dtype`` cannot hold
+    raises (see _cast_back). Stochastic rounding draws the same bits as one whole call: chunk
+    ``[b, e)`` uses the stream shifted by ``b`` elements."""
     mode, ovf, nanp = opts[0], opts[1], opts[2]
     if mode is Rounding.RTO and not isinstance(fmt, (CodebookFormat, DIntFormat)):
         raise ValueError("rto is not defined here")
     v, mid_hi, mid_lo, odd, zero_idx = _table_data(fmt)
     x = arr.reshape(-1)
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float32)
-    idx = np.empty(x.size, dtype=np.int64)
-    kern = table_parallel if x.size >= PARALLEL_THRESHOLD else table_serial
-    err = kern(x, idx, v, mid_hi, mid_lo, odd, _MODE_CODE[mode], _NAN_CODE[nanp], zero_idx,
-               _seed(seed, mode))
-    if err:
-        raise ValueError(f"{fmt.name} has no NaN but the input holds {err} NaN value(s); pass "
-                         "nan='zero' or nan='max' to map them, or clean the input")
-    return idx.reshape(arr.shape)
+    out = np.empty(x.size, dtype=out_dtype)
+    sd = int(_seed(seed, mode))
+    idx = np.empty(min(x.size, TABLE_CHUNK), dtype=np.int64)
+    for b in range(0, x.size, TABLE_CHUNK):
+        xc = x[b:b + TABLE_CHUNK]
+        if xc.dtype not in (np.float32, np.float64):
+            xc = xc.astype(np.float32)  # float16/bfloat16: exact
+        ic = idx[:xc.size]
+        kern = table_parallel if xc.size >= PARALLEL_THRESHOLD else table_serial
+        err = kern(xc, ic, v, mid_hi, mid_lo, odd, _MODE_CODE[mode], _NAN_CODE[nanp], zero_idx,
+                   np.uint64((sd + b * _GOLDEN) % 2**64))
+        if err:
+            n = int(np.count_nonzero(np.isnan(x)))
+            raise ValueError(f"{fmt.name} has no NaN but the input holds {n} NaN value(s); pass "
+                             "nan='zero' or nan='max' to map them, or clean the input")
+        out[b:b + xc.size] = _cast_back(pick[ic], np.dtype(out_dtype), fmt)
+    return out.reshape(arr.shape)
 
 
 # ---------------------------------------------------------------------------------------
@@ -536,9 +556,7 @@ def quantize(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=Fals
     arr, restore = _as_input(x)
     opts = _options(fmt, rounding, overflow, nan, subnormals, daz, srbits)
     if isinstance(fmt, (CodebookFormat, DIntFormat)):
-        idx = _round_table(arr, fmt, opts, seed)
-        vals = fmt.sorted_values[idx.reshape(-1)].reshape(idx.shape)  # keeps 0-d arrays
-        return restore(_cast_back(vals, arr.dtype, fmt))
+        return restore(_round_table(arr, fmt, opts, seed, fmt.sorted_values, arr.dtype))
     bits, dt = _round_grid(arr, fmt, opts, seed)
     out = bits.view(dt.dtype)
     if dt.dtype != arr.dtype:
@@ -628,8 +646,7 @@ def encode(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False,
     opts = _options(fmt, rounding, overflow, nan, subnormals, daz, srbits)
     cdt = code_dtype(fmt)
     if isinstance(fmt, (CodebookFormat, DIntFormat)):
-        idx = _round_table(arr, fmt, opts, seed)
-        return restore(fmt.sorted_codes[idx.reshape(-1)].astype(cdt).reshape(idx.shape))
+        return restore(_round_table(arr, fmt, opts, seed, fmt.sorted_codes, cdt))
     bits, dt = _round_grid(arr, fmt, opts, seed)
     if isinstance(fmt, FixedFormat):
         vals = bits.view(dt.dtype).astype(np.float64)
