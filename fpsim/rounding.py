@@ -648,10 +648,13 @@ def encode(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False,
     if isinstance(fmt, (CodebookFormat, DIntFormat)):
         return restore(_round_table(arr, fmt, opts, seed, fmt.sorted_codes, cdt))
     bits, dt = _round_grid(arr, fmt, opts, seed)
-    if isinstance(fmt, FixedFormat):
-        vals = bits.view(dt.dtype).astype(np.float64)
-        k = (vals * math.ldexp(1.0, fmt.frac_bits)).astype(np.int64)
-        return restore(np.asarray((k & (2**fmt.bits - 1)).astype(cdt)).reshape(arr.shape))
+    if isinstance(fmt, FixedFormat):  # two's complement of k = value * 2**frac_bits (exact)
+        vals = bits.reshape(-1).view(dt.dtype)
+        out = np.empty(vals.size, dtype=cdt)
+        for b in range(0, vals.size, TABLE_CHUNK):  # small temporaries, whatever the size
+            k = (vals[b:b + TABLE_CHUNK].astype(np.float64) * math.ldexp(1.0, fmt.frac_bits))
+            out[b:b + TABLE_CHUNK] = k.astype(np.int64) & (2**fmt.bits - 1)
+        return restore(out.reshape(arr.shape))
     out = np.empty(bits.size, dtype=cdt)  # the kernel writes the codes in place: no astype copy
     codes_from_bits(bits.reshape(-1), out, _code_params(fmt, dt))
     return restore(out.reshape(arr.shape))
