@@ -99,7 +99,7 @@ def arrays(draw):
     elif layout == "reversed":
         x = base[:n][::-1].reshape(shape) if n else base[:0].reshape(shape)
     elif layout == "broadcast":
-        x = np.broadcast_to(base[:1], shape) if n else base[:0].reshape(shape)
+        x = np.broadcast_to(base[:1].reshape(()), shape) if n else base[:0].reshape(shape)
     else:
         x = base[:n].reshape(shape)
         if layout == "fortran":
@@ -327,7 +327,7 @@ def test_fuzz_arith(op, operands, name, rounding):
         assert isinstance(r, float)
     # oracle: the exact rational result rounded once by the reference
     if exact is not None and not arrays_in:
-        q = exact(*[Fraction(a) for a in args])
+        q = exact(*[Fraction(float(a)) if isinstance(a, np.floating) else Fraction(a) for a in args])
         if q is not None and q != 0:  # the sign of an exact zero has its own rules (tests/test_arith.py)
             want = ref.round_value(q, fmt, mode=str(rounding).lower())
             ref.assert_same(np.array([r]), np.array([want]), None, f"{op}{tuple(args)} {name}")
