@@ -575,8 +575,8 @@ def _run(fmt: BlockFormat, arr, axis, rounding, subnormals, seed, srbits, want_c
     if g is None:
         g = _tensor_scale(fmt, arr) if fmt.tensor_scale is not None else 1.0
     if _is_table(fmt.elem):
-        return _run_table(fmt, arr, (A, L, B), k, rounding, seed, srbits, want_codes, given,
-                          gstride, rule, clip, g, shape, ax)
+        return _run_table_chunked(fmt, arr, (A, L, B), k, rounding, seed, srbits, want_codes,
+                                  given, gstride, rule, clip, g, shape, ax)
     odt = out_dtype(fmt, arr.dtype) if not want_codes else arr.dtype
     q, ep, fp, p32, sp, mode = _params(fmt, rounding, subnormals, srbits, g=g, clip=clip,
                                        rule=rule, want_codes=want_codes, dtype=odt)
@@ -605,6 +605,46 @@ def _run(fmt: BlockFormat, arr, axis, rounding, subnormals, seed, srbits, want_c
     if want_codes:
         return ebits, scales.reshape(sshape), (g if fmt.tensor_scale is not None else None)
     return out, scales.reshape(sshape)
+
+
+#: Elements per piece of :func:`_run_table_chunked` (whole blocks): bounds its temporaries.
+TABLE_BLOCK_CHUNK = 1 << 16
+
+
+def _run_table_chunked(fmt, arr, layout, k, rounding, seed, srbits, want_codes, given, gstride,
+                       rule, clip, g, shape, ax):
+    """:func:`_run_table` on pieces of whole blocks (rows of A, runs of blocks along the axis),
+    so that its float64 temporaries stay small: every block is computed from its own elements
+    (or its given scale), so the pieces give the same bits as one call. Stochastic rounding,
+    whose random stream follows the element index of the whole array, runs in one piece."""
+    A, L, B = layout
+    nb = -(-L // k) if L else 0
+    n = A * L * B
+    if n <= TABLE_BLOCK_CHUNK or _r._enum(_r.Rounding, rounding, "rounding") is _r.Rounding.STOCHASTIC:
+        return _run_table(fmt, arr, layout, k, rounding, seed, srbits, want_codes, given, gstride,
+                          rule, clip, g, shape, ax)
+    x3 = arr.reshape(A, L, B)
+    per_block = k * B
+    nbc = max(1, min(nb, TABLE_BLOCK_CHUNK // per_block))  # blocks per piece along the axis
+    ac = max(1, TABLE_BLOCK_CHUNK // (nbc * per_block))  # rows of A per piece
+    gs = np.asarray(gstride, dtype=np.int64)
+    vals = np.empty((A, L, B), dtype=np.uint64 if want_codes else np.float64)
+    sval = np.empty((A, nb, B))
+    for a0 in range(0, A, ac):
+        a1 = min(A, a0 + ac)
+        for j0 in range(0, nb, nbc):
+            j1 = min(nb, j0 + nbc)
+            l0, l1 = j0 * k, min(L, j1 * k)
+            piece = x3[a0:a1, l0:l1, :]
+            gv = None if given is None else np.asarray(given)[a0 * gs[0] + j0 * gs[1]:]
+            res = _run_table(fmt, piece, (a1 - a0, l1 - l0, B), k, rounding, seed, srbits,
+                             want_codes, gv, gstride, rule, clip, g, piece.shape, 1)
+            vals[a0:a1, l0:l1, :] = res[0].reshape(a1 - a0, l1 - l0, B)
+            sval[a0:a1, j0:j1, :] = res[1].reshape(a1 - a0, j1 - j0, B)
+    sshape = shape[:ax] + (nb,) + shape[ax + 1:]
+    if want_codes:
+        return vals.reshape(-1), sval.reshape(sshape), (g if fmt.tensor_scale is not None else None)
+    return vals.reshape(-1), sval.reshape(sshape)
 
 
 def _run_table(fmt, arr, layout, k, rounding, seed, srbits, want_codes, given, gstride, rule,
