@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .formats import CodebookFormat, DIntFormat, FloatFormat, as_format
+from .formats import CodebookFormat, DIntFormat, FixedFormat, FloatFormat, as_format
 from .kernels import _modes as _C
 from .kernels._lazy import lazy_module
 
 _K = lazy_module('arith')  # numba is imported on first use, not by `import fpsim`
 from .rounding import (
-    _BF16,
     _F64,
     PARALLEL_THRESHOLD,
     Rounding,
@@ -37,38 +36,20 @@ from .rounding import (
     _options,
     _round_params,
     _seed,
+    real_input,
 )
 
 __all__ = ["abs", "add", "div", "fma", "lmul", "maximum", "minimum", "mul", "neg", "sqrt", "sub"]
 
 _builtin_abs = abs
-_FLOAT_DTYPES = {np.dtype(np.float64), np.dtype(np.float32), np.dtype(np.float16)}
-if _BF16 is not None:
-    _FLOAT_DTYPES.add(np.dtype(_BF16))
 
 
 def _operand(x, name):
-    """float64 array of an operand; (array, is_scalar)."""
-    if isinstance(x, (bool, np.bool_)):
-        raise TypeError(f"{name} is a bool; arithmetic takes real numbers")
-    if isinstance(x, (int, float)):
-        return np.float64(x), True
-    if isinstance(x, np.generic):
-        x = np.asarray(x)
-    if isinstance(x, (list, tuple)):
-        x = np.asarray(x)
-        if x.dtype.kind in "iu":
-            x = x.astype(np.float64)
-    if not isinstance(x, np.ndarray):
-        if type(x).__module__.startswith("torch"):
-            raise TypeError("torch tensors go through fpsim.torch (the core has no torch dependency)")
-        raise TypeError(f"{name}: cannot use a {type(x).__name__}; pass a numpy float array or a number")
-    if x.dtype not in _FLOAT_DTYPES:
-        if x.dtype.kind in "iub":
-            raise TypeError(f"{name} is a {x.dtype} array: fpsim arithmetic takes float arrays "
-                            "(float16, bfloat16, float32, float64); convert with .astype(np.float64)")
-        raise TypeError(f"{name} has dtype {x.dtype}; allowed: float16, bfloat16, float32, float64")
-    return x.astype(np.float64, copy=False), x.ndim == 0
+    """float64 array of an operand; (array, is_scalar). Inputs follow the rules of
+    :func:`fpsim.rounding.real_input`: Python ints exactly or refused, no int/bool arrays, no
+    masked arrays; a 0-d array gives a 0-d result, a Python or numpy scalar a float."""
+    arr, kind = real_input(x, name)
+    return arr.astype(np.float64, copy=False), kind != "array"
 
 
 def _params(fmt, rounding, overflow, nan, subnormals, srbits):
@@ -76,6 +57,10 @@ def _params(fmt, rounding, overflow, nan, subnormals, srbits):
     if isinstance(fmt, (CodebookFormat, DIntFormat)):
         raise TypeError(f"{fmt.name} is a table format: arithmetic rounds into float, integer and "
                         "fixed-point formats; compute into fp32/fp64 and quantize() into it")
+    if not isinstance(fmt, (FloatFormat, FixedFormat)):  # block/scaled formats (fpsim.block)
+        raise TypeError(f"{fmt.name} is a {fmt.kind} format: arithmetic is defined for element "
+                        "formats (float, integer, fixed point) whose values do not depend on a "
+                        "block scale; compute into fp32/fp64 and quantize() into it")
     opts = _options(fmt, rounding, overflow, nan, subnormals, False, srbits)
     p = _round_params(fmt, _F64, *opts)
     if p is None:  # pragma: no cover - every grid format is exact in float64

@@ -43,7 +43,8 @@ from typing import Optional
 import numpy as np
 
 from . import rounding as _r
-from .formats import FixedFormat, FloatFormat, Format, as_format, parse, register_name
+from .formats import (FixedFormat, FloatFormat, Format, as_format, check_flag, parse,
+                      read_int_option, register_name)
 from .kernels import _modes as _C
 from .kernels._lazy import kernel, lazy_module
 
@@ -203,7 +204,8 @@ class BlockFormat(Format):
             raise ValueError(f"{elem.name} elements times {scale.name} scales need {prec} bits; "
                              "decoding must be exact in float64 (53 bits)")
         for nm, v in (("elem", elem), ("scale", scale), ("block", int(blk)), ("axis", int(self.axis)),
-                      ("scale_rounding", rule), ("tensor_scale", ts), ("partial", bool(self.partial))):
+                      ("scale_rounding", rule), ("tensor_scale", ts),
+                      ("partial", check_flag(self.partial, "partial"))):
             object.__setattr__(self, nm, v)
 
     # -- description ---------------------------------------------------------------------
@@ -317,7 +319,7 @@ class BlockFormat(Format):
     # -- behaviour (reached through fpsim.quantize / encode / decode) ----------------------
     def _quantize(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                   daz=False, nan=None, seed=None, srbits=None):
-        _check_elem_opts(overflow, nan, daz)
+        _check_elem_opts(overflow, nan, daz, subnormals)
         arr, restore, shape, dt = _block_input(x)
         res = _run(self, arr, self.axis if axis is None else axis, rounding, subnormals, seed,
                    srbits, want_codes=False)
@@ -327,7 +329,7 @@ class BlockFormat(Format):
 
     def _encode(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                 daz=False, nan=None, seed=None, srbits=None):
-        _check_elem_opts(overflow, nan, daz)
+        _check_elem_opts(overflow, nan, daz, subnormals)
         arr, _, shape, _ = _block_input(x)
         ax = self.axis if axis is None else axis
         ebits, scales, g = _run(self, arr, ax, rounding, subnormals, seed, srbits, want_codes=True)
@@ -364,7 +366,7 @@ class BlockFormat(Format):
             out = (ev * full).reshape(ecodes.shape)
         if np.dtype(dtype) != np.float64:
             out = _r._cast_back(out, np.dtype(dtype), self)
-        return out[()] if ecodes.ndim == 0 else out
+        return out[()] if ecodes.ndim == 0 and not isinstance(codes[0], np.ndarray) else out
 
 
 def _as_fmt(f, what):
@@ -381,7 +383,10 @@ def _scale_extra_bits(scale: FloatFormat, rule: str) -> int:
     return scale.man_bits + 1
 
 
-def _check_elem_opts(overflow, nan, daz):
+def _check_elem_opts(overflow, nan, daz, subnormals=None):
+    daz = check_flag(daz, "daz")
+    if subnormals is not None:
+        check_flag(subnormals, "subnormals")
     if overflow not in (None, "saturate"):
         raise ValueError(f"overflow={overflow!r}: block elements always saturate (OCP MX clamps "
                          "normals to ±max); leave overflow unset")
@@ -570,8 +575,8 @@ def _run(fmt: BlockFormat, arr, axis, rounding, subnormals, seed, srbits, want_c
     if g is None:
         g = _tensor_scale(fmt, arr) if fmt.tensor_scale is not None else 1.0
     if _is_table(fmt.elem):
-        return _run_table(fmt, arr, (A, L, B), k, rounding, seed, srbits, want_codes, given,
-                          gstride, rule, clip, g, shape, ax)
+        return _run_table_chunked(fmt, arr, (A, L, B), k, rounding, seed, srbits, want_codes,
+                                  given, gstride, rule, clip, g, shape, ax)
     odt = out_dtype(fmt, arr.dtype) if not want_codes else arr.dtype
     q, ep, fp, p32, sp, mode = _params(fmt, rounding, subnormals, srbits, g=g, clip=clip,
                                        rule=rule, want_codes=want_codes, dtype=odt)
@@ -600,6 +605,46 @@ def _run(fmt: BlockFormat, arr, axis, rounding, subnormals, seed, srbits, want_c
     if want_codes:
         return ebits, scales.reshape(sshape), (g if fmt.tensor_scale is not None else None)
     return out, scales.reshape(sshape)
+
+
+#: Elements per piece of :func:`_run_table_chunked` (whole blocks): bounds its temporaries.
+TABLE_BLOCK_CHUNK = 1 << 16
+
+
+def _run_table_chunked(fmt, arr, layout, k, rounding, seed, srbits, want_codes, given, gstride,
+                       rule, clip, g, shape, ax):
+    """:func:`_run_table` on pieces of whole blocks (rows of A, runs of blocks along the axis),
+    so that its float64 temporaries stay small: every block is computed from its own elements
+    (or its given scale), so the pieces give the same bits as one call. Stochastic rounding,
+    whose random stream follows the element index of the whole array, runs in one piece."""
+    A, L, B = layout
+    nb = -(-L // k) if L else 0
+    n = A * L * B
+    if n <= TABLE_BLOCK_CHUNK or _r._enum(_r.Rounding, rounding, "rounding") is _r.Rounding.STOCHASTIC:
+        return _run_table(fmt, arr, layout, k, rounding, seed, srbits, want_codes, given, gstride,
+                          rule, clip, g, shape, ax)
+    x3 = arr.reshape(A, L, B)
+    per_block = k * B
+    nbc = max(1, min(nb, TABLE_BLOCK_CHUNK // per_block))  # blocks per piece along the axis
+    ac = max(1, TABLE_BLOCK_CHUNK // (nbc * per_block))  # rows of A per piece
+    gs = np.asarray(gstride, dtype=np.int64)
+    vals = np.empty((A, L, B), dtype=np.uint64 if want_codes else np.float64)
+    sval = np.empty((A, nb, B))
+    for a0 in range(0, A, ac):
+        a1 = min(A, a0 + ac)
+        for j0 in range(0, nb, nbc):
+            j1 = min(nb, j0 + nbc)
+            l0, l1 = j0 * k, min(L, j1 * k)
+            piece = x3[a0:a1, l0:l1, :]
+            gv = None if given is None else np.asarray(given)[a0 * gs[0] + j0 * gs[1]:]
+            res = _run_table(fmt, piece, (a1 - a0, l1 - l0, B), k, rounding, seed, srbits,
+                             want_codes, gv, gstride, rule, clip, g, piece.shape, 1)
+            vals[a0:a1, l0:l1, :] = res[0].reshape(a1 - a0, l1 - l0, B)
+            sval[a0:a1, j0:j1, :] = res[1].reshape(a1 - a0, j1 - j0, B)
+    sshape = shape[:ax] + (nb,) + shape[ax + 1:]
+    if want_codes:
+        return vals.reshape(-1), sval.reshape(sshape), (g if fmt.tensor_scale is not None else None)
+    return vals.reshape(-1), sval.reshape(sshape)
 
 
 def _run_table(fmt, arr, layout, k, rounding, seed, srbits, want_codes, given, gstride, rule,
@@ -685,10 +730,7 @@ def _parse_block(key: str) -> BlockFormat:
             raise ValueError(f"{key!r}: write block[ELEM,BLOCK,SCALE,option=value,...], "
                              "e.g. block[e2m1,16,e4m3,tensor=fp32]")
         e, k, s = parts[:3]
-        try:
-            k = int(k)
-        except ValueError:
-            raise ValueError(f"{key!r}: the block size {k!r} is not an int") from None
+        k = read_int_option(key, "block size", k)
         parts = parts[3:]
     elif base in _PRESETS:
         e, k, s, r, t = _PRESETS[base]
@@ -698,13 +740,16 @@ def _parse_block(key: str) -> BlockFormat:
     for p in parts:
         name, _, val = p.partition("=")
         if name == "axis":
-            kw["axis"] = int(val.replace("_", "-"))
+            kw["axis"] = read_int_option(key, name, val.replace("_", "-"))
         elif name == "scale_rounding":
             kw["scale_rounding"] = val
         elif name == "tensor":
             kw["tensor_scale"] = val
         elif name == "partial":
-            kw["partial"] = val in ("true", "1")
+            if val not in ("true", "false"):
+                raise ValueError(f"{key!r}: partial={val!r} is not allowed; write partial=true or "
+                                 "partial=false")
+            kw["partial"] = val == "true"
         else:
             raise ValueError(f"{key!r}: unknown option {name!r} (allowed: axis, scale_rounding, "
                              "tensor, partial)")
@@ -720,8 +765,10 @@ for _n in list(_PRESETS) + list(_PRESET_SYNONYMS) + ["block["]:
 # ---------------------------------------------------------------------------------------
 
 def _bits_of(bits_or_fmt) -> int:
-    if isinstance(bits_or_fmt, (int, np.integer)) and not isinstance(bits_or_fmt, bool):
+    if isinstance(bits_or_fmt, (int, np.integer)) and not isinstance(bits_or_fmt, (bool, np.bool_)):
         b = int(bits_or_fmt)
+    elif not isinstance(bits_or_fmt, (str, Format)):
+        raise TypeError(f"bits={bits_or_fmt!r}: pass an int 1..8 or a format (e.g. 4 or 'e2m1')")
     else:
         f = as_format(bits_or_fmt)
         b = f.elem.bits if isinstance(f, BlockFormat) else f.bits
@@ -743,12 +790,9 @@ def pack(codes, bits) -> np.ndarray:
     [1, 2, 15]
     """
     b = _bits_of(bits)
-    c = np.asarray(codes)
-    if c.dtype.kind not in "ui":
-        raise TypeError(f"codes must be an integer array, got dtype {c.dtype}")
+    c = _r.as_codes(codes)
+    _r.check_code_range(c, b, f"{b}-bit codes")  # on the values as given, before any cast
     c = c.reshape(-1).astype(np.uint8)
-    if c.size and int(c.max()) >= 1 << b:
-        raise ValueError(f"code {int(c.max())} does not fit in {b} bits")
     if b == 8:
         return c.copy()
     if b == 4:  # fast path: two codes per byte
@@ -759,6 +803,22 @@ def pack(codes, bits) -> np.ndarray:
     return np.packbits(bitsarr.reshape(-1), bitorder="little")
 
 
+def _shape_of(shape) -> tuple:
+    """A shape of non-negative ints (no -1: the number of codes is not in the bytes)."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    try:
+        dims = tuple(dims)
+    except TypeError:
+        raise TypeError(f"shape={shape!r}: pass an int or a tuple of ints") from None
+    for d in dims:
+        if isinstance(d, (bool, np.bool_)) or not isinstance(d, (int, np.integer)):
+            raise TypeError(f"shape={shape!r}: every dimension must be an int, got {d!r}")
+        if d < 0:
+            raise ValueError(f"shape={shape!r}: dimensions must be >= 0 (the number of codes "
+                             "cannot be inferred from the bytes: give the full shape)")
+    return tuple(int(d) for d in dims)
+
+
 def unpack(packed, bits, shape) -> np.ndarray:
     """Inverse of :func:`pack`: the ``uint8`` codes, reshaped to ``shape``.
 
@@ -767,10 +827,12 @@ def unpack(packed, bits, shape) -> np.ndarray:
     [1, 2, 15]
     """
     b = _bits_of(bits)
+    if isinstance(packed, np.ma.MaskedArray):
+        raise TypeError("packed is a masked array: fpsim would drop its mask; pass a plain array")
     p = np.asarray(packed)
     if p.dtype != np.uint8:
         raise TypeError(f"packed data must be uint8, got {p.dtype}")
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    shape = _shape_of(shape)
     n = int(np.prod(shape, dtype=np.int64))
     need = -(-n * b // 8)
     if p.size < need:

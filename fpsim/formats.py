@@ -63,6 +63,25 @@ def _pow2(e: int) -> float:
     return math.ldexp(1.0, e)
 
 
+def check_flag(value, name: str) -> bool:
+    """``value`` if it is a real bool (``True``/``False`` or a numpy bool), else ``TypeError``.
+
+    Flags are never read by truthiness: ``"False"``, ``"no"`` or ``0`` would silently mean
+    the opposite of what was written, or something else.
+
+    >>> from fpsim.formats import check_flag
+    >>> check_flag(False, "subnormals")
+    False
+    >>> check_flag("no", "signed")
+    Traceback (most recent call last):
+    ...
+    TypeError: signed='no' is not a bool; pass True or False
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name}={value!r} is not a bool; pass True or False")
+
+
 class Format:
     """Base class of all formats (for ``isinstance`` checks and shared helpers).
 
@@ -197,6 +216,8 @@ class FloatFormat(Format):
     signed: bool = True
 
     def __post_init__(self):
+        check_flag(self.subnormals, "subnormals")
+        check_flag(self.signed, "signed")
         E, M = self.exp_bits, self.man_bits
         for nm, v in (("exp_bits", E), ("man_bits", M)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
@@ -228,8 +249,8 @@ class FloatFormat(Format):
         object.__setattr__(self, "bias", int(self.bias))
         object.__setattr__(self, "exp_bits", int(E))
         object.__setattr__(self, "man_bits", int(M))
-        object.__setattr__(self, "subnormals", bool(self.subnormals))
-        object.__setattr__(self, "signed", bool(self.signed))
+        object.__setattr__(self, "subnormals", check_flag(self.subnormals, "subnormals"))
+        object.__setattr__(self, "signed", check_flag(self.signed, "signed"))
         if self._max_code_mag() < 1 or (self.family == "e8m0" and self._max_code_mag() < 0):
             raise ValueError(f"{self!r} has no positive finite value")
         # All values must be float64 numbers (exactly).
@@ -541,6 +562,8 @@ class FixedFormat(Format):
             raise ValueError(f"frac_bits={self.frac_bits} must lie in -900..900 (float64 range)")
         object.__setattr__(self, "frac_bits", int(self.frac_bits))
         object.__setattr__(self, "bits", int(self.bits))
+        object.__setattr__(self, "signed", bool(self.signed))
+        object.__setattr__(self, "narrow", bool(self.narrow))
 
     kind = "fixed"
 
@@ -631,6 +654,8 @@ class FixedFormat(Format):
 
 
 def _check_int_params(bits, signed, narrow):
+    check_flag(signed, "signed")
+    check_flag(narrow, "narrow")
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)):
         raise TypeError(f"bits must be an int, got {type(bits).__name__}")
     lo = 2 if signed else 1
@@ -943,6 +968,24 @@ _PARSE_CACHE: dict = {}
 _NAME_HOOKS: dict = {}
 
 
+def read_int_option(name: str, option: str, text: str) -> int:
+    """The int written for ``option`` in the format name ``name``, or a ValueError naming both.
+
+    >>> from fpsim.formats import read_int_option
+    >>> read_int_option("mxfp4[axis=0]", "axis", "0")
+    0
+    >>> read_int_option("mxfp4[axis=foo]", "axis", "foo")
+    Traceback (most recent call last):
+    ...
+    ValueError: 'mxfp4[axis=foo]': axis='foo' is not an int (write e.g. axis=0)
+    """
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name!r}: {option}={text!r} is not an int (write e.g. "
+                         f"{option.replace(' ', '_')}=0)") from None
+
+
 def register_name(prefix: str, factory) -> None:
     """Let :func:`parse` read names starting with ``prefix`` through ``factory(name)``.
 
@@ -1020,7 +1063,12 @@ def _parse_uncached(key: str, original: str) -> Format:
         return FixedFormat(int(m.group(2)), int(m.group(3)), signed=not m.group(1), narrow=bool(m.group(4)))
     m = _DINT_RE.match(key)
     if m:
-        return DIntFormat(int(m.group(1)), float(m.group(2)) if m.group(2) else 0.5)
+        try:
+            special = float(m.group(2)) if m.group(2) else 0.5
+        except ValueError:
+            raise ValueError(f"{original!r}: the dINT special value {m.group(2)!r} is not a number "
+                             "(write e.g. dint4s0.25)") from None
+        return DIntFormat(int(m.group(1)), special)
     m = _CODEBOOK_RE.match(key)
     if m:
         try:

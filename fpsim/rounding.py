@@ -33,7 +33,7 @@ from functools import lru_cache
 import numpy as np
 
 from .formats import (CodebookFormat, DIntFormat, FixedFormat, FloatFormat, Format, IntFormat,
-                      as_format)
+                      as_format, check_flag)
 from .kernels import _modes as K
 from .kernels._lazy import kernel
 
@@ -180,35 +180,116 @@ def _native(arr):
     return arr
 
 
+def _int_value(v, what) -> float:
+    """float64 of a Python int, which must be exactly representable (the int rule)."""
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf
+    if f != v:  # int/float comparison is exact in Python
+        shown = str(v) if abs(v) < 10**30 else f"{str(v)[:12]}... ({len(str(abs(v)))} digits)"
+        raise ValueError(
+            f"{what}: the int {shown} is not exactly representable in float64; fpsim takes an int "
+            "only when float64 holds it exactly (every |n| <= 2**53 does), so that it is never "
+            "rounded twice. Pass float(n) to round it to float64 first")
+    return f
+
+
+def _check_leaves(x, what):
+    """Refuse bools, complex and non-numbers in a (nested) list, and ints that float64 cannot
+    hold exactly (numpy would convert either without a word)."""
+    try:
+        leaves = np.asarray(x, dtype=object).reshape(-1)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{what}: cannot read the sequence as an array: {e}") from None
+    for v in leaves:
+        if isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"{what}: the sequence holds a bool ({v!r}); fpsim takes real numbers")
+        if isinstance(v, int):
+            _int_value(v, what)
+        elif isinstance(v, (complex, np.complexfloating)):
+            raise TypeError(f"{what}: the sequence holds a complex number; round the real and "
+                            "imaginary parts separately")
+        elif not isinstance(v, (float, np.floating)):
+            raise TypeError(f"{what}: the sequence holds a {type(v).__name__} ({v!r}); fpsim "
+                            "takes real numbers (Python floats/ints, numpy floats)")
+
+
+def real_input(x, what="x"):
+    """``(array, kind)`` of an input number or array, by the rules every entry point shares.
+
+    ``kind`` is ``"python"`` (a Python float or int: give a float back), ``"numpy"`` (a
+    numpy scalar: give a numpy scalar back) or ``"array"`` (an array of the input's shape,
+    0-d included; lists and tuples too). The array has a dtype of ``_DTYPES`` (float16,
+    bfloat16, float32, float64; non-native byte order and ml_dtypes' small floats are
+    converted exactly). Rules:
+
+    * Python ints, alone or in lists, are taken exactly when float64 holds them exactly and
+      refused with ``ValueError`` otherwise (never rounded to float64 first);
+    * numpy integer and bool arrays/scalars, bools, complex, strings: ``TypeError``;
+    * masked arrays: ``TypeError`` (the mask would be lost).
+
+    >>> import numpy as np
+    >>> from fpsim.rounding import real_input
+    >>> real_input(3)[0], real_input(np.array(2.5))[0].shape, real_input([1, 2.5])[1]
+    (array(3.), (), 'array')
+    """
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(f"{what} is a masked array: fpsim would drop its mask; pass "
+                        "x.filled(value) or x.compressed() (a plain array)")
+    if isinstance(x, np.ndarray):
+        arr = _native(np.asarray(x))  # a subclass (np.matrix...) as a plain array
+        if arr.dtype not in _DTYPES:
+            raise TypeError(f"{what}: " + _dtype_error(arr.dtype))
+        return arr, "array"
+    if isinstance(x, np.generic):
+        arr = _native(np.asarray(x))
+        if arr.dtype not in _DTYPES:
+            raise TypeError(f"{what}: " + _dtype_error(arr.dtype))
+        return arr, "numpy"
+    if isinstance(x, bool):
+        raise TypeError(f"{what} is a bool: fpsim takes real numbers, not bool")
+    if isinstance(x, int):
+        return np.array(_int_value(x, what)), "python"
+    if isinstance(x, float):
+        return np.array(x), "python"
+    if isinstance(x, complex):
+        raise TypeError(f"{what}: complex input is not supported: round the real and imaginary "
+                        "parts separately")
+    if isinstance(x, (list, tuple)):
+        _check_leaves(x, what)
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{what}: cannot read the sequence as an array: {e}") from None
+        if arr.dtype.kind in "iuO":  # ints (checked exact above), or big ones numpy kept as objects
+            arr = np.array([float(v) for v in arr.reshape(-1)],
+                           dtype=np.float64).reshape(arr.shape)
+        arr = _native(arr)
+        if arr.dtype not in _DTYPES:
+            raise TypeError(f"{what}: " + _dtype_error(arr.dtype))
+        return arr, "array"
+    if type(x).__module__.startswith("torch"):
+        raise TypeError("torch tensors go through fpsim.torch.quantize (the core has no torch "
+                        "dependency)")
+    raise TypeError(f"{what}: cannot quantize a {type(x).__name__}; pass a numpy float array or "
+                    "a Python number")
+
+
 def _as_input(x):
     """Return (contiguous float array, restore function) for any accepted input."""
-    if isinstance(x, np.ndarray):
-        arr = _native(x)
-        if arr.dtype not in _DTYPES:
-            raise TypeError(_dtype_error(arr.dtype))
-        return np.ascontiguousarray(arr), (lambda r: r)
-    if isinstance(x, np.generic):
-        x = _native(np.asarray(x))[()]
-        if np.dtype(x.dtype) not in _DTYPES:
-            raise TypeError(_dtype_error(x.dtype))
-        return np.asarray(x).reshape(1), (lambda r: r.reshape(())[()])
-    if isinstance(x, bool):
-        raise TypeError("quantize takes real numbers, not bool")
-    if isinstance(x, (int, float)):
-        return np.array([x], dtype=np.float64), (lambda r: float(r[0]))
-    if isinstance(x, complex):
-        raise TypeError("complex input is not supported: quantize the real and imaginary parts separately")
-    if isinstance(x, (list, tuple)):
-        arr = np.asarray(x)
-        if arr.dtype.kind in "iub":
-            arr = arr.astype(np.float64)
-        if arr.dtype not in _DTYPES:
-            raise TypeError(_dtype_error(arr.dtype))
-        return np.ascontiguousarray(arr), (lambda r: r)
-    mod = type(x).__module__
-    if mod.startswith("torch"):
-        raise TypeError("torch tensors go through fpsim.torch.quantize (the core has no torch dependency)")
-    raise TypeError(f"cannot quantize a {type(x).__name__}; pass a numpy float array or a Python float")
+    arr, kind = real_input(x)
+    shape = arr.shape
+    flat = np.ascontiguousarray(arr).reshape(shape)  # ascontiguousarray makes 0-d arrays 1-d
+    if kind == "python":  # a Python float back (encode: a numpy integer code)
+        return flat, (lambda r: _py_scalar(np.asarray(r).reshape(())[()]))
+    if kind == "numpy":
+        return flat, (lambda r: np.asarray(r).reshape(())[()])
+    return flat, (lambda r: r)
+
+
+def _py_scalar(v):
+    return float(v) if isinstance(v, np.floating) else v
 
 
 def _dtype_error(dt) -> str:
@@ -258,7 +339,8 @@ def _options(fmt: Format, rounding, overflow, nan, subnormals, daz, srbits):
     if subnormals is None:
         subn = bool(getattr(fmt, "subnormals", True))
     else:
-        subn = bool(subnormals)
+        subn = check_flag(subnormals, "subnormals")
+    daz = check_flag(daz, "daz")
     if srbits is not None:
         if mode is not Rounding.STOCHASTIC:
             raise ValueError("srbits only applies to rounding='stochastic'")
@@ -342,7 +424,19 @@ def _round_grid(arr, fmt, opts, seed):
     if err:
         raise ValueError(f"{fmt.name} has no NaN but the input holds {err} NaN value(s); pass "
                          "nan='zero' or nan='max' to map them, or clean the input")
+    if isinstance(fmt, FloatFormat) and fmt.family == "e8m0":
+        _e8m0_nonpositive(arr.reshape(-1), ob, dt)
     return ob.reshape(arr.shape), dt
+
+
+def _e8m0_nonpositive(x, ob, dt):
+    """E8M0 holds positive powers of two only (no sign, no zero): zero and negative inputs,
+    -inf and tiny negatives included, have no E8M0 value and become NaN under every overflow
+    policy, as in ml_dtypes' float8_e8m0fnu (the kernels round magnitudes: without this a
+    tiny negative would come back as +2**-127, and -inf under 'saturate' as 0)."""
+    bad = x <= 0  # False for NaN inputs, which the NaN policy has handled
+    if bad.any():
+        ob[bad] = np.array(np.nan, dtype=dt.dtype).view(dt.uint)
 
 
 # ---------------------------------------------------------------------------------------
@@ -353,32 +447,56 @@ def _round_grid(arr, fmt, opts, seed):
 def _table_data(fmt):
     v = np.ascontiguousarray(fmt.sorted_values, dtype=np.float64)
     a, b = v[:-1], v[1:]
-    s = a + b
-    # TwoSum: s + err == a + b exactly; halving is exact away from underflow
-    bb = s - a
-    err = (a - (s - bb)) + (b - bb)
-    mid_hi, mid_lo = s / 2, err / 2
+    # Near the float64 maximum a + b overflows: there, halve first (exact for such large
+    # values) and TwoSum the halves; elsewhere TwoSum a + b and halve (exact away from
+    # underflow). Either way mid_hi + mid_lo == (a + b) / 2 exactly.
+    big = np.maximum(np.abs(a), np.abs(b)) >= 2.0**1000
+    ah, bh = np.where(big, a / 2, a), np.where(big, b / 2, b)
+    s = ah + bh
+    bb = s - ah
+    err = (ah - (s - bb)) + (bh - bb)  # TwoSum: s + err == ah + bh exactly
+    mid_hi, mid_lo = np.where(big, s, s / 2), np.where(big, err, err / 2)
     odd = (np.asarray(fmt.sorted_codes) & 1).astype(np.int64)
     zero_idx = int(np.argmin(np.abs(v)))
     return v, mid_hi, mid_lo, odd, zero_idx
 
 
-def _round_table(arr, fmt, opts, seed):
+#: Table rounding works on chunks of this many elements, so that its temporaries (int64
+#: indices, float64 values, the cast-back check) stay small: the peak memory is the output
+#: plus a few MiB, whatever the input size (benchmarks/bench_memory.py).
+TABLE_CHUNK = 1 << 16
+
+_GOLDEN = 0x9E3779B97F4A7C15  # kernels/_rng.py: element i of stream s draws from s + (i+1)*golden
+
+
+def _round_table(arr, fmt, opts, seed, pick, out_dtype):
+    """``pick[index]`` of every element of ``arr`` rounded to the table of ``fmt``, as an
+    array of ``arr``'s shape and ``out_dtype``, computed chunk by chunk. ``pick`` maps the
+    sorted-table index to the result (values or codes); a value ``out_dtype`` cannot hold
+    raises (see _cast_back). Stochastic rounding draws the same bits as one whole call: chunk
+    ``[b, e)`` uses the stream shifted by ``b`` elements."""
     mode, ovf, nanp = opts[0], opts[1], opts[2]
     if mode is Rounding.RTO and not isinstance(fmt, (CodebookFormat, DIntFormat)):
         raise ValueError("rto is not defined here")
     v, mid_hi, mid_lo, odd, zero_idx = _table_data(fmt)
     x = arr.reshape(-1)
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float32)
-    idx = np.empty(x.size, dtype=np.int64)
-    kern = table_parallel if x.size >= PARALLEL_THRESHOLD else table_serial
-    err = kern(x, idx, v, mid_hi, mid_lo, odd, _MODE_CODE[mode], _NAN_CODE[nanp], zero_idx,
-               _seed(seed, mode))
-    if err:
-        raise ValueError(f"{fmt.name} has no NaN but the input holds {err} NaN value(s); pass "
-                         "nan='zero' or nan='max' to map them, or clean the input")
-    return idx.reshape(arr.shape)
+    out = np.empty(x.size, dtype=out_dtype)
+    sd = int(_seed(seed, mode))
+    idx = np.empty(min(x.size, TABLE_CHUNK), dtype=np.int64)
+    for b in range(0, x.size, TABLE_CHUNK):
+        xc = x[b:b + TABLE_CHUNK]
+        if xc.dtype not in (np.float32, np.float64):
+            xc = xc.astype(np.float32)  # float16/bfloat16: exact
+        ic = idx[:xc.size]
+        kern = table_parallel if xc.size >= PARALLEL_THRESHOLD else table_serial
+        err = kern(xc, ic, v, mid_hi, mid_lo, odd, _MODE_CODE[mode], _NAN_CODE[nanp], zero_idx,
+                   np.uint64((sd + b * _GOLDEN) % 2**64))
+        if err:
+            n = int(np.count_nonzero(np.isnan(x)))
+            raise ValueError(f"{fmt.name} has no NaN but the input holds {n} NaN value(s); pass "
+                             "nan='zero' or nan='max' to map them, or clean the input")
+        out[b:b + xc.size] = _cast_back(pick[ic], np.dtype(out_dtype), fmt)
+    return out.reshape(arr.shape)
 
 
 # ---------------------------------------------------------------------------------------
@@ -438,9 +556,7 @@ def quantize(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=Fals
     arr, restore = _as_input(x)
     opts = _options(fmt, rounding, overflow, nan, subnormals, daz, srbits)
     if isinstance(fmt, (CodebookFormat, DIntFormat)):
-        idx = _round_table(arr, fmt, opts, seed)
-        vals = fmt.sorted_values[idx]
-        return restore(_cast_back(vals, arr.dtype, fmt))
+        return restore(_round_table(arr, fmt, opts, seed, fmt.sorted_values, arr.dtype))
     bits, dt = _round_grid(arr, fmt, opts, seed)
     out = bits.view(dt.dtype)
     if dt.dtype != arr.dtype:
@@ -530,13 +646,15 @@ def encode(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False,
     opts = _options(fmt, rounding, overflow, nan, subnormals, daz, srbits)
     cdt = code_dtype(fmt)
     if isinstance(fmt, (CodebookFormat, DIntFormat)):
-        idx = _round_table(arr, fmt, opts, seed)
-        return restore(fmt.sorted_codes[idx].astype(cdt))
+        return restore(_round_table(arr, fmt, opts, seed, fmt.sorted_codes, cdt))
     bits, dt = _round_grid(arr, fmt, opts, seed)
-    if isinstance(fmt, FixedFormat):
-        vals = bits.view(dt.dtype).astype(np.float64)
-        k = (vals * math.ldexp(1.0, fmt.frac_bits)).astype(np.int64)
-        return restore((k & (2**fmt.bits - 1)).astype(cdt))
+    if isinstance(fmt, FixedFormat):  # two's complement of k = value * 2**frac_bits (exact)
+        vals = bits.reshape(-1).view(dt.dtype)
+        out = np.empty(vals.size, dtype=cdt)
+        for b in range(0, vals.size, TABLE_CHUNK):  # small temporaries, whatever the size
+            k = (vals[b:b + TABLE_CHUNK].astype(np.float64) * math.ldexp(1.0, fmt.frac_bits))
+            out[b:b + TABLE_CHUNK] = k.astype(np.int64) & (2**fmt.bits - 1)
+        return restore(out.reshape(arr.shape))
     out = np.empty(bits.size, dtype=cdt)  # the kernel writes the codes in place: no astype copy
     codes_from_bits(bits.reshape(-1), out, _code_params(fmt, dt))
     return restore(out.reshape(arr.shape))
@@ -587,11 +705,9 @@ def decode(codes, fmt, *, dtype=np.float64, axis=None):
     if hasattr(fmt, "_decode"):  # block/scaled formats take (element codes, scale codes)
         return fmt._decode(codes, dtype=dtype, axis=axis)
     _no_axis(axis, fmt)
-    c = np.asarray(codes)
-    scalar = c.ndim == 0
-    if c.dtype.kind not in "ui":
-        raise TypeError(f"codes must be an integer array, got dtype {c.dtype}")
-    odt = np.dtype(dtype)
+    c = as_codes(codes)
+    scalar = c.ndim == 0 and not isinstance(codes, np.ndarray)  # a 0-d array stays an array
+    odt = _out_dtype(dtype)
     if isinstance(fmt, FloatFormat) and _direct_decode(fmt, c.dtype, odt):
         # fast path: unsigned codes that cannot be out of range, and an output type that
         # holds every value of fmt exactly: no int64 copy, no range scan, no cast-back check
@@ -599,10 +715,8 @@ def decode(codes, fmt, *, dtype=np.float64, axis=None):
         decode_codes(c.reshape(-1), out, _decode_params(fmt), _POW2)
         out = out.reshape(c.shape)
         return out[()] if scalar else out
+    check_code_range(c, fmt.bits, f"the {fmt.bits}-bit format {fmt.name}")
     c64 = c.reshape(-1).astype(np.int64)
-    if c64.size and (c64.min() < 0 or c64.max() >= 2**fmt.bits):
-        bad = c64[(c64 < 0) | (c64 >= 2**fmt.bits)][0]
-        raise ValueError(f"code {bad} is outside 0..{2**fmt.bits - 1} of the {fmt.bits}-bit format {fmt.name}")
     if isinstance(fmt, FloatFormat):
         out = np.empty(c64.size, dtype=np.float64)
         decode_codes(c64, out, _decode_params(fmt), _POW2)
@@ -619,8 +733,62 @@ def decode(codes, fmt, *, dtype=np.float64, axis=None):
             bad = c64[np.isnan(out)][0]
             raise ValueError(f"code {bad} is not used by {fmt.name} ({len(fmt.values_)} values)")
     out = out.reshape(c.shape)
-    if np.dtype(dtype) != np.float64:
-        if np.dtype(dtype) not in _DTYPES:
-            raise TypeError(_dtype_error(dtype))
-        out = _cast_back(out, np.dtype(dtype), fmt)
+    if odt != np.float64:
+        out = _cast_back(out, odt, fmt)
     return out[()] if scalar else out
+
+
+def as_codes(codes, what="codes") -> np.ndarray:
+    """Integer array of bit codes (any integer dtype; masked arrays and bools refused).
+
+    >>> from fpsim.rounding import as_codes
+    >>> as_codes([1, 2]).dtype.kind, as_codes(7).shape
+    ('i', ())
+    """
+    if isinstance(codes, np.ma.MaskedArray):
+        raise TypeError(f"{what} is a masked array: fpsim would drop its mask; pass a plain "
+                        "integer array")
+    if isinstance(codes, (bool, np.bool_)):
+        raise TypeError(f"{what} is a bool; codes are integers")
+    try:
+        c = np.asarray(codes)
+    except (ValueError, TypeError, OverflowError) as e:
+        raise ValueError(f"{what}: cannot read as an integer array: {e}") from None
+    if c.dtype.kind not in "ui":
+        raise TypeError(f"{what} must be an integer array, got dtype {c.dtype}")
+    return c
+
+
+def check_code_range(c: np.ndarray, bits: int, name: str) -> None:
+    """ValueError naming the first code outside ``0 .. 2**bits - 1`` as given (never wrapped
+    or truncated first); ``name`` says whose codes they are (``"the 8-bit format e4m3"``).
+
+    >>> import numpy as np
+    >>> from fpsim.rounding import check_code_range
+    >>> check_code_range(np.array([-1, 3], np.int8), 4, "4-bit codes")
+    Traceback (most recent call last):
+    ...
+    ValueError: code -1 is outside 0..15 of 4-bit codes
+    """
+    if not c.size:
+        return
+    lo, hi = int(c.min()), int(c.max())  # Python ints: a uint64 code is never negative
+    if lo >= 0 and hi < 2**bits:
+        return
+    flat = c.reshape(-1)
+    bad = flat[(flat < 0) | (flat > 2**bits - 1)][0] if lo < 0 else flat[flat > 2**bits - 1][0]
+    raise ValueError(f"code {int(bad)} is outside 0..{2**bits - 1} of {name}")
+
+
+def _out_dtype(dtype) -> np.dtype:
+    """The output dtype of decode: a float dtype of _DTYPES."""
+    try:
+        odt = np.dtype(dtype)
+    except TypeError:
+        odt = None
+    if odt is None or odt not in _DTYPES:
+        shown = odt.name if odt is not None else repr(dtype)
+        raise TypeError(f"dtype={shown} is not allowed as the output dtype of decode (allowed "
+                        "dtypes: float16, bfloat16 (ml_dtypes), float32, float64, native byte "
+                        "order)")
+    return odt

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import block as _b
 from . import rounding as _r
-from .formats import FloatFormat, Format, as_format, register_name
+from .formats import FloatFormat, Format, as_format, read_int_option, register_name
 from .kernels import _modes as _C
 from .kernels._lazy import lazy_module
 
@@ -172,13 +172,13 @@ class ScaledFormat(Format):
     # -- behaviour -------------------------------------------------------------------------
     def _quantize(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                   daz=False, nan=None, seed=None, srbits=None):
-        _b._check_elem_opts(overflow, nan, daz)
+        _b._check_elem_opts(overflow, nan, daz, subnormals)
         return scale_tensor(x, self, axis=axis, rounding=rounding, subnormals=subnormals,
                             seed=seed, srbits=srbits).values
 
     def _encode(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                 daz=False, nan=None, seed=None, srbits=None):
-        _b._check_elem_opts(overflow, nan, daz)
+        _b._check_elem_opts(overflow, nan, daz, subnormals)
         ebits, scales, shape, ax = _apply(x, self, axis, None, None, rounding, subnormals, seed,
                                           srbits, want_codes=True)
         ecodes = _b._elem_codes(ebits, self.elem).reshape(shape)
@@ -205,10 +205,10 @@ class ScaledFormat(Format):
             sv = sv.reshape((-1,) + (1,) * (len(shape) - ax - 1))
         ev = _r.decode(ecodes, self.elem)
         with np.errstate(invalid="ignore"):
-            out = ev * sv
+            out = np.asarray(ev * sv).reshape(ecodes.shape)  # 0-d stays an array
         if np.dtype(dtype) != np.float64:
             out = _r._cast_back(out, np.dtype(dtype), self)
-        return out
+        return out[()] if ecodes.ndim == 0 and not isinstance(codes[0], np.ndarray) else out
 
 
 def _amax(a, axes):
@@ -228,6 +228,17 @@ def _scales_from(fmt: ScaledFormat, amax, bad):
     _k.scales_from_amax(np.ascontiguousarray(amax, dtype=np.float64).reshape(-1),
                         np.ascontiguousarray(bad, dtype=np.int64).reshape(-1), q, sp, out)
     return out.reshape(np.shape(amax))
+
+
+def _given(v, what, sshape, fmt, shape):
+    """A given scale or amax as float64, broadcast to the scale shape (or a clear error)."""
+    a, _ = _r.real_input(v, what)
+    try:
+        return np.broadcast_to(a.astype(np.float64), sshape)
+    except ValueError:
+        raise ValueError(f"{what} has shape {a.shape}; {fmt.name} on an array of shape {shape} "
+                         f"needs one {what} per scale: shape {sshape} (or one that broadcasts "
+                         "to it)") from None
 
 
 def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, srbits,
@@ -254,7 +265,7 @@ def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, 
         nb = -(-shp[ax] // fmt.group)
         sshape, red = shp[:ax] + (nb,) + shp[ax + 1:], None
     if scale is not None:
-        s = np.broadcast_to(np.asarray(scale, dtype=np.float64), sshape)
+        s = _given(scale, "scale", sshape, fmt, shape)
         s = _r.quantize(np.ascontiguousarray(s), fmt.scale, overflow="saturate")
         if np.any(~(s >= 0) & ~np.isnan(s)):
             raise ValueError("scales must be >= 0")
@@ -264,7 +275,7 @@ def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, 
                 raise AssertionError("unreachable")
             a, bad = _amax(arr, red)
         else:
-            a = np.broadcast_to(np.asarray(amax, dtype=np.float64), sshape)
+            a = _given(amax, "amax", sshape, fmt, shape)
             bad = (~np.isfinite(a)).astype(np.int64)
             a = np.where(bad == 1, 0.0, np.abs(a))
         s = _scales_from(fmt, a, bad)
@@ -321,7 +332,7 @@ def scale_tensor(x, fmt, *, scale=None, amax=None, axis=None, rounding="rne", su
         raise ValueError("give either scale= or amax=, not both")
     vals, s, shape, _ = _apply(x, fmt, axis, scale, amax, rounding, subnormals, seed, srbits,
                                want_codes=False)
-    if np.ndim(x) == 0:
+    if np.ndim(x) == 0 and not isinstance(x, np.ndarray):  # a 0-d array stays an array
         vals = vals.reshape(())[()]
     return ScaledTensor(vals, s)
 
@@ -338,13 +349,17 @@ def _parse_scaled(key: str) -> ScaledFormat:
     for p in parts[3:]:
         name, _, val = p.partition("=")
         if name == "axis":
-            kw["axis"] = int(val.replace("_", "-"))
+            kw["axis"] = read_int_option(key, name, val.replace("_", "-"))
         elif name == "group":
-            kw["group"] = int(val)
+            kw["group"] = read_int_option(key, name, val)
         elif name == "scale_rounding":
             kw["scale_rounding"] = val
         elif name == "clip":
-            kw["clip"] = float(val)
+            try:
+                kw["clip"] = float(val)
+            except ValueError:
+                raise ValueError(f"{key!r}: clip={val!r} is not a number (write e.g. "
+                                 "clip=0.9)") from None
         else:
             raise ValueError(f"{key!r}: unknown option {name!r} (allowed: axis, group, "
                              "scale_rounding, clip)")

@@ -20,7 +20,8 @@ Semantics (SPEC §2, the readings fpsim documents):
   smallest normal becomes a (signed) zero.  DAZ: inputs below the smallest normal read as 0.
 * Unsigned formats: a negative input whose rounded magnitude is nonzero overflows
   (saturate → 0; inf/nan → NaN); −inf → 0 under saturate, else NaN.
-* No-zero formats (E8M0): a zero input is NaN, a result that rounds to 0 is the smallest
+* No-zero formats (E8M0): a zero or negative input (−inf, tiny negatives) is NaN under
+  every overflow policy (as ml_dtypes), a positive result that rounds to 0 is the smallest
   value.  Formats without −0 give +0.
 * NaN input: ``propagate`` → NaN, ``zero`` → +0, ``max`` → +max, ``raise`` → ValueError.
 * Table formats (dINT, codebooks): saturate at the ends; rtz picks the neighbour nearer to
@@ -380,6 +381,8 @@ def round_value(x, fmt, mode="rne", overflow=None, subnormals=None, daz=False, n
         subnormals = getattr(fmt, "subnormals", True)
     no_zero = k == "float" and fmt.family == "e8m0"
     negz = has_negzero(fmt)
+    if no_zero and (x <= 0):  # E8M0: zero and negatives have no value (ml_dtypes: NaN)
+        return NAN
     if isinstance(x, float) and math.isinf(x):
         neg = x < 0
         if neg and not signed_fmt:

@@ -299,18 +299,29 @@ class DecodeParams(NamedTuple):
 @njit(cache=True, parallel=True)  # prange below: element-wise, thread-count independent
 def decode_codes(codes, out, p, pow2):
     """float64 values of float codes; ``pow2[k + 1074] == 2.0**k``. Returns #invalid codes."""
+    # Codes are read as uint64: a 64-bit format's negative values have codes >= 2**63, which
+    # int64 arithmetic would see as negative (and 1 << 64 overflows).
     one = np.int64(1)
+    u1 = np.uint64(1)
     mmask = (one << p.M) - 1
-    magmask = (one << (p.bits - (1 if p.code_sign_shift >= 0 else 0))) - 1
+    magmask = (u1 << np.uint64(p.bits - (1 if p.code_sign_shift >= 0 else 0))) - u1
+    full = p.bits >= 64
+    lim = np.uint64(0) if full else u1 << np.uint64(p.bits)
+    sh = np.uint64(max(p.code_sign_shift, 0))
     bad = 0
     for i in prange(codes.size):
-        c = np.int64(codes[i])
-        if c < 0 or c >= (one << p.bits):
+        ci = codes[i]
+        if ci < 0:
             out[i] = np.nan
             bad += 1
             continue
-        s = ((c >> p.code_sign_shift) & 1) if p.code_sign_shift >= 0 else 0
-        cm = c & magmask
+        c = np.uint64(ci)
+        if not full and c >= lim:
+            out[i] = np.nan
+            bad += 1
+            continue
+        s = np.int64((c >> sh) & u1) if p.code_sign_shift >= 0 else np.int64(0)
+        cm = np.int64(c & magmask)  # < 2**63: the sign bit is masked off
         if p.negzero_nan == 1 and s == 1 and cm == 0:
             out[i] = np.nan
             continue
