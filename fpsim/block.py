@@ -628,7 +628,9 @@ def _run_table_chunked(fmt, arr, layout, k, rounding, seed, srbits, want_codes, 
     nbc = max(1, min(nb, TABLE_BLOCK_CHUNK // per_block))  # blocks per piece along the axis
     ac = max(1, TABLE_BLOCK_CHUNK // (nbc * per_block))  # rows of A per piece
     gs = np.asarray(gstride, dtype=np.int64)
-    vals = np.empty((A, L, B), dtype=np.uint64 if want_codes else np.float64)
+    # values go straight into the result dtype, piece by piece (exactly, or _cast_back raises)
+    odt = np.dtype(np.uint64) if want_codes else out_dtype(fmt, arr.dtype)
+    vals = np.empty((A, L, B), dtype=odt)
     sval = np.empty((A, nb, B))
     for a0 in range(0, A, ac):
         a1 = min(A, a0 + ac)
@@ -639,7 +641,8 @@ def _run_table_chunked(fmt, arr, layout, k, rounding, seed, srbits, want_codes, 
             gv = None if given is None else np.asarray(given)[a0 * gs[0] + j0 * gs[1]:]
             res = _run_table(fmt, piece, (a1 - a0, l1 - l0, B), k, rounding, seed, srbits,
                              want_codes, gv, gstride, rule, clip, g, piece.shape, 1)
-            vals[a0:a1, l0:l1, :] = res[0].reshape(a1 - a0, l1 - l0, B)
+            v = res[0] if want_codes else _r._cast_back(res[0], odt, fmt)
+            vals[a0:a1, l0:l1, :] = v.reshape(a1 - a0, l1 - l0, B)
             sval[a0:a1, j0:j1, :] = res[1].reshape(a1 - a0, j1 - j0, B)
     sshape = shape[:ax] + (nb,) + shape[ax + 1:]
     if want_codes:
