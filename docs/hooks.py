@@ -1,12 +1,16 @@
 """MkDocs hooks: generated content for the documentation pages.
 
 ``<!-- fpsim:formats-table -->`` in a page is replaced by the table that ``fpsim formats``
-prints (built from the installed fpsim at build time, so the docs cannot drift from it).
+prints (built from the installed fpsim at build time, so the docs cannot drift from it);
+``<!-- fpsim:torch-coverage -->`` and ``<!-- fpsim:torch-validation -->`` by the op-coverage
+contract and the profile validation labels of ``fpsim.torch``.
 """
 
 from __future__ import annotations
 
 FORMATS_TABLE = "<!-- fpsim:formats-table -->"
+TORCH_COVERAGE = "<!-- fpsim:torch-coverage -->"
+TORCH_VALIDATION = "<!-- fpsim:torch-validation -->"
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
@@ -15,4 +19,10 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         from fpsim.analysis.tables import format_table, to_markdown
 
         markdown = markdown.replace(FORMATS_TABLE, to_markdown(format_table()))
+    if TORCH_COVERAGE in markdown or TORCH_VALIDATION in markdown:
+        # the op-coverage contract and the profile validation labels of fpsim.torch
+        from fpsim.torch.coverage import markdown_tables
+
+        cov, val = markdown_tables()
+        markdown = markdown.replace(TORCH_COVERAGE, cov).replace(TORCH_VALIDATION, val)
     return markdown
