@@ -48,7 +48,8 @@ def _quant(x, fmt, axis):
         q = fpsim.quantize((x32 / s).astype(np.float32), fmt.fmt, **kw)
         return np.asarray(q, np.float64), s
     # float32 in (the operands are fp32 values): the kernels the bridge compiled already
-    return np.asarray(fpsim.quantize(np.ascontiguousarray(x, np.float32), fmt, axis=axis), np.float64), None
+    kw = {"axis": axis} if ft.is_block_format(fmt) else {}
+    return np.asarray(fpsim.quantize(np.ascontiguousarray(x, np.float32), fmt, **kw), np.float64), None
 
 
 def _expected(a, b, pol, roles):
