@@ -2,13 +2,17 @@
 
 ``<!-- fpsim:formats-table -->`` in a page is replaced by the table that ``fpsim formats``
 prints (built from the installed fpsim at build time, so the docs cannot drift from it);
-``<!-- fpsim:engines-table -->`` by the matrix-engine instruction table (fpsim.engines).
+``<!-- fpsim:engines-table -->`` by the matrix-engine instruction table (fpsim.engines);
+``<!-- fpsim:torch-coverage -->`` and ``<!-- fpsim:torch-validation -->`` by the op-coverage
+contract and the profile validation labels of ``fpsim.torch``.
 """
 
 from __future__ import annotations
 
 FORMATS_TABLE = "<!-- fpsim:formats-table -->"
 ENGINES_TABLE = "<!-- fpsim:engines-table -->"
+TORCH_COVERAGE = "<!-- fpsim:torch-coverage -->"
+TORCH_VALIDATION = "<!-- fpsim:torch-validation -->"
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
@@ -22,4 +26,10 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         from fpsim.engines import table
 
         markdown = markdown.replace(ENGINES_TABLE, to_markdown(table()))
+    if TORCH_COVERAGE in markdown or TORCH_VALIDATION in markdown:
+        # the op-coverage contract and the profile validation labels of fpsim.torch
+        from fpsim.torch.coverage import markdown_tables
+
+        cov, val = markdown_tables()
+        markdown = markdown.replace(TORCH_COVERAGE, cov).replace(TORCH_VALIDATION, val)
     return markdown

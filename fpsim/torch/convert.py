@@ -9,24 +9,64 @@ import zlib
 import torch
 
 from ..formats import as_format
-from .mode import emulate
+from .mode import Report, emulate
 from .policy import as_policy
 from .quantize import quantize
 
 __all__ = ["convert", "EmulatedModule", "LowPrecisionOptimizer"]
 
 
+_PREFIX = "module."
+
+
+def _strip_prefix(module, state_dict, prefix, local_metadata):
+    """state_dict hook: the wrapped model's keys, without this wrapper's ``module.`` level,
+    so a converted model's checkpoint loads into the plain model and back (issue 15)."""
+    inner = prefix + _PREFIX
+    for k in [k for k in state_dict if k.startswith(inner)]:
+        state_dict[prefix + k[len(inner):]] = state_dict.pop(k)
+    meta = getattr(state_dict, "_metadata", None)
+    if meta is not None:
+        for k in [k for k in meta if k == inner[:-1] or k.startswith(inner)]:
+            meta[prefix + k[len(inner):] if k != inner[:-1] else prefix[:-1]] = meta.pop(k)
+
+
+def _add_prefix(module, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+    """load_state_dict pre-hook: accept plain keys (as :func:`_strip_prefix` writes them)
+    and the older ``module.``-prefixed ones."""
+    inner = prefix + _PREFIX
+    for k in [k for k in state_dict if k.startswith(prefix) and not k.startswith(inner)]:
+        state_dict[inner + k[len(prefix):]] = state_dict.pop(k)
+
+
 class EmulatedModule(torch.nn.Module):
-    """A model whose every call runs under :func:`emulate` (see :func:`convert`)."""
+    """A model whose every call runs under :func:`emulate` (see :func:`convert`).
+
+    ``state_dict()`` has the wrapped model's keys (no ``module.`` prefix); :meth:`report`
+    counts what ran emulated and what passed through over all calls so far.
+    """
 
     def __init__(self, module: torch.nn.Module, policy):
         super().__init__()
         self.module = module
         self.policy = as_policy(policy)
+        self._report = Report(policy=self.policy.name)
+        self._register_state_dict_hook(_strip_prefix)
+        self._register_load_state_dict_pre_hook(_add_prefix, with_module=True)
 
     def forward(self, *args, **kwargs):
-        with emulate(self.policy, model=self.module):
+        with emulate(self.policy, model=self.module, report=self._report):
             return self.module(*args, **kwargs)
+
+    def report(self) -> Report:
+        """Op counts (emulated / pass-through) of every call of this model so far.
+
+        >>> import torch, fpsim.torch as ft
+        >>> net = ft.convert(torch.nn.Linear(4, 2), "bf16"); _ = net(torch.ones(1, 4))
+        >>> dict(net.report().emulated)
+        {'torch.nn.functional.linear': 1}
+        """
+        return self._report
 
     def __getattr__(self, name):
         try:
@@ -49,6 +89,8 @@ def convert(model: torch.nn.Module, policy) -> EmulatedModule:
     >>> net = ft.convert(torch.nn.Linear(4, 2), "bf16")
     >>> net(torch.ones(1, 4)).shape
     torch.Size([1, 2])
+    >>> list(net.state_dict())  # the wrapped model's keys
+    ['weight', 'bias']
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"convert takes a torch.nn.Module, got {type(model).__name__}")

@@ -173,10 +173,19 @@ class Policy:
         >>> Policy(overrides=(("*.head", {"weight": "e4m3"}),)).resolve("model.head").weight.name
         'e4m3'
         """
+        hit = self.match(*names)
+        return self if hit is None else hit[1]
+
+    def match(self, *names: str):
+        """``(pattern, policy)`` of the first override matching one of ``names``, or None.
+
+        >>> Policy(overrides=(("*.head", "fp32"),)).match("model.head")[0]
+        '*.head'
+        """
         for pat, value in self.overrides:
             if any(n and fnmatch.fnmatchcase(n, pat) for n in names):
-                return _override(self, value)
-        return self
+                return pat, _override(self, value)
+        return None
 
     def summary(self) -> str:
         """One line per setting, for docs and reports.

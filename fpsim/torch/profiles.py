@@ -35,7 +35,7 @@ from functools import lru_cache
 
 from .policy import Policy, Scaled
 
-__all__ = ["get", "names", "describe", "TENSOR_CORE_GPUS", "register"]
+__all__ = ["get", "names", "describe", "describe_validation", "validation", "TENSOR_CORE_GPUS", "register", "CAPTURED"]
 
 #: Tensor-core input formats per GPU (SPEC §4 table); extended by fpsim.hardware if present.
 TENSOR_CORE_GPUS = {
@@ -220,6 +220,58 @@ def _get(name):
     return _registry()[name]()
 
 
+#: (gpu, input format) pairs whose model reproduces every line of the captured GPU outputs
+#: in ``shared/data/tensor-cores`` (tests/test_tensor_cores.py checks it).
+CAPTURED = frozenset({("v100", "fp16"), ("a100", "fp16"), ("a100", "bf16"), ("a100", "tf32"),
+                      ("ada", "fp16"), ("ada", "bf16"), ("ada", "tf32"), ("ada", "e4m3"),
+                      ("ada", "e5m2"), ("h100", "fp16"), ("h100", "bf16"), ("h100", "tf32")})
+#: Same tensor core as a captured GPU (same published parameters; no data of their own).
+_SAME_CORE = {"a2": "a100", "a30": "a100", "l40s": "ada"}
+
+_V_CAPTURED = "captured GPU data: the model reproduces every captured line of {g} {f} outputs"
+#: No profile of this build rests on MMA-Sim agreement alone (B200's fp8 lines disagree
+#: with MMA-Sim too); the label is kept for profiles registered with such evidence.
+_V_MMASIM = "MMA-Sim agreement: bit-exact against Microsoft's MMA-Sim, no captured data"
+_V_PUBLISHED = "published parameters only: not checked against captured outputs of this GPU"
+_V_FORMATS = ("formats only: the roundings are bit-exact against independent oracles "
+              "(ml_dtypes, torch, gfloat, exact rationals); the fp32 accumulation is torch's "
+              "(no hardware claim)")
+
+
+def validation(name: str) -> str:
+    """What the hardware claim of profile ``name`` stands on: captured GPU data, MMA-Sim
+    agreement, published parameters only, or (no hardware model) the format oracles.
+
+    >>> from fpsim.torch import profiles
+    >>> profiles.validation("a100_bf16").split(":")[0]
+    'captured GPU data'
+    >>> profiles.validation("b200_bf16").split(":")[0]
+    'published parameters only'
+    """
+    p = get(name)
+    key = p.name.lower()
+    gpu, _, fmt = key.partition("_")
+    if gpu in _tc_table() and fmt in _tc_table()[gpu]:
+        if (gpu, fmt) in CAPTURED:
+            return _V_CAPTURED.format(g=gpu.upper(), f=fmt)
+        if gpu in _SAME_CORE and (_SAME_CORE[gpu], fmt) in CAPTURED:
+            return (_V_PUBLISHED + f" (same published parameters as the captured "
+                    f"{_SAME_CORE[gpu].upper()} {fmt} core)")
+        if gpu == "h100" and fmt in _FP8:
+            return (_V_PUBLISHED + " (the captured H100 fp8 fp32 lines are D = A.B without C; "
+                    "the fp16 ones, with C, match only 62-68% with the published parameters)")
+        if gpu == "b200" and fmt in _FP8:
+            return (_V_PUBLISHED + " (no published model reproduces the captured B200 fp8 "
+                    "lines: about 66% with these parameters, 68% for MMA-Sim)")
+        return _V_PUBLISHED
+    if key == "h100_fp8":
+        return (_V_PUBLISHED + " (H100 e4m3 core, DeepSeek-V3 promotion every 128 products; "
+                "the Ada e4m3 core with the same fp8 alignment reproduces its captured data)")
+    if not p.is_native:
+        return "published formula: " + (p.description or "custom accumulation model")
+    return _V_FORMATS
+
+
 def get(name: str) -> Policy:
     """The :class:`Policy` of profile ``name``.
 
@@ -231,7 +283,11 @@ def get(name: str) -> Policy:
         return name
     key = str(name).lower()
     if key not in _registry():
-        raise ValueError(f"unknown profile {name!r}; known: {', '.join(names())}")
+        import difflib
+        close = difflib.get_close_matches(key, names(), n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else \
+            "fpsim.torch.profiles.names() lists them"
+        raise ValueError(f"unknown profile {name!r}; {hint}")
     return _get(key)
 
 
@@ -246,6 +302,16 @@ def describe(name: str) -> str:
     return f"{p.name}: {p.description}"
 
 
+def describe_validation(name: str) -> str:
+    """:func:`describe` plus what its hardware claim stands on (:func:`validation`).
+
+    >>> from fpsim.torch import profiles
+    >>> print(profiles.describe_validation("v100_fp16").splitlines()[1])
+      validation: captured GPU data: the model reproduces every captured line of V100 fp16 outputs
+    """
+    return f"{describe(name)}\n  validation: {validation(name)}"
+
+
 def register(name: str, policy_or_factory) -> None:
     """Add a profile (a Policy or a zero-argument function returning one).
 
@@ -253,7 +319,21 @@ def register(name: str, policy_or_factory) -> None:
     >>> profiles.register("my_e4m3", Policy(weight="e4m3", name="my_e4m3"))
     >>> profiles.get("my_e4m3").weight.name
     'e4m3'
+    >>> profiles.describe("my_e4m3")  # no description given: derived from the policy
+    'my_e4m3: weight=e4m3 activation=None gradient=None output=None accum=native compute=None'
     """
     key = str(name).lower()
-    _USER[key] = policy_or_factory if callable(policy_or_factory) else (lambda: policy_or_factory)
+    if not (callable(policy_or_factory) or isinstance(policy_or_factory, Policy)):
+        raise TypeError(f"register({name!r}, ...) takes a Policy or a zero-argument function "
+                        f"returning one, not {type(policy_or_factory).__name__}")
+    factory = policy_or_factory if callable(policy_or_factory) else (lambda: policy_or_factory)
+
+    def make():
+        p = factory()
+        if not isinstance(p, Policy):
+            raise TypeError(f"profile {name!r}: the factory returned {type(p).__name__}, not a Policy")
+        if not p.description:  # derived from the policy's settings
+            p = p.replace(description=p.summary().split(": ", 1)[1].split("\n")[0])
+        return p
+    _USER[key] = make
     _get.cache_clear()
