@@ -43,12 +43,15 @@ from . import rounding as _R
 from .formats import as_format
 
 __all__ = [
+    "CAPTURED",
     "CAPTURE_NOTES",
+    "UNREPRODUCED",
     "GPUS",
     "IN_FORMATS",
     "SAMPLE_NAME",
     "ValidationResult",
     "data_dir",
+    "evidence",
     "fp8_promoted",
     "mma",
     "tensor_core",
@@ -166,6 +169,66 @@ def mma(arch: str, instruction: str) -> _A.FusedBlock:
     rounding = e.fp32_rounding if fout == "fp32" else "rne"
     return _A.FusedBlock(e.L, F - 23, out_fmt=fout, rounding=rounding, in_fmt=(fa, fb),
                          name=f"{e.arch} {instruction}")
+
+
+#: (GPU, input, output) whose captured file the preset reproduces line for line
+#: (tests/test_tensor_cores.py checks this set against the data).
+CAPTURED = frozenset(
+    [(g, f, o) for g, f, o in [
+        ("V100", "fp16", "fp32"), ("V100", "fp16", "fp16"), ("A100", "fp16", "fp32"),
+        ("A100", "fp16", "fp16"), ("A100", "bf16", "fp32"), ("A100", "tf32", "fp32"),
+        ("Ada", "fp16", "fp32"), ("Ada", "fp16", "fp16"), ("Ada", "bf16", "fp32"),
+        ("Ada", "tf32", "fp32"), ("H100", "fp16", "fp32"), ("H100", "fp16", "fp16"),
+        ("H100", "bf16", "fp32"), ("H100", "tf32", "fp32")]]
+    + [(g, f, o) for g, f, o in [("Ada", "e4m3", "fp32"), ("Ada", "e4m3", "fp16"),
+                                 ("Ada", "e5m2", "fp32"), ("Ada", "e5m2", "fp16"),
+                                 ("H100", "e4m3", "fp32"), ("H100", "e5m2", "fp32"),
+                                 ("B200", "e4m3", "fp32"), ("B200", "e5m2", "fp32")]])
+
+
+#: Captured files no known model reproduces (FP8 inputs with fp16 output on Hopper and
+#: Blackwell: 62-68% of lines with the presets, MMA-Sim's models included).
+UNREPRODUCED = frozenset({("H100", "e4m3", "fp16"), ("H100", "e5m2", "fp16"),
+                          ("B200", "e4m3", "fp16"), ("B200", "e5m2", "fp16")})
+
+
+def evidence(gpu: str, in_fmt, out_fmt="fp32") -> str:
+    """What the preset :func:`tensor_core` ``(gpu, in_fmt, out_fmt)`` stands on, starting
+    with one of ``"captured GPU data"``, ``"MMA-Sim agreement"``, ``"published parameters
+    only"``.
+
+    >>> import fpsim
+    >>> fpsim.hardware.evidence("A100", "bf16").split(":")[0]
+    'captured GPU data'
+    >>> fpsim.hardware.evidence("H200", "bf16").split(":")[0]
+    'MMA-Sim agreement'
+    """
+    from . import engines as _E
+    g = _gpu_name(gpu)
+    m = tensor_core(g, in_fmt, out_fmt)  # raises for modes the GPU lacks
+    fin, fo = m.in_fmt.name, m.out_fmt.name
+    arch = _GPU_ARCH[g]
+    cls = {"fp16": "16", "bf16": "16", "tf32": "tf32"}.get(fin, "8")
+    instr = _PRESET_INSTR[arch][cls].format(d=_PTX[fo], t=_PTX[fin])
+    row = _E.lookup(arch, instr)
+    mmasim = row.mmasim and not (fo == "fp16" and row.evidence_fp16 == _E.PUBLISHED)
+    sim = f"bit-identical to MMA-Sim's {arch} {instr.split('.')[0]} model on random inputs"
+    if (g, fin, fo) in CAPTURED:
+        return (f"captured GPU data: the model reproduces every captured line of {g} {fin} -> "
+                f"{fo} outputs" + (f"; {sim}" if mmasim else ""))
+    sibling = sorted(o for o, a in _GPU_ARCH.items() if a == arch and (o, fin, fo) in CAPTURED)
+    differs = sorted(o for o, a in _GPU_ARCH.items()
+                     if a == arch and (o, fin, fo) in UNREPRODUCED)
+    warn = (f"; the captured {differs[0]} {fin} -> {fo} outputs disagree (no known model "
+            "reproduces them: 62-68% of lines)") if differs else ""
+    if mmasim:
+        own = "" if (g, fin, fo) in UNREPRODUCED else f"; no captured data of {g}"
+        return (f"MMA-Sim agreement: {sim}{own}"
+                + (f" (the same architecture's {sibling[0]} data is reproduced)" if sibling else "")
+                + warn)
+    own = "" if (g, fin, fo) in UNREPRODUCED else \
+        f": not checked against captured outputs of {g} {fin} -> {fo}"
+    return "published parameters only" + own + warn
 
 
 def fp8_promoted(gpu: str = "H100", in_fmt="e4m3", every: int = 128) -> _A.Promoted:

@@ -55,6 +55,21 @@ def test_every_captured_file_matches_its_recorded_expectation(fast, monkeypatch)
     assert "c = 0" in res["H100/E4M3/fp32"].note and res["H100/E4M3/fp16"].note == ""
 
 
+def test_evidence_sets_match_the_recorded_expectations():
+    """hardware.CAPTURED / UNREPRODUCED (behind every 'captured GPU data' label) are the
+    files this suite replays: fully reproduced, and not."""
+    def key(k):
+        g, f, o = k.split("/")
+        return g, f.lower(), o
+    full = {key(k) for k, (n, m) in EXPECTED.items() if n == m}
+    part = {key(k) for k, (n, m) in EXPECTED.items() if n != m}
+    assert fpsim.hardware.CAPTURED == full and fpsim.hardware.UNREPRODUCED == part
+    for g, f, o in full:
+        assert fpsim.hardware.evidence(g, f, o).startswith("captured GPU data")
+    for g, f, o in part:
+        assert "disagree" in fpsim.hardware.evidence(g, f, o)
+
+
 @needs_data
 def test_published_b200_fp8_model_disagrees_with_the_hardware():
     """What stands behind the data-fitted B200 FP8 preset: the published parameters

@@ -149,8 +149,11 @@ def test_profile_names_and_validation_labels():
     for n in ("v100_fp16", "a100_fp16", "a100_bf16", "a100_tf32", "ada_fp16", "ada_e4m3",
               "ada_e5m2", "h100_fp16", "h100_bf16", "h100_tf32"):
         assert lab(n).startswith("captured GPU data"), n
-    for n in ("h200_bf16", "b200_bf16", "b200_e4m3", "a30_fp16", "h100_e4m3", "h100_fp8"):
-        assert lab(n).startswith("published parameters only"), n
+    for n in ("b200_e4m3", "b200_e5m2", "h100_e4m3", "h100_e5m2", "h100_fp8"):
+        assert lab(n).startswith("captured GPU data"), n  # fitted / replayed without c
+    for n in ("h200_bf16", "b200_bf16", "a30_fp16", "l40s_e4m3"):
+        assert lab(n).startswith("MMA-Sim agreement"), n
+    assert "same architecture's A100 data" in lab("a30_fp16")
     assert lab("mxfp4").startswith("formats only")
     ft.profiles.register("cov_e5m2", Policy(weight="e5m2", name="cov_e5m2"))
     assert "weight=e5m2" in ft.profiles.describe("cov_e5m2")

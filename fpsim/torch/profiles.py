@@ -222,17 +222,15 @@ def _get(name):
 
 #: (gpu, input format) pairs whose model reproduces every line of the captured GPU outputs
 #: in ``shared/data/tensor-cores`` (tests/test_tensor_cores.py checks it).
-CAPTURED = frozenset({("v100", "fp16"), ("a100", "fp16"), ("a100", "bf16"), ("a100", "tf32"),
-                      ("ada", "fp16"), ("ada", "bf16"), ("ada", "tf32"), ("ada", "e4m3"),
-                      ("ada", "e5m2"), ("h100", "fp16"), ("h100", "bf16"), ("h100", "tf32")})
-#: Same tensor core as a captured GPU (same published parameters; no data of their own).
-_SAME_CORE = {"a2": "a100", "a30": "a100", "l40s": "ada"}
+def _captured():
+    from .. import hardware
+    return frozenset((g.lower(), f) for g, f, o in hardware.CAPTURED if o == "fp32")
 
-_V_CAPTURED = "captured GPU data: the model reproduces every captured line of {g} {f} outputs"
-#: No profile of this build rests on MMA-Sim agreement alone (B200's fp8 lines disagree
-#: with MMA-Sim too); the label is kept for profiles registered with such evidence.
-_V_MMASIM = "MMA-Sim agreement: bit-exact against Microsoft's MMA-Sim, no captured data"
-_V_PUBLISHED = "published parameters only: not checked against captured outputs of this GPU"
+
+#: (gpu, input) of tensor-core profiles whose preset reproduces captured GPU outputs
+#: (fp32 output; from :data:`fpsim.hardware.CAPTURED`).
+CAPTURED = _captured()
+
 _V_FORMATS = ("formats only: the roundings are bit-exact against independent oracles "
               "(ml_dtypes, torch, gfloat, exact rationals); the fp32 accumulation is torch's "
               "(no hardware claim)")
@@ -246,27 +244,19 @@ def validation(name: str) -> str:
     >>> profiles.validation("a100_bf16").split(":")[0]
     'captured GPU data'
     >>> profiles.validation("b200_bf16").split(":")[0]
-    'published parameters only'
+    'MMA-Sim agreement'
     """
     p = get(name)
     key = p.name.lower()
     gpu, _, fmt = key.partition("_")
     if gpu in _tc_table() and fmt in _tc_table()[gpu]:
-        if (gpu, fmt) in CAPTURED:
-            return _V_CAPTURED.format(g=gpu.upper(), f=fmt)
-        if gpu in _SAME_CORE and (_SAME_CORE[gpu], fmt) in CAPTURED:
-            return (_V_PUBLISHED + f" (same published parameters as the captured "
-                    f"{_SAME_CORE[gpu].upper()} {fmt} core)")
-        if gpu == "h100" and fmt in _FP8:
-            return (_V_PUBLISHED + " (the captured H100 fp8 fp32 lines are D = A.B without C; "
-                    "the fp16 ones, with C, match only 62-68% with the published parameters)")
-        if gpu == "b200" and fmt in _FP8:
-            return (_V_PUBLISHED + " (no published model reproduces the captured B200 fp8 "
-                    "lines: about 66% with these parameters, 68% for MMA-Sim)")
-        return _V_PUBLISHED
+        from .. import hardware
+        return hardware.evidence(gpu, fmt, "fp32")
     if key == "h100_fp8":
-        return (_V_PUBLISHED + " (H100 e4m3 core, DeepSeek-V3 promotion every 128 products; "
-                "the Ada e4m3 core with the same fp8 alignment reproduces its captured data)")
+        from .. import hardware
+        inner = hardware.evidence("h100", "e4m3", "fp32")
+        return (inner + " (the H100 e4m3 core; the promotion into fp32 every 128 products is "
+                "DeepSeek-V3's published recipe)")
     if not p.is_native:
         return "published formula: " + (p.description or "custom accumulation model")
     return _V_FORMATS
@@ -307,7 +297,7 @@ def describe_validation(name: str) -> str:
 
     >>> from fpsim.torch import profiles
     >>> print(profiles.describe_validation("v100_fp16").splitlines()[1])
-      validation: captured GPU data: the model reproduces every captured line of V100 fp16 outputs
+      validation: captured GPU data: the model reproduces every captured line of V100 fp16 -> fp32 outputs; bit-identical to MMA-Sim's Volta mma model on random inputs
     """
     return f"{describe(name)}\n  validation: {validation(name)}"
 
