@@ -31,6 +31,7 @@ class UnsupportedOpError(NotImplementedError):
     """An op with arithmetic fpsim cannot emulate ran under a strict policy."""
 
 
+@torch.compiler.assume_constant_result  # torch.compile: a constant, not traced str ops
 def _name(func) -> str:
     mod = getattr(func, "__module__", None) or ""
     q = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
@@ -389,6 +390,9 @@ def _is_composite(func) -> bool:
             and any(n.startswith("has_torch_function") for n in func.__code__.co_names))
 
 
+# the composites and their dispatch-free copies, built once (Dynamo cannot iterate code objects)
+_COMPOSITES = {f: _inner(f) for m in (F, torch.functional) for f in vars(m).values() if _is_composite(f)}
+
 _warned: set = set()
 
 
@@ -458,9 +462,10 @@ class EmulationMode(TorchFunctionMode):
             return h(self, func, args, kwargs)
         if func in _UNSUPPORTED:
             return self.unsupported(func, args, kwargs)
-        if _is_composite(func):
+        inner = _COMPOSITES.get(func)  # a dict lookup, not _is_composite: torch.compile can trace it
+        if inner is not None:
             with self:
-                return _inner(func)(*args, **kwargs)
+                return inner(*args, **kwargs)
         return func(*args, **kwargs)
 
 
