@@ -48,7 +48,8 @@ def key(obj) -> str:
     try:
         k = _BY_VALUE.get(obj)
         table, ident = _BY_VALUE, obj
-    except TypeError:  # unhashable (e.g. a policy whose overrides hold dicts)
+    except (TypeError, ValueError):  # unhashable (a policy whose overrides hold dicts) or
+        # an object whose == is elementwise
         k = _BY_ID.get(id(obj))
         table, ident = _BY_ID, id(obj)
     if k is None:
