@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import _ops
 from .policy import Scaled
 from .quantize import _forward as _q_forward, is_block_format, quantize
 
@@ -75,18 +76,38 @@ def _scale_out(out, sa, sb):
     return out
 
 
-class _GradRound(torch.autograd.Function):
-    """Identity forward; rounds the incoming gradient into ``fmt`` in backward."""
+# identity forward, the incoming gradient rounded into ``fmt`` in backward: two ops, so that
+# the rounding (Numba kernels) stays opaque to torch.compile in the backward graph too
+@torch.library.custom_op(f"{_ops.NAMESPACE}::grad_round", mutates_args=())
+def _grad_round_op(x: torch.Tensor, fmt: str, rounding: str, axis_k: int) -> torch.Tensor:
+    return x.clone(memory_format=torch.contiguous_format)
 
-    @staticmethod
-    def forward(ctx, x, fmt, rounding, axis_k):
-        ctx.fmt, ctx.rounding, ctx.axis_k = fmt, rounding, axis_k
-        return x.view_as(x)
 
-    @staticmethod
-    def backward(ctx, g):
-        q, s = prepare(g.contiguous(), ctx.fmt, ctx.rounding, ctx.axis_k, ste=False)
-        return dequant(q, s), None, None, None
+@_grad_round_op.register_fake
+def _(x, fmt, rounding, axis_k):
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+@torch.library.custom_op(f"{_ops.NAMESPACE}::round_grad", mutates_args=())
+def _round_grad_op(g: torch.Tensor, fmt: str, rounding: str, axis_k: int) -> torch.Tensor:
+    q, s = prepare(g.contiguous(), _ops.lookup(fmt), rounding, axis_k, ste=False)
+    return dequant(q, s).to(g.dtype).contiguous()
+
+
+@_round_grad_op.register_fake
+def _(g, fmt, rounding, axis_k):
+    return torch.empty(g.shape, dtype=g.dtype, device=g.device)
+
+
+def _grad_round_setup(ctx, inputs, output):
+    ctx.args = inputs[1:]
+
+
+def _grad_round_backward(ctx, g):
+    return (_round_grad_op(g, *ctx.args), None, None, None)
+
+
+_grad_round_op.register_autograd(_grad_round_backward, setup_context=_grad_round_setup)
 
 
 def grad_round(x, fmt, rounding="rne", axis_k=-1):
@@ -99,7 +120,7 @@ def grad_round(x, fmt, rounding="rne", axis_k=-1):
     """
     if fmt is None or not (torch.is_grad_enabled() and x.requires_grad):
         return x
-    return _GradRound.apply(x, fmt, rounding, axis_k)
+    return _grad_round_op(x, _ops.key(fmt), rounding, int(axis_k))
 
 
 def round_output(y, fmt, rounding="rne"):
@@ -167,36 +188,82 @@ def _promoted_fast(A, B, model):
     return D.astype(np.float64)
 
 
-class _ModelGemm(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, a, b, pol, ra, rb):
-        fa, fb = pol.role_fmt(ra, pol.accum), pol.role_fmt(rb, pol.accum)
-        qa, sa = prepare(a, fa, pol.rounding, -1, ste=False)
-        qb, sb = prepare(b, fb, pol.rounding, -2, ste=False)
-        out = _scale_out(model_matmul(qa, qb, pol.accum), sa, sb)
-        ctx.save_for_backward(a, b)
-        ctx.pol, ctx.ra, ctx.rb = pol, ra, rb
-        return out.to(a.dtype)
+def _model_forward(a, b, pol, ra, rb):
+    fa, fb = pol.role_fmt(ra, pol.accum), pol.role_fmt(rb, pol.accum)
+    qa, sa = prepare(a, fa, pol.rounding, -1, ste=False)
+    qb, sb = prepare(b, fb, pol.rounding, -2, ste=False)
+    return _scale_out(model_matmul(qa, qb, pol.accum), sa, sb).to(a.dtype)
 
-    @staticmethod
-    def backward(ctx, g):
-        a, b = ctx.saved_tensors
-        pol = ctx.pol
-        m = pol.bwd_model
-        fg = pol.role_fmt("gradient", m)
-        ga = gb = None
-        with torch._C.DisableTorchFunction():
-            if ctx.needs_input_grad[0]:  # dA = G @ Bᵀ: reduction over N
-                qg, sg = prepare(g, fg, pol.grad_rounding, -1, ste=False)
-                qbt, sbt = prepare(b.transpose(-1, -2), pol.role_fmt(ctx.rb, m), pol.rounding, -2, ste=False)
-                ga = _scale_out(_run(qg, qbt, m), sg, sbt).to(a.dtype)
-                ga = ga.sum_to_size(a.shape) if ga.shape != a.shape else ga
-            if ctx.needs_input_grad[1]:  # dB = Aᵀ @ G: reduction over M
-                qat, sat = prepare(a.transpose(-1, -2), pol.role_fmt(ctx.ra, m), pol.rounding, -1, ste=False)
-                qg, sg = prepare(g, fg, pol.grad_rounding, -2, ste=False)
-                gb = _scale_out(_run(qat, qg, m), sat, sg).to(b.dtype)
-                gb = gb.sum_to_size(b.shape) if gb.shape != b.shape else gb
-        return ga, gb, None, None, None
+
+def _grad_a(g, a, b, pol, rb):
+    """dA = G @ Bᵀ (reduction over N) through the backward model."""
+    m = pol.bwd_model
+    qg, sg = prepare(g, pol.role_fmt("gradient", m), pol.grad_rounding, -1, ste=False)
+    qbt, sbt = prepare(b.transpose(-1, -2), pol.role_fmt(rb, m), pol.rounding, -2, ste=False)
+    ga = _scale_out(_run(qg, qbt, m), sg, sbt).to(a.dtype)
+    return ga.sum_to_size(a.shape) if ga.shape != a.shape else ga
+
+
+def _grad_b(g, a, b, pol, ra):
+    """dB = Aᵀ @ G (reduction over M) through the backward model."""
+    m = pol.bwd_model
+    qat, sat = prepare(a.transpose(-1, -2), pol.role_fmt(ra, m), pol.rounding, -1, ste=False)
+    qg, sg = prepare(g, pol.role_fmt("gradient", m), pol.grad_rounding, -2, ste=False)
+    gb = _scale_out(_run(qat, qg, m), sat, sg).to(b.dtype)
+    return gb.sum_to_size(b.shape) if gb.shape != b.shape else gb
+
+
+# The bit-exact GEMM and its two backward GEMMs as opaque ops (see fpsim.torch._ops); the
+# policy travels as a registry key
+@torch.library.custom_op(f"{_ops.NAMESPACE}::model_gemm", mutates_args=())
+def _model_gemm_op(a: torch.Tensor, b: torch.Tensor, pol: str, ra: str, rb: str) -> torch.Tensor:
+    return _model_forward(a, b, _ops.lookup(pol), ra, rb).contiguous()
+
+
+@_model_gemm_op.register_fake
+def _(a, b, pol, ra, rb):
+    shape = (*torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
+    return a.new_empty(shape)
+
+
+@torch.library.custom_op(f"{_ops.NAMESPACE}::model_gemm_grad_a", mutates_args=())
+def _model_gemm_grad_a_op(g: torch.Tensor, a: torch.Tensor, b: torch.Tensor, pol: str,
+                          rb: str) -> torch.Tensor:
+    with torch._C.DisableTorchFunction():
+        return _grad_a(g, a, b, _ops.lookup(pol), rb).contiguous()
+
+
+@_model_gemm_grad_a_op.register_fake
+def _(g, a, b, pol, rb):
+    return a.new_empty(a.shape)
+
+
+@torch.library.custom_op(f"{_ops.NAMESPACE}::model_gemm_grad_b", mutates_args=())
+def _model_gemm_grad_b_op(g: torch.Tensor, a: torch.Tensor, b: torch.Tensor, pol: str,
+                          ra: str) -> torch.Tensor:
+    with torch._C.DisableTorchFunction():
+        return _grad_b(g, a, b, _ops.lookup(pol), ra).contiguous()
+
+
+@_model_gemm_grad_b_op.register_fake
+def _(g, a, b, pol, ra):
+    return b.new_empty(b.shape)
+
+
+def _model_gemm_setup(ctx, inputs, output):
+    a, b, pol, ra, rb = inputs
+    ctx.save_for_backward(a, b)
+    ctx.pol, ctx.ra, ctx.rb = pol, ra, rb
+
+
+def _model_gemm_backward(ctx, g):
+    a, b = ctx.saved_tensors
+    ga = _model_gemm_grad_a_op(g, a, b, ctx.pol, ctx.rb) if ctx.needs_input_grad[0] else None
+    gb = _model_gemm_grad_b_op(g, a, b, ctx.pol, ctx.ra) if ctx.needs_input_grad[1] else None
+    return ga, gb, None, None, None
+
+
+_model_gemm_op.register_autograd(_model_gemm_backward, setup_context=_model_gemm_setup)
 
 
 def _run(qa, qb, model):
@@ -253,7 +320,7 @@ def gemm(a, b, pol, roles=("activation", "weight"), what="matmul"):
         # both backward GEMMs (G @ Bᵀ, Aᵀ @ G) then see the gradient in its format
         out = grad_round(out, pol.gradient, pol.grad_rounding)
     else:
-        out = _ModelGemm.apply(a, b, pol, ra, rb)
+        out = _model_gemm_op(a, b, _ops.key(pol), ra, rb)
     if flat is not None:
         out = out.reshape(*flat, out.shape[-1])
     return out.to(dtype) if dtype in _HALF else out

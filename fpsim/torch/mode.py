@@ -45,7 +45,8 @@ class OperandMismatchError(RuntimeError):
     would be swallowed by ``Tensor.__matmul__`` into a meaningless "unsupported operand")."""
 
 
-_name = _cov.op_name
+# torch.compile: a constant at trace time, not traced string operations
+_name = torch.compiler.assume_constant_result(_cov.op_name)
 
 
 # ---------------------------------------------------------------------------------------
@@ -710,6 +711,9 @@ class Report:
         return "\n".join(lines)
 
 
+# the composites and their dispatch-free copies, built once (Dynamo cannot iterate code objects)
+_COMPOSITES = {f: _inner(f) for m in (F, torch.functional) for f in vars(m).values() if _is_composite(f)}
+
 _warned: set = set()
 
 
@@ -825,9 +829,10 @@ class EmulationMode(TorchFunctionMode):
             if self._pt_calls == n0:
                 self._report.emulated[_name(func)] += 1
             return out
-        if _is_composite(func):
+        inner = _COMPOSITES.get(func)  # a dict lookup, not _is_composite: torch.compile can trace it
+        if inner is not None:
             with self:
-                return _inner(func)(*args, **kwargs)
+                return inner(*args, **kwargs)
         if _passthrough(func):
             return self.unsupported(func, args, kwargs)
         return func(*args, **kwargs)

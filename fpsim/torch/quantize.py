@@ -16,12 +16,15 @@ Two implementations of the same bit manipulation (SPEC §2):
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 import torch
 
 from .. import rounding as _R
 from ..formats import CodebookFormat, DIntFormat, FixedFormat, FloatFormat, as_format
 from ..kernels import _modes as K
+from . import _ops
 
 __all__ = ["quantize", "BACKWARD_MODES", "IMPLS", "is_block_format"]
 
@@ -342,9 +345,7 @@ def _quantize_table_torch(t, fmt, opts):
 # ---------------------------------------------------------------------------------------
 
 def _forward(t, fmt, opts, impl, axis):
-    if t.dtype not in _TORCH_DTYPES:
-        raise TypeError(f"fpsim.torch.quantize takes float16/bfloat16/float32/float64 tensors, "
-                        f"got {t.dtype}; convert with .float() first")
+    _check_dtype(t)
     if is_block_format(fmt):
         return _quantize_block(t, fmt, opts, axis)
     if impl == "auto":
@@ -357,27 +358,69 @@ def _forward(t, fmt, opts, impl, axis):
     return _quantize_torch(t, fmt, opts)
 
 
-class _Quantize(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, t, fmt, opts, impl, axis, backward, grad_fmt, grad_opts):
-        q = _forward(t, fmt, opts, impl, axis)
-        ctx.backward, ctx.grad_fmt, ctx.grad_opts, ctx.impl, ctx.axis = (
-            backward, grad_fmt, grad_opts, impl, axis)
-        if backward == "clip":
-            ctx.save_for_backward(t)
-            ctx.fmax = as_format(fmt).max if not is_block_format(fmt) else float("inf")
-        return q
+def _check_dtype(t):
+    if t.dtype not in _TORCH_DTYPES:
+        raise TypeError(f"fpsim.torch.quantize takes float16/bfloat16/float32/float64 tensors, "
+                        f"got {t.dtype}; convert with .float() first")
 
-    @staticmethod
-    def backward(ctx, g):
-        if ctx.backward == "none":
-            return (None,) * 8
-        if ctx.backward == "clip":
-            (t,) = ctx.saved_tensors
-            g = g * (t.abs() <= ctx.fmax).to(g.dtype)
-        elif ctx.backward == "quantize":
-            g = _forward(g.contiguous(), ctx.grad_fmt, ctx.grad_opts, ctx.impl, ctx.axis)
-        return (g,) + (None,) * 7
+
+def _fresh(out, t):
+    """``out`` contiguous and not sharing ``t``'s memory (a custom op may not alias its
+    input; a format that holds every input value may hand the input back)."""
+    out = out.contiguous()
+    if out.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
+        out = out.clone()
+    return out
+
+
+def _op_opts(rounding, overflow, subnormals, daz, nan, seed, seed_key, srbits):
+    return dict(rounding=rounding, overflow=overflow, subnormals=subnormals, daz=daz, nan=nan,
+                seed=seed if seed_key == "" else _ops.lookup(seed_key), srbits=srbits)
+
+
+# One opaque op per kernel call (see fpsim.torch._ops): torch.compile never traces into the
+# Numba kernels, and eager runs go through the same op, so both give the same bits.
+@torch.library.custom_op(f"{_ops.NAMESPACE}::quantize", mutates_args=())
+def _quantize_op(t: torch.Tensor, fmt: str, rounding: str, overflow: Optional[str],
+                 subnormals: Optional[bool], daz: bool, nan: Optional[str], seed: Optional[int],
+                 seed_key: str, srbits: Optional[int], axis: Optional[int], impl: str, backward: str,
+                 grad_fmt: str, grad_rounding: str) -> torch.Tensor:
+    opts = _op_opts(rounding, overflow, subnormals, daz, nan, seed, seed_key, srbits)
+    return _fresh(_forward(t, _ops.lookup(fmt), opts, impl, axis), t)
+
+
+@_quantize_op.register_fake
+def _(t, fmt, rounding, overflow, subnormals, daz, nan, seed, seed_key, srbits, axis, impl,
+      backward, grad_fmt, grad_rounding):
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device)
+
+
+def _q_setup(ctx, inputs, output):
+    t, fmt = inputs[0], inputs[1]
+    ctx.inputs = inputs[1:]
+    ctx.fmax = None
+    if inputs[12] == "clip":
+        ctx.save_for_backward(t)
+        f = _ops.lookup(fmt)
+        ctx.fmax = float("inf") if is_block_format(f) else as_format(f).max
+
+
+def _q_backward(ctx, g):
+    (fmt, rounding, overflow, subnormals, daz, nan, seed, seed_key, srbits, axis, impl, backward,
+     grad_fmt, grad_rounding) = ctx.inputs
+    none = (None,) * 14
+    if backward == "none":
+        return (None,) + none
+    if backward == "clip":
+        (t,) = ctx.saved_tensors
+        g = g * (t.abs() <= ctx.fmax).to(g.dtype)
+    elif backward == "quantize":
+        g = _quantize_op(g.contiguous(), grad_fmt, grad_rounding, None, subnormals, daz, nan, seed,
+                         seed_key, None, axis, impl, "none", grad_fmt, grad_rounding)
+    return (g,) + none
+
+
+_quantize_op.register_autograd(_q_backward, setup_context=_q_setup)
 
 
 def quantize(t, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False, nan=None,
@@ -414,11 +457,33 @@ def quantize(t, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=Fals
         raise ValueError(f"backward={backward!r} is not allowed; choose one of {BACKWARD_MODES}")
     if impl not in IMPLS:
         raise ValueError(f"impl={impl!r} is not allowed; choose one of {IMPLS}")
-    fmt = as_format(fmt) if not is_block_format(fmt) or isinstance(fmt, str) else fmt
-    opts = dict(rounding=rounding, overflow=overflow, subnormals=subnormals, daz=daz, nan=nan,
-                seed=seed, srbits=srbits)
-    gfmt = fmt if grad_fmt is None else as_format(grad_fmt)
-    gopts = dict(opts, rounding=grad_rounding, overflow=None, srbits=None)
-    if t.requires_grad and torch.is_grad_enabled():
-        return _Quantize.apply(t, fmt, opts, impl, axis, backward, gfmt, gopts)
-    return _forward(t, fmt, opts, impl, axis)
+    _check_dtype(t)
+    fk = _fmt_key(fmt)
+    gk = fk if grad_fmt is None else _fmt_key(grad_fmt)
+    seed_key = ""
+    if seed is not None:
+        if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+            seed = _ops.int64_seed(seed)
+        else:  # a numpy Generator (drawn from inside the op, once per call) or a bad value
+            seed, seed_key = None, _ops.key(seed)
+    rounding, overflow, nan, grad_rounding = (_plain(v, w) for v, w in (
+        (rounding, "rounding"), (overflow, "overflow"), (nan, "nan"), (grad_rounding, "grad_rounding")))
+    return _quantize_op(t, fk, rounding, overflow, None if subnormals is None else bool(subnormals),
+                        bool(daz), nan, seed, seed_key, srbits, axis, impl, backward, gk,
+                        grad_rounding)
+
+
+def _plain(v, what):
+    """An option as the plain string a custom op takes (enum members by value)."""
+    v = getattr(v, "value", v)
+    if v is not None and not isinstance(v, str):
+        raise TypeError(f"{what}={v!r}: expected a string option (see fpsim.quantize)")
+    return v
+
+
+@torch.compiler.assume_constant_result
+def _fmt_key(fmt) -> str:
+    """Registry key of a format (name or object), resolved outside the traced graph."""
+    if isinstance(fmt, str) or not is_block_format(fmt):
+        fmt = as_format(fmt)
+    return _ops.key(fmt)
