@@ -159,3 +159,11 @@ def test_bad_input():
     for impl in ("numba", "torch"):  # 65504 rounds to the bf16 value 65536, beyond float16
         with pytest.raises(ValueError, match="not representable"):
             ft.quantize(torch.tensor([65504.0], dtype=torch.float16), "bf16", impl=impl)
+
+
+def test_meta_tensors_give_meta_results():
+    """Shape inference on the meta device (issue 16: e2m1 used to fail in Tensor.item())."""
+    import fpsim.torch as ft
+    for fmt in ("e2m1", "e4m3", "mxfp4"):
+        y = ft.quantize(torch.empty(4, 32, device="meta"), fmt)
+        assert y.device.type == "meta" and y.shape == (4, 32) and y.dtype == torch.float32
