@@ -9,6 +9,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
 from ..formats import Format, as_format
 
 __all__ = ["Policy", "Scaled", "ROLES", "SCALE_GRANULARITIES"]
@@ -65,6 +67,11 @@ def _fmt_name(f):
     if isinstance(f, Scaled):
         return repr(f)
     return getattr(f, "name", repr(f))
+
+
+@torch.compiler.assume_constant_result  # torch.compile: a constant, not traced re/fnmatch code
+def _fnmatch(name: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(name, pattern)
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,7 @@ class Policy:
         '*.head'
         """
         for pat, value in self.overrides:
-            if any(n and fnmatch.fnmatchcase(n, pat) for n in names):
+            if any(n and _fnmatch(n, pat) for n in names):
                 return pat, _override(self, value)
         return None
 
