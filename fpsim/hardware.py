@@ -99,6 +99,16 @@ def _in_name(fmt) -> str:
     raise ValueError(f"tensor cores take {', '.join(IN_FORMATS)} inputs, not {f.name}")
 
 
+def _preset_instruction(g: str, fin: str, fout: str) -> str:
+    """The instruction GPU ``g``'s preset models for ``fin`` inputs and ``fout`` output."""
+    arch = _GPU_ARCH[g]
+    cls = {"fp16": "16", "bf16": "16", "tf32": "tf32"}.get(fin, "8")
+    if cls not in _PRESET_INSTR[arch]:
+        raise ValueError(f"{g} tensor cores have no {fin} mode" +
+                         (" (fp8 needs Ada/L40S or later)" if cls == "8" else ""))
+    return _PRESET_INSTR[arch][cls].format(d=_PTX[fout], t=_PTX[fin])
+
+
 def tensor_core(gpu: str, in_fmt, out_fmt="fp32") -> _A.FusedBlock:
     """The tensor-core model of ``gpu`` for ``in_fmt`` inputs and ``out_fmt`` (fp32/fp16).
 
@@ -128,11 +138,7 @@ def tensor_core(gpu: str, in_fmt, out_fmt="fp32") -> _A.FusedBlock:
     if fo.name not in ("fp32", "fp16"):
         raise ValueError(f"tensor-core output must be fp32 or fp16, not {fo.name}")
     arch = _GPU_ARCH[g]
-    cls = {"fp16": "16", "bf16": "16", "tf32": "tf32"}.get(fin, "8")
-    if cls not in _PRESET_INSTR[arch]:
-        raise ValueError(f"{g} tensor cores have no {fin} mode" +
-                         (" (fp8 needs Ada/L40S or later)" if cls == "8" else ""))
-    instr = _PRESET_INSTR[arch][cls].format(d=_PTX[fo.name], t=_PTX[fin])
+    instr = _preset_instruction(g, fin, fo.name)
     try:
         m = mma(arch, instr)
     except ValueError:
@@ -208,8 +214,7 @@ def evidence(gpu: str, in_fmt, out_fmt="fp32") -> str:
     m = tensor_core(g, in_fmt, out_fmt)  # raises for modes the GPU lacks
     fin, fo = m.in_fmt.name, m.out_fmt.name
     arch = _GPU_ARCH[g]
-    cls = {"fp16": "16", "bf16": "16", "tf32": "tf32"}.get(fin, "8")
-    instr = _PRESET_INSTR[arch][cls].format(d=_PTX[fo], t=_PTX[fin])
+    instr = _preset_instruction(g, fin, fo)
     row = _E.lookup(arch, instr)
     mmasim = row.mmasim and not (fo == "fp16" and row.evidence_fp16 == _E.PUBLISHED)
     sim = f"bit-identical to MMA-Sim's {arch} {instr.split('.')[0]} model on random inputs"
