@@ -33,6 +33,9 @@ from .arith import abs, add, div, fma, lmul, maximum, minimum, mul, neg, sqrt, s
 from . import accum, hardware  # noqa: E402
 from .accum import dot, matmul, sum  # noqa: E402,A004
 
+# fpsim.warmup(...) compiles kernels ahead of time (the function; the module is fpsim.warmup too)
+from .warmup import warmup  # noqa: E402
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -49,4 +52,6 @@ __all__ = [
     "arith", "add", "sub", "mul", "div", "fma", "sqrt", "neg", "abs", "minimum", "maximum", "lmul",
     # accumulation and hardware
     "accum", "hardware", "dot", "matmul", "sum",
+    # compiling ahead of time
+    "warmup",
 ]

@@ -3,6 +3,7 @@
 ``fpsim formats [NAME ...]``  table of format properties
 ``fpsim values NAME``         every value of a format with its code
 ``fpsim report [--out DIR]``  fpsim's main job: writes a report folder
+``fpsim warmup [--all | FAMILY ...] [--list]``  compile kernels ahead of time
 """
 
 from __future__ import annotations
@@ -63,6 +64,23 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_warmup(args) -> int:
+    from .warmup import FAMILIES, warmup
+
+    if args.list:
+        for f in FAMILIES.values():
+            tags = ", ".join(t for t, on in (("default", f.common), ("needs torch", f.torch)) if on)
+            print(f"{f.name:18s} about {f.estimate:3.0f} s cold  {f.what}"
+                  + (f" [{tags}]" if tags else ""))
+        return 0
+    if args.all and args.families:
+        raise ValueError("give --all or family names, not both (fpsim warmup --list names them)")
+    times = warmup("all" if args.all else (args.families or None), progress=not args.no_progress)
+    total = sum(times.values())
+    print(f"compiled {len(times)} kernel families in {total:.1f} s (cached for later runs)")
+    return 0
+
+
 def main(argv=None) -> int:
     """Entry point of the ``fpsim`` console script.
 
@@ -85,6 +103,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="fpsim-report", help="output folder (default: fpsim-report)")
     p.add_argument("--quick", action="store_true", help="small sizes: about a minute instead of a few")
     p.set_defaults(func=_cmd_report)
+    p = sub.add_parser("warmup", help="compile fpsim's Numba kernels ahead of time (default: the "
+                                      "families fpsim report uses)")
+    p.add_argument("families", nargs="*", help="kernel families (fpsim warmup --list)")
+    p.add_argument("--all", action="store_true", help="every family (torch ones if installed)")
+    p.add_argument("--list", action="store_true", help="list the families and their cold times")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_warmup)
     args = ap.parse_args(argv)
     try:
         return args.func(args)

@@ -8,14 +8,16 @@ dispatcher (one attribute read of overhead per call).
 Both also choose Numba's threading layer before the first kernel module loads, and route
 ``parallel=True`` kernels through a guard that keeps them safe to call from many Python
 threads (see :mod:`fpsim.kernels._threads`: fork-safe by default), and make a damaged
-Numba cache file recompile instead of failing (:mod:`fpsim.kernels._cache`).
+Numba cache file recompile instead of failing (:mod:`fpsim.kernels._cache`), and give the
+first call of a kernel that is about to compile for long a one-line notice
+(:mod:`fpsim.kernels._notice`; the wrapper replaces itself by the kernel after that call).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from . import _cache, _threads
+from . import _cache, _notice, _threads
 
 
 def _load(module: str):
@@ -41,8 +43,12 @@ class kernel:  # noqa: N801 - reads like the function it stands for
     def resolve(self):
         """The real object (importing its module the first time)."""
         if self._obj is None:
-            self._obj = _threads.parallel_guard(getattr(_load(self._module), self._name))
+            real = _threads.parallel_guard(getattr(_load(self._module), self._name))
+            self._obj = _notice.first_call(self._module, real, self._install)
         return self._obj
+
+    def _install(self, real):
+        self._obj = real
 
     def __call__(self, *args, **kwargs):
         obj = self._obj
@@ -83,7 +89,9 @@ class lazy_module:  # noqa: N801 - stands for a module
         if mod is None:
             mod = _load(object.__getattribute__(self, "_name"))
             object.__setattr__(self, "_mod", mod)
-        obj = cache[attr] = _threads.parallel_guard(getattr(mod, attr))
+        real = _threads.parallel_guard(getattr(mod, attr))
+        obj = cache[attr] = _notice.first_call(object.__getattribute__(self, "_name"), real,
+                                               lambda r: cache.__setitem__(attr, r))
         return obj
 
     def __repr__(self) -> str:

@@ -1,0 +1,207 @@
+"""Compile fpsim's Numba kernels ahead of time, one *kernel family* at a time.
+
+Why: fpsim's kernels are compiled by Numba on their first call and cached on disk
+(``__pycache__`` next to the sources, or ``$NUMBA_CACHE_DIR``); on a cold cache the first
+block-format quantize, scaled int4 or tensor-core matmul compiles for tens of seconds. A
+family is the set of kernels one kind of call needs; :func:`warmup` makes that first call on
+a tiny input, so that the compile happens now (with a progress bar) instead of in the
+middle of a script. ``fpsim warmup`` is the command-line form.
+
+The same table drives ``benchmarks/bench_coldstart.py`` (the cold compile time of each
+family) and the first-use notice of :mod:`fpsim.kernels._notice` (its ``estimate`` column).
+
+``fpsim.warmup`` is the function :func:`warmup` (this module stays importable as
+``from fpsim.warmup import families``):
+
+>>> import fpsim
+>>> from fpsim.warmup import families
+>>> "block-mxfp4" in families()
+True
+>>> fpsim.warmup(["quantize-e4m3"], progress=False)["quantize-e4m3"] >= 0
+True
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+
+class Family(NamedTuple):
+    """One kernel family: what it covers, its cold compile time and the call that compiles it."""
+
+    name: str
+    what: str  # the user-facing calls that need these kernels
+    estimate: float  # seconds to compile on a cold cache (2 cores; docs/benchmarks.md)
+    run: Callable[[], object]  # the first call, on a tiny input
+    torch: bool = False  # needs torch (skipped by ``warmup(all)`` when it is not installed)
+    common: bool = False  # compiled by ``fpsim report``; ``fpsim warmup`` with no names
+
+
+def _x(shape=(4, 64), dtype=np.float32):
+    return np.random.default_rng(0).standard_normal(shape).astype(dtype)
+
+
+def _q(fmt, **kw):
+    def run():
+        from . import quantize
+        return quantize(_x(), fmt, **kw)
+    return run
+
+
+def _arith():
+    from . import add, fma, mul
+    a, b = _x((64,)), _x((64,))
+    return add(a, b, "bf16"), mul(a, b, "e4m3"), fma(a, b, a, "fp16")
+
+
+def _acc(make):
+    def run():
+        from . import dot, matmul
+        m = make()
+        A, B = _x((4, 32)), _x((32, 4))
+        return dot(A[0], B[:, 0], model=m), matmul(A, B, model=m)
+    return run
+
+
+def _seq():
+    from .accum import Sequential
+    return Sequential("bf16")
+
+
+def _pairwise():
+    from .accum import Pairwise
+    return Pairwise("fp32")
+
+
+def _blocked():
+    from .accum import Blocked, Sequential
+    return Blocked(Sequential("fp32"), Sequential("fp32"), 8)
+
+
+def _tensor_core():
+    from .hardware import tensor_core
+    return tensor_core("A100", "bf16")
+
+
+def _promoted():
+    from .hardware import fp8_promoted
+    return fp8_promoted("H100", "e4m3")
+
+
+def _exact():
+    from .accum import Exact
+    return Exact("fp32")
+
+
+def _kahan():
+    from .accum import Kahan
+    return Kahan("fp32")
+
+
+def _torch_quantize():
+    import torch
+
+    import fpsim.torch as ft
+    t = torch.from_numpy(_x())
+    return ft.quantize(t, "e4m3"), ft.quantize(t, "mxfp4")
+
+
+def _torch_emulate():
+    import torch
+
+    import fpsim.torch as ft
+    lin = torch.nn.Linear(32, 8)
+    with torch.no_grad(), ft.emulate("h100_fp8"):
+        return lin(torch.from_numpy(_x((4, 32))))
+
+
+_FAMILIES = [
+    Family("quantize-e4m3", "quantize/encode/decode to FP8 and other small floats", 3, _q("e4m3"),
+           common=True),
+    Family("quantize-bf16", "quantize to bf16/fp16 (float32 fast path)", 3, _q("bf16"), common=True),
+    Family("block-mxfp4", "MX block formats with FP4/FP6 elements", 60, _q("mxfp4"), common=True),
+    Family("block-mxfp8", "MX block formats with FP8 elements", 60, _q("mxfp8_e4m3"), common=True),
+    Family("block-nvfp4", "NVFP4 (E4M3 block scales, a tensor scale)", 60, _q("nvfp4"),
+           common=True),
+    Family("scaled-int4", "per-tensor/channel/group scaled formats (int4 per channel)", 60,
+           _q("scaled[int4,channel]", axis=0), common=True),
+    Family("table-nf4", "table formats: NF4, dINT, codebooks", 10, _q("nf4"), common=True),
+    Family("arith", "add/sub/mul/div/fma/sqrt in any format", 15, _arith),
+    Family("accum-sequential", "dot/matmul, Sequential accumulation", 15, _acc(_seq), common=True),
+    Family("accum-pairwise", "dot/matmul, Pairwise accumulation", 10, _acc(_pairwise),
+           common=True),
+    Family("accum-kahan", "dot/matmul, Kahan accumulation", 10, _acc(_kahan), common=True),
+    Family("accum-blocked", "dot/matmul, Blocked (split-K) accumulation", 10, _acc(_blocked),
+           common=True),
+    Family("accum-tensor-core", "dot/matmul, FusedBlock: GPU tensor-core presets, mma()", 30,
+           _acc(_tensor_core), common=True),
+    Family("accum-promoted", "dot/matmul, Promoted (FP8 promote every 128)", 30, _acc(_promoted),
+           common=True),
+    Family("accum-exact", "dot/matmul, Exact accumulation", 10, _acc(_exact), common=True),
+    Family("torch-quantize", "fpsim.torch.quantize (plain and block formats)", 60,
+           _torch_quantize, torch=True),
+    Family("torch-emulate", "fpsim.torch.emulate of a model (h100_fp8 profile)", 60,
+           _torch_emulate, torch=True),
+]
+
+FAMILIES = {f.name: f for f in _FAMILIES}
+
+
+def families() -> list:
+    """Names of the kernel families, in warm-up order.
+
+    >>> families()[0]
+    'quantize-e4m3'
+    """
+    return list(FAMILIES)
+
+
+def _has_torch() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("torch") is not None
+
+
+def _select(names) -> list:
+    if names is None:
+        return [f for f in _FAMILIES if f.common]
+    if names == "all":
+        return [f for f in _FAMILIES if not f.torch or _has_torch()]
+    out = []
+    for n in ([names] if isinstance(names, str) else list(names)):
+        if n not in FAMILIES:
+            import difflib
+            near = difflib.get_close_matches(n, FAMILIES, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(f"unknown kernel family {n!r}{hint}; known: {', '.join(FAMILIES)}")
+        out.append(FAMILIES[n])
+    return out
+
+
+def warmup(families=None, *, progress=True) -> dict:
+    """Compile the kernels of ``families`` now; returns ``{family: seconds}``.
+
+    ``families``: ``None`` (the common families, those ``fpsim report`` uses), ``"all"``
+    (every family; torch ones only when torch is installed) or a list of names from
+    :func:`families`. A warm family takes milliseconds. The first-use notices are silenced
+    meanwhile (the progress bar says what is compiling).
+
+    >>> warmup(["table-nf4"], progress=False)["table-nf4"] < 600
+    True
+    """
+    from .kernels import _notice
+
+    sel = _select(families)
+    times = {}
+    from tqdm.auto import tqdm
+    bar = tqdm(sel, desc="fpsim warmup", unit="family", disable=not progress)
+    with _notice.quiet():
+        for f in bar:
+            bar.set_postfix_str(f"{f.name} (cold: about {f.estimate:.0f} s)", refresh=True)
+            t = time.perf_counter()
+            f.run()
+            times[f.name] = time.perf_counter() - t
+    bar.close()
+    return times
