@@ -127,7 +127,7 @@ _FAMILIES = [
     Family("block-nvfp4", "NVFP4 (E4M3 block scales, a tensor scale)", 60, _q("nvfp4"),
            common=True),
     Family("scaled-int4", "per-tensor/channel/group scaled formats (int4 per channel)", 60,
-           _q("scaled[int4,channel]", axis=0), common=True),
+           _q("scaled[int4,channel,fp32,axis=0]"), common=True),
     Family("table-nf4", "table formats: NF4, dINT, codebooks", 10, _q("nf4"), common=True),
     Family("arith", "add/sub/mul/div/fma/sqrt in any format", 15, _arith),
     Family("accum-sequential", "dot/matmul, Sequential accumulation", 15, _acc(_seq), common=True),

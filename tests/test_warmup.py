@@ -94,3 +94,16 @@ def test_common_families_are_the_reports():
     common = [f.name for f in FAMILIES.values() if f.common]
     assert "block-mxfp4" in common and "accum-tensor-core" in common
     assert not any(FAMILIES[n].torch for n in common)
+
+
+@pytest.mark.parametrize("argv, warmed", [([], True), (["--quick"], False), (["--no-warmup"], False)])
+def test_report_command_warms_the_common_families(monkeypatch, tmp_path, argv, warmed):
+    import sys
+
+    import fpsim.report
+    fw = sys.modules["fpsim.warmup"]  # the module (the attribute fpsim.warmup is the function)
+    calls = []
+    monkeypatch.setattr(fw, "warmup", lambda *a, **k: calls.append(a) or {})
+    monkeypatch.setattr(fpsim.report, "write_report", lambda out, quick: str(out))
+    assert main(["report", "--out", str(tmp_path)] + argv) == 0
+    assert calls == ([()] if warmed else [])
