@@ -131,8 +131,11 @@ def test_quantize_compiles_with_every_option():
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:fpsim.torch")
-@pytest.mark.parametrize("profile", ["bf16", "mxfp4", "a100_bf16"])
+@pytest.mark.parametrize("profile", ["mxfp4", "a100_bf16"])
 def test_inductor_cnn_bit_exact(profile):
     """Inductor compiles C++; the CNN's other ops (ReLU, max-pool, bias add) are exact, so
-    the compiled output equals eager emulation bit for bit."""
+    the compiled output equals eager emulation bit for bit. One profile per kind of graph:
+    quantize ops around a native GEMM (mxfp4; bf16's graph has the same ops, one more
+    quantize of the output, and cost another cold C++ compile) and the model-GEMM op
+    (a100_bf16)."""
     _compiled_equals_eager(profile, "cnn", "inductor")
