@@ -41,7 +41,7 @@ def test_notice_only_when_cold(fresh, caplog, disp, said):
         assert _notice.announce("block_round", _fake()) is not said  # once per family
     msgs = [r.getMessage() for r in caplog.records]
     assert len(msgs) == 1
-    assert "compiling the block-format kernels" in msgs[0] and "about 60 s" in msgs[0]
+    assert "compiling the block-format kernels" in msgs[0] and "about 45 s" in msgs[0]
     assert "fpsim warmup" in msgs[0] and "FPSIM_COMPILE_NOTICE=0" in msgs[0]
 
 

@@ -34,9 +34,9 @@ ENV = "FPSIM_COMPILE_NOTICE"
 # kernel module -> (family label, what it covers, cold compile estimate in s on 2 cores, from
 # benchmarks/bench_coldstart.py). Families that compile in about 2 s or less are not listed.
 _FAMILY = {
-    "block_round": ("block", "block-format kernels (MX, NVFP4, scaled formats)", 60),
+    "block_round": ("block", "block-format kernels (MX, NVFP4, scaled formats)", 45),
     "accum": ("accum", "accumulation kernels (dot/matmul/sum models, tensor cores)", 30),
-    "arith": ("arith", "arithmetic kernels (add/mul/fma/div/sqrt, L-Mul)", 15),
+    "arith": ("arith", "arithmetic kernels (add/mul/fma/div/sqrt, L-Mul)", 35),
 }
 
 _STATE = {"quiet": 0, "said": set()}
