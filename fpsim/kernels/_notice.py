@@ -35,7 +35,7 @@ ENV = "FPSIM_COMPILE_NOTICE"
 # benchmarks/bench_coldstart.py). Families that compile in about 2 s or less are not listed.
 _FAMILY = {
     "block_round": ("block", "block-format kernels (MX, NVFP4, scaled formats)", 45),
-    "accum": ("accum", "accumulation kernels (dot/matmul/sum models, tensor cores)", 30),
+    "accum": ("accum", "accumulation kernels (dot/matmul/sum models, tensor cores)", 40),
     "arith": ("arith", "arithmetic kernels (add/mul/fma/div/sqrt, L-Mul)", 35),
 }
 
