@@ -74,7 +74,11 @@ def _div_odd_bits(a, d):
     return to_odd_bits(q, r)
 
 
-@njit(cache=True, inline="always")
+# block_scale, _lanes and _span are plain calls, not inline="always": inlined, each copy (with
+# round_bits / _fast_one / _rne32_one inside) went through Numba's parfor passes as part of the
+# prange bodies below, and the first MXFP4 quantize compiled for about 3 CPU minutes instead
+# of under one. The statements, hence the bits, are the same; the cost is a call per block.
+@njit(cache=True)
 def block_scale(amax, bad, q, sp):
     """Scale value of a block from its amax (``bad``: the block holds a NaN or an inf)."""
     if bad != 0:
@@ -217,7 +221,7 @@ def _amax_cols_impl(xs, B, amax, bad):
     return cols_any
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _lanes(xs, os, inv, tot, p32):
     """Round ``xs`` (blocks sharing the power-of-two scale ``tot = 1 / inv``) into ``os`` in
     float32 lanes: the plain float32 quantize kernel on ``x * inv``, times ``tot``."""
@@ -231,7 +235,7 @@ def _lanes(xs, os, inv, tot, p32):
     return err
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _span(xs, os, es, base, step, sval, amax, q, ep, fp, p32, seed):
     """Round the elements of one block, ``xs`` (a view), into ``os`` (values) or ``es`` (float64
     bits of the element); ``base + i * step`` is element ``i``'s flat index (stochastic bits).
