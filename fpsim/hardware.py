@@ -148,7 +148,7 @@ def tensor_core(gpu: str, in_fmt, out_fmt="fp32") -> _A.FusedBlock:
                          name=f"{g} {fin}" + ("" if fo.name == "fp32" else " -> fp16"))
 
 
-def mma(arch: str, instruction: str) -> _A.FusedBlock:
+def mma(arch: str, instruction: str):
     """The model of one matrix-engine instruction: a :class:`fpsim.accum.FusedBlock`.
 
     ``arch``: Volta, Turing, Ampere, Ada (or "Ada Lovelace"), Hopper, Blackwell,
@@ -158,8 +158,10 @@ def mma(arch: str, instruction: str) -> _A.FusedBlock:
     the opcode (``m16n8k16.f32.bf16.bf16.f32``). M and N do not change a dot product; a K
     longer than the instruction's chains instructions (c <- d). The parameters and what
     stands behind them (captured data, MMA-Sim, published) are in :data:`fpsim.engines.ENGINES`
-    (docs: Matrix engines). Not modelled yet, with a clear error: block-scaled kinds and
-    AMD CDNA. Mixed operand formats (``e4m3 x e5m2``, ``e2m1 x e4m3``) are modelled
+    (docs: Matrix engines). Block-scaled kinds (``kind::mxf8f6f4``, ``mxf4``,
+    ``mxf4nvf4`` with ``block16``/``block32`` and ``ue8m0``/``ue4m3``, or PTX's
+    ``.block_scale.scale_vec::NX``) give a :class:`fpsim.accum.BlockScaledFused`, used with
+    ``fpsim.dot(a, b, c, model=m, a_scale=sa, b_scale=sb)``. Mixed operand formats (``e4m3 x e5m2``, ``e2m1 x e4m3``) are modelled
     where the instruction takes them: each operand's subnormals count with its own format's
     smallest exponent.
 
@@ -169,8 +171,14 @@ def mma(arch: str, instruction: str) -> _A.FusedBlock:
     """
     from . import engines as _E
     ins = _E.parse_instruction(instruction)
-    e = _E.lookup(arch, ins)
+    e = _E.lookup(arch, instruction)
     fa, fb, fout = _E._TYPES[ins.a], _E._TYPES[ins.b], _E._TYPES[ins.d]
+    if e.scaling:  # block-scaled kinds
+        block, sc = _E.block_scale(e, ins)
+        return _A.BlockScaledFused(e.L, e.F, block=block, group=e.group, e_zero=e.e_zero,
+                                   in_fmt=fa, in_fmt_b=fb,
+                                   scale_fmt="e8m0" if sc == "ue8m0" else sc,
+                                   name=f"{e.arch} {instruction}")
     F = e.F_fp16 if fout == "fp16" and e.F_fp16 is not None else e.F
     rounding = e.fp32_rounding if fout == "fp32" else "rne"
     return _A.FusedBlock(e.L, F - 23, out_fmt=fout, rounding=rounding, in_fmt=(fa, fb),

@@ -52,10 +52,54 @@ def test_instruction_the_arch_lacks_lists_what_it_has():
         fpsim.hardware.mma("Hopper", "wgmma.m64n8k24.f32.bf16.bf16")
 
 
-def test_not_yet_modelled_kinds_are_refused_clearly():
-    with pytest.raises(ValueError, match="block-scaled MMA .* not modelled yet"):
-        fpsim.hardware.mma("Blackwell",
+def test_block_scaled_spellings_and_errors():
+    m = fpsim.hardware.mma("Blackwell",
                            "tcgen05.mma.m128n256k64.kind::mxf4nvf4.block16.f32.e2m1.e2m1.ue4m3")
+    assert (m.L, m.F, m.block, m.group, m.e_zero, m.scale_fmt.name) == (64, 35, 16, 16, -139,
+                                                                        "ue4m3fn")
+    # PTX's own spelling: .block_scale.scale_vec::NX (N scales per K of the instruction)
+    ptx = fpsim.hardware.mma("RTX Blackwell", "mma.sync.aligned.m16n8k64.row.col.kind::mxf4nvf4"
+                             ".block_scale.scale_vec::4X.f32.e2m1.e2m1.f32.ue4m3")
+    assert (ptx.block, ptx.scale_fmt.name) == (16, "ue4m3fn")
+    assert fpsim.hardware.mma("Blackwell", "tcgen05.mma.m128n8k32.kind::mxf8f6f4.f32.e4m3"
+                              ".e2m1.ue8m0").block == 32  # one block size: may be left out
+    with pytest.raises(ValueError, match=r"mxf4nvf4 takes block32.ue8m0, block16.ue8m0, "
+                                         r"block16.ue4m3, not block32.ue4m3"):
+        fpsim.hardware.mma("Blackwell", "tcgen05.mma.m128n8k64.kind::mxf4nvf4.block32.f32.e2m1"
+                           ".e2m1.ue4m3")
+    with pytest.raises(ValueError, match="block scales belong to the kinds"):
+        fpsim.hardware.mma("Blackwell", "tcgen05.mma.m128n8k32.kind::f8f6f4.block32.f32.e4m3"
+                           ".e4m3.ue8m0")
+    a, b = np.ones((2, 64)), np.full((2, 64), 0.5)
+    for sa, msg in [(None, "pass a_scale= and b_scale="),
+                    (np.ones((2, 2)), r"a_scale has shape \(2, 2\); expected \(2, 4\)"),
+                    (np.full((2, 4), -1.0), "not a scale of format ue4m3fn"),
+                    (np.full((2, 4), 500.0), "not a scale of format ue4m3fn")]:
+        with pytest.raises(ValueError, match=msg):
+            fpsim.dot(a, b, model=m, a_scale=sa, b_scale=np.ones((2, 4)))
+    with pytest.raises(ValueError, match="not a scale of format e8m0"):
+        mx = fpsim.hardware.mma("Blackwell", "tcgen05.mma.m128n8k64.kind::mxf4.f32.e2m1.e2m1")
+        fpsim.dot(a, b, model=mx, a_scale=[[0.0, 1.0]], b_scale=[[1.0, 1.0]])
+    with pytest.raises(ValueError, match="not a multiple of the scale block 16"):
+        fpsim.dot(a[:, :40], b[:, :40], model=m, a_scale=np.ones((2, 2)), b_scale=np.ones((2, 2)))
+    with pytest.raises(ValueError, match="not a value of the model's input format e2m1"):
+        fpsim.dot(a * 0.7, b, model=m, a_scale=np.ones((2, 4)), b_scale=np.ones((2, 4)))
+    with pytest.raises(ValueError, match="a_scale/b_scale are for block-scaled models"):
+        fpsim.dot(a, b, model=fpsim.hardware.tensor_core("A100", "fp16"), a_scale=1.0)
+    with pytest.raises(TypeError, match="needs its block scales"):
+        fpsim.sum(a, model=m)
+    # a K that is not a whole number of instructions is padded with zeros, as the hardware
+    # operands would be: the same bits as the explicitly padded call
+    rng = np.random.default_rng(1)
+    x = fpsim.quantize(rng.standard_normal((3, 96)), "e2m1")
+    s = fpsim.quantize(2.0 ** rng.integers(-3, 4, (3, 6)) * 1.0, "ue4m3")
+    xp = np.concatenate([x, np.zeros((3, 32))], 1)
+    sp = np.concatenate([s, np.ones((3, 2))], 1)
+    assert np.array_equal(fpsim.dot(x, x, model=m, a_scale=s, b_scale=s),
+                          fpsim.dot(xp, xp, model=m, a_scale=sp, b_scale=sp))
+
+
+def test_mixed_operands_the_arch_lacks_are_refused():
     with pytest.raises(ValueError, match="Ampere has no modelled"):  # fp16 x bf16
         fpsim.hardware.mma("Ampere", "mma.m16n8k16.f32.f16.bf16.f32")
 

@@ -748,3 +748,67 @@ def rows_fused_fast(A, B, EA, EB, c, out, n, neab, p, ovf_lim, rtz_mask, min_nor
         out[r] = d
         err += e1
     return err
+
+
+# ---------------------------------------------------------------------------------------
+# Block-scaled fused dot-add (Blackwell kind::mxf8f6f4 / mxf4 / mxf4nvf4)
+# ---------------------------------------------------------------------------------------
+
+@njit(cache=True, parallel=True)
+def rows_scaled_fused(T, X, c, out, per, F, e_zero, p, ovf_lim):
+    """Chained fused dot-adds of pre-scaled terms: ``T`` (R, n) holds each row's exact
+    terms (scaled products, or scaled sums of a group of products), ``X`` their alignment
+    exponents (computed from the operands and scales, not from the values: the hardware
+    aligns a group sum at its scale's exponent; zero terms carry ``e_zero``), ``per`` terms
+    per instruction, chained through the accumulator (c <- d).
+
+    Per instruction: ``E = max(X, exponent of c)`` (c clamped at ``p.emin``; a zero c
+    counts as ``e_zero``); every term and c truncated toward zero at ``2**(E - F)``; the
+    integers summed exactly and rounded once with ``p`` (an overflow of the truncating mode
+    gives inf). An instruction whose terms or c hold inf or NaN gives their IEEE sum.
+    """
+    R, n = T.shape
+    errs = np.zeros(R, dtype=np.int64)
+    for r in prange(R):
+        s = c[r]
+        e_r = 0
+        for lo in range(0, n, per):
+            hi = min(n, lo + per)
+            special = s - s != 0.0
+            for k in range(lo, hi):
+                if T[r, k] - T[r, k] != 0.0:
+                    special = True
+            if special:
+                t = s
+                for k in range(lo, hi):
+                    t = t + T[r, k]
+                s, e = rnd1(t, p)
+                e_r += e
+                continue
+            E = e_zero if s == 0.0 else max(_exp_of(s), p.emin)
+            for k in range(lo, hi):
+                E = max(E, X[r, k])
+            q = E - F
+            S = np.int64(0)
+            if s != 0.0:
+                S += _trunc_q(s, q)
+            for k in range(lo, hi):
+                if T[r, k] != 0.0:
+                    S += _trunc_q(T[r, k], q)
+            if S == 0:
+                s = 0.0
+                continue
+            v = np.float64(S)
+            if q < -1022 or q > 1023:
+                v = v * pow2(q + 600) * pow2(-600) if q < 0 else v * pow2(q - 600) * pow2(600)
+            else:
+                v = v * pow2(q)
+            if abs(v) >= ovf_lim:
+                s = -np.inf if v < 0.0 else np.inf
+                continue
+            s, e = rnd1(v, p)
+            e_r += e
+            s = 0.0 if s == 0.0 else s  # a sum that rounds to zero gives +0
+        out[r] = s
+        errs[r] = e_r
+    return errs.sum()
