@@ -68,6 +68,7 @@ __all__ = [
     "Integer",
     "Kahan",
     "LMulProduct",
+    "MFMA",
     "Model",
     "NumpyOrder",
     "Pairwise",
@@ -667,6 +668,101 @@ class BlockScaledFused(Model):
             f"scale={self.scale_fmt.name})")
 
 
+@dataclass(frozen=True)
+class MFMA(Model):
+    """AMD matrix-core dot-add (CDNA1-3 ``v_mfma_*``; the models of MMA-Sim, Xie et al.
+    2025, checked bit for bit in ``tests/test_mmasim.py``). Blocks of ``L`` products and the
+    accumulator c are chained (c <- d); the result is fp32. ``variant``:
+
+    * ``"exact"`` (CDNA1 fp16/bf16): the exact sum of the block and c, rounded to nearest;
+    * ``"ftz"`` (CDNA2 fp16/bf16): fp32 products added pairwise in fp32 (``L`` = 2 or 4
+      products per step, then into c), every step rounding to nearest; subnormal inputs and
+      c flush to +0, subnormal products and sums to a zero of their sign;
+    * ``"tr"`` (CDNA3 fp16/bf16/xf32): the products fused with ``F`` fraction bits below the
+      largest product exponent (truncated; an fp32 product overflow is inf), then c added:
+      the fused sum floored at ``F2 + 1`` bits and c at ``F`` bits below the larger
+      exponent, the sum floored to ``F2`` bits below its leading one and rounded to nearest
+      fp32;
+    * ``"gtr"`` (CDNA3 FP8, fnuz operands): the even and the odd products fused apart as in
+      ``"tr"``, their sums floored at ``F`` bits below the larger and added, then c as in
+      ``"tr"`` (a c more than ``F + 1`` binades below is dropped).
+
+    An input or product inf/NaN gives the IEEE sum of the block. :func:`fpsim.hardware.mma`
+    builds these from AMD ISA names (``v_mfma_f32_32x32x8_bf16``).
+
+    >>> import numpy as np, fpsim
+    >>> m = fpsim.hardware.mma("CDNA3", "v_mfma_f32_16x16x16_f16")
+    >>> m.variant, m.L, m.F, m.F2
+    ('tr', 8, 24, 31)
+    >>> # 1 + 2**-25: the product 2**-25 lies below the 24 bits kept after alignment
+    >>> float(fpsim.dot(np.array([1.0, 2.0**-12]), np.array([1.0, 2.0**-13]), 0.0, model=m))
+    1.0
+    """
+
+    variant: str = "tr"
+    L: int = 8
+    F: int = 24
+    F2: int = 31
+    in_fmt: Format = "fp16"
+    in_fmt_b: Format | None = None
+    name: str = ""
+
+    _VARIANTS = {"exact": 0, "ftz": 1, "tr": 2, "gtr": 3}  # kernels.accum.MFMA_*
+
+    def __post_init__(self):
+        if self.variant not in self._VARIANTS:
+            raise ValueError(f"MFMA.variant={self.variant!r}: allowed {', '.join(self._VARIANTS)}")
+        for nm in ("L", "F", "F2"):
+            v = getattr(self, nm)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (nm == "L"):
+                raise TypeError(f"MFMA.{nm} must be a {'positive' if nm == 'L' else 'non-negative'} "
+                                f"int, got {v!r}")
+        if self.variant == "ftz" and self.L not in (2, 4):
+            raise ValueError(f"MFMA(variant='ftz'): L={self.L}, allowed 2 or 4 products per step")
+        if self.variant == "gtr" and self.L % 2:
+            raise ValueError(f"MFMA(variant='gtr'): L={self.L} must be even (odd/even halves)")
+        if not (self.F <= 40 and self.F2 <= 40):
+            raise ValueError(f"MFMA: F={self.F}, F2={self.F2}: allowed at most 40 bits")
+        for nm in ("in_fmt", "in_fmt_b"):
+            if getattr(self, nm) is not None:
+                f = as_format(getattr(self, nm))
+                if not isinstance(f, FloatFormat) or f.man_bits > 10 or f.exp_bits > 8:
+                    raise ValueError(f"MFMA input {f.name}: allowed float formats with at most "
+                                     "10 mantissa and 8 exponent bits (fp16, bf16, tf32, "
+                                     "e4m3fnuz, e5m2fnuz)")
+                object.__setattr__(self, nm, f)
+        if self.in_fmt_b is not None and self.in_fmt_b == self.in_fmt:
+            object.__setattr__(self, "in_fmt_b", None)
+
+    @property
+    def out_fmt(self):
+        return _FP32
+
+    @property
+    def input_formats(self):
+        return self.in_fmt, (self.in_fmt_b if self.in_fmt_b is not None else self.in_fmt)
+
+    def _multiplier(self):
+        return ExactProduct()
+
+    def __repr__(self):
+        return (f"MFMA<{self.name}>" if self.name else "MFMA") + (
+            f"(variant={self.variant!r}, L={self.L}, F={self.F}, F2={self.F2})")
+
+
+def _eval_mfma(model, TA, TB, c):
+    fa, fb = model.input_formats
+    R = TA.shape[0]
+    out = np.empty(R)
+    err = _K.mfma_rows(np.ascontiguousarray(TA), np.ascontiguousarray(TB),
+                       np.ascontiguousarray(c, dtype=np.float64), out,
+                       model._VARIANTS[model.variant], int(model.L), int(model.F),
+                       int(model.F2), int(fa.emin), int(fb.emin), float(fa.min_normal),
+                       _params(_FP32, "rne"))
+    _raise_nan(err, _FP32)
+    return out
+
+
 def _log2_clamped(x, emin):
     """floor(log2 |x|) clamped at ``emin`` (x finite; zeros give emin)."""
     _, e = np.frexp(np.where(np.isfinite(x), x, 1.0))
@@ -955,6 +1051,9 @@ def _eval(model, T, TA, TB, c, numpy_axis_last=True, row0=0, salt=0):
         raise TypeError(f"{model!r} needs its block scales: use it directly in fpsim.dot or "
                         "fpsim.matmul with a_scale=/b_scale= (it cannot be nested in another "
                         "model or used by fpsim.sum)")
+    if isinstance(model, MFMA):
+        return _eval_mfma(model, TA if TA is not None else T,
+                          TB if TB is not None else np.ones_like(T), c)
     if isinstance(model, FusedBlock):
         n, neab, emin_a, emin_b, p, lim = model._kernel_args()
         A = np.ascontiguousarray(TA if TA is not None else T)

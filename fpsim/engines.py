@@ -26,15 +26,20 @@ __all__ = ["ARCHS", "ENGINES", "Engine", "Instruction", "arch_name", "block_scal
 
 #: Architectures (case-insensitive; "Ada Lovelace" and "Ada", "RTX Blackwell" and
 #: "sm_120" accepted).
-ARCHS = ("Volta", "Turing", "Ampere", "Ada", "Hopper", "Blackwell", "RTX Blackwell")
-_ALIASES = {"ada lovelace": "Ada", "lovelace": "Ada", "sm_70": "Volta", "sm_75": "Turing",
+ARCHS = ("Volta", "Turing", "Ampere", "Ada", "Hopper", "Blackwell", "RTX Blackwell", "CDNA1",
+         "CDNA2", "CDNA3")
+_ALIASES = {"gfx908": "CDNA1", "gfx90a": "CDNA2", "gfx940": "CDNA3", "gfx941": "CDNA3",
+            "gfx942": "CDNA3", "ada lovelace": "Ada", "lovelace": "Ada", "sm_70": "Volta", "sm_75": "Turing",
             "sm_80": "Ampere", "sm_86": "Ampere", "sm_89": "Ada", "sm_90": "Hopper",
             "sm_90a": "Hopper", "sm_100": "Blackwell", "sm_100a": "Blackwell",
             "sm_120": "RTX Blackwell", "rtx_blackwell": "RTX Blackwell"}
 
 # PTX type names -> fpsim format names
 _TYPES = {"f16": "fp16", "bf16": "bf16", "tf32": "tf32", "f32": "fp32", "e4m3": "e4m3",
-          "e5m2": "e5m2", "e2m1": "e2m1", "e3m2": "e3m2", "e2m3": "e2m3"}
+          "e5m2": "e5m2", "e2m1": "e2m1", "e3m2": "e3m2", "e2m3": "e2m3",
+          # AMD ISA type names (v_mfma_*): xf32 is tf32, fp8/bf8 the fnuz FP8 formats
+          "xf32": "tf32", "fp8": "e4m3fnuz", "bf8": "e5m2fnuz"}
+_AMD_ONLY = ("xf32", "fp8", "bf8")
 _BYTES = {"fp16": 2, "bf16": 2, "tf32": 4, "e4m3": 1, "e5m2": 1, "e2m1": 1, "e3m2": 1,
           "e2m3": 1}
 _F8 = ("e4m3", "e5m2")
@@ -77,6 +82,10 @@ class Engine:
     scaling: tuple = ()
     group: int = 1
     e_zero: int = -133
+    #: AMD v_mfma rows: fpsim.accum.MFMA's variant ("fma": fp32 FMA per product, the
+    #: Sequential fp32 model) and its second alignment width F2
+    variant: str = ""
+    F2: int = 0
 
     def describe(self) -> str:
         op = self.opcode + (f".kind::{self.kind}" if self.kind else "")
@@ -140,7 +149,54 @@ def _mma_rows():
                    scaling=((32, "ue8m0"), (16, "ue8m0"), (16, "ue4m3")), group=16,
                    e_zero=-139),
         ]
+    return tuple(rows) + _mfma_rows()
+
+
+def _mfma_rows():
+    """AMD CDNA matrix cores, per MMA-Sim's models (mmasim.amd): CDNA1 fuses 4 fp16 or 2 bf16
+    products exactly (E-FDPA), CDNA2 adds fp32 products pairwise with subnormals flushed,
+    CDNA3 fuses 8 products (4 xf32, 16 FP8 split into odd and even halves) with F=24 and
+    adds c with F2=31 (TR-FDPA, GTR-FDPA); fp32 inputs run one FMA per product."""
+    fnuz = ("e4m3fnuz", "e5m2fnuz")
+    V = "v_mfma"
+    fp32 = ("fp32",)
+    rows = []
+    for arch in ("CDNA1", "CDNA2"):
+        rows.append(Engine(arch, V, "", (1, 2, 4), fp32, fp32, 1, 0, "rne", MMASIM, variant="fma"))
+    rows += [
+        Engine("CDNA1", V, "", (4, 8, 16), ("fp16",), fp32, 4, 0, "rne", MMASIM, variant="exact"),
+        Engine("CDNA1", V, "", (2, 4, 8), ("bf16",), fp32, 2, 0, "rne", MMASIM, variant="exact"),
+        Engine("CDNA2", V, "", (4, 8, 16), ("fp16",), fp32, 4, 0, "rne", MMASIM, variant="ftz"),
+        Engine("CDNA2", V, "", (2, 4, 8), ("bf16",), fp32, 2, 0, "rne", MMASIM, variant="ftz"),
+        Engine("CDNA2", V, "1k", (4, 8, 16), ("bf16",), fp32, 4, 0, "rne", MMASIM, variant="ftz"),
+        Engine("CDNA3", V, "", (1, 2, 4), fp32, fp32, 1, 0, "rne", MMASIM, variant="fma"),
+        Engine("CDNA3", V, "", (4, 8), ("tf32",), fp32, 4, 24, "rne", MMASIM, variant="tr", F2=31),
+        Engine("CDNA3", V, "", (4, 8, 16), ("fp16",), fp32, 8, 24, "rne", MMASIM, variant="tr",
+               F2=31),
+        Engine("CDNA3", V, "", (4, 8, 16), ("bf16",), fp32, 8, 24, "rne", MMASIM, variant="tr",
+               F2=31),
+        Engine("CDNA3", V, "", (16, 32), fnuz, fp32, 16, 24, "rne", MMASIM, variant="gtr", F2=31),
+    ]
     return tuple(rows)
+
+
+_MFMA = re.compile(r"(?:v_mfma_)?(f32|f64)_(\d+)x(\d+)x(\d+)(?:_\d+b)?_?(xf32|f32|f64|f16|bf16|fp8|bf8)"
+                   r"(?:_(fp8|bf8))?(_1k)?$")
+
+
+def _parse_mfma(text):
+    """AMD's v_mfma_<D>_<M>x<N>x<K>[_<blocks>b]_<A>[_<B>] (CDNA1/2 omit the underscore
+    before the type; CDNA2's bf16_1k is kind '1k')."""
+    mt = _MFMA.match(text.strip().lower())
+    if not mt:
+        raise ValueError(f"instruction {text!r}: expected an AMD name such as "
+                         "'v_mfma_f32_32x32x8_bf16', 'v_mfma_f32_16x16x32_fp8_bf8' or "
+                         "'v_mfma_f32_32x32x8bf16_1k'")
+    d, m, n, k, a, b, k1 = mt.groups()
+    if d == "f64":
+        raise ValueError(f"instruction {text!r}: fp64 MFMA is not modelled (fpsim models fp32 "
+                         "results)")
+    return Instruction("v_mfma", "1k" if k1 else "", int(m), int(n), int(k), d, a, b or a)
 
 
 #: Every modelled (architecture, instruction family) with its parameters and evidence.
@@ -178,6 +234,8 @@ def parse_instruction(text: str) -> Instruction:
     if not isinstance(text, str):
         raise TypeError(f"instruction must be a string such as 'mma.m16n8k16.f32.bf16.bf16.f32', "
                         f"got {type(text).__name__}")
+    if text.strip().lower().startswith("v_mfma") or _MFMA.match(text.strip().lower()):
+        return _parse_mfma(text)
     toks = [t for t in text.strip().lower().split(".") if t]
     opcode = ""
     if toks[:2] == ["tcgen05", "mma"]:
@@ -209,9 +267,11 @@ def parse_instruction(text: str) -> Instruction:
         block, rest = rest[0], rest[1:]
     if rest and rest[-1] in ("ue8m0", "ue4m3"):
         scale, rest = rest[-1], rest[:-1]
-    if len(rest) not in (3, 4) or any(t not in _TYPES for t in rest):
+    ptx_types = [t for t in _TYPES if t not in _AMD_ONLY]
+    if len(rest) not in (3, 4) or any(t not in ptx_types for t in rest):
         raise ValueError(f"instruction {text!r}: expected the types of D, A, B (and C) after "
-                         f"the shape, from {', '.join(_TYPES)}; got {'.'.join(rest) or 'nothing'}")
+                         f"the shape, from {', '.join(ptx_types)}; got "
+                         f"{'.'.join(rest) or 'nothing'}")
     if len(rest) == 4 and rest[3] != rest[0]:
         raise ValueError(f"instruction {text!r}: C ({rest[3]}) must have D's type ({rest[0]})")
     if not opcode:  # MMA-Sim's short forms: tcgen05 has a kind, others are mma

@@ -152,7 +152,9 @@ def mma(arch: str, instruction: str):
     """The model of one matrix-engine instruction: a :class:`fpsim.accum.FusedBlock`.
 
     ``arch``: Volta, Turing, Ampere, Ada (or "Ada Lovelace"), Hopper, Blackwell,
-    RTX Blackwell, or an ``sm_XX`` name (case-insensitive). ``instruction`` as PTX spells it
+    RTX Blackwell, CDNA1, CDNA2, CDNA3, or an ``sm_XX``/``gfxNNN`` name (case-insensitive).
+    AMD instructions as the ISA spells them (``v_mfma_f32_32x32x8_bf16``) give a
+    :class:`fpsim.accum.MFMA` (fp32 inputs: :class:`fpsim.accum.Sequential` fp32 FMA). ``instruction`` as PTX spells it
     (``mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32``, ``wgmma.mma_async...``,
     ``tcgen05.mma.m128n256k32.kind::f8f6f4.f32.e2m1.e2m1``) or MMA-Sim's short form after
     the opcode (``m16n8k16.f32.bf16.bf16.f32``). M and N do not change a dot product; a K
@@ -173,6 +175,11 @@ def mma(arch: str, instruction: str):
     ins = _E.parse_instruction(instruction)
     e = _E.lookup(arch, instruction)
     fa, fb, fout = _E._TYPES[ins.a], _E._TYPES[ins.b], _E._TYPES[ins.d]
+    if e.variant == "fma":  # fp32 MFMA: one fused multiply-add per product
+        return _A.Sequential("fp32", fma=True)
+    if e.variant:  # AMD matrix cores
+        return _A.MFMA(e.variant, e.L if e.variant == "ftz" else min(e.L, ins.k), e.F, e.F2,
+                       in_fmt=fa, in_fmt_b=fb, name=f"{e.arch} {instruction}")
     if e.scaling:  # block-scaled kinds
         block, sc = _E.block_scale(e, ins)
         return _A.BlockScaledFused(e.L, e.F, block=block, group=e.group, e_zero=e.e_zero,

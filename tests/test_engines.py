@@ -165,3 +165,24 @@ def test_table_rows():
     b200 = [r for r in rows if r["arch"] == "Blackwell" and r["instruction"] == "mma K=32"]
     assert [(r["output"], r["F"], r["rounding"]) for r in b200] == [("fp32", 31, "RNE"),
                                                                    ("fp16", 25, "RNE")]
+
+
+def test_amd_mfma_names_and_errors():
+    m = fpsim.hardware.mma("CDNA3", "v_mfma_f32_32x32x8_bf16")
+    assert (m.variant, m.L, m.F, m.F2, m.in_fmt.name) == ("tr", 8, 24, 31, "bf16")
+    assert fpsim.hardware.mma("gfx942", "v_mfma_f32_32x32x4_2b_f16").L == 4  # K=4: 4 fused
+    f8 = fpsim.hardware.mma("CDNA3", "V_MFMA_F32_16X16X32_FP8_BF8")
+    assert (f8.variant, f8.L) == ("gtr", 16)
+    assert [f.name for f in f8.input_formats] == ["e4m3fnuz", "e5m2fnuz"]
+    assert fpsim.hardware.mma("CDNA2", "v_mfma_f32_32x32x8bf16_1k").L == 4
+    assert fpsim.hardware.mma("CDNA2", "v_mfma_f32_32x32x4bf16").L == 2
+    assert fpsim.hardware.mma("CDNA1", "f32_32x32x8f16").variant == "exact"  # MMA-Sim's form
+    assert isinstance(fpsim.hardware.mma("CDNA3", "v_mfma_f32_16x16x4_f32"), fpsim.accum.Sequential)
+    with pytest.raises(ValueError, match="CDNA1 has no modelled instruction.*CDNA1 has: v_mfma"):
+        fpsim.hardware.mma("CDNA1", "v_mfma_f32_32x32x8bf16_1k")
+    with pytest.raises(ValueError, match="fp64 MFMA is not modelled"):
+        fpsim.hardware.mma("CDNA3", "v_mfma_f64_16x16x4_f64")
+    with pytest.raises(ValueError, match="expected an AMD name such as"):
+        fpsim.hardware.mma("CDNA3", "v_mfma_f32_32x32_bf16")
+    with pytest.raises(ValueError, match="not a value of the model's input format e4m3fnuz"):
+        fpsim.dot(np.full(16, 448.0), np.ones(16), model=f8)  # e4m3 (fn) max, not in fnuz

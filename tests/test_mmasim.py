@@ -169,7 +169,7 @@ def _instructions():
     """(arch, MMA-Sim class, MMA-Sim short form, fpsim's full PTX spelling, in, out, K)."""
     out = []
     for e in E.ENGINES:
-        if not e.mmasim or e.scaling:  # block-scaled kinds: test_block_scaled_equals_mmasim
+        if not e.mmasim or e.scaling or e.variant:  # block-scaled, AMD: tested below
             continue
         pairs = [(fa, fb) for fa in e.inputs for fb in e.inputs]  # mixed where allowed
         for fin, fin_b in pairs:
@@ -312,3 +312,88 @@ def test_block_scaled_equals_mmasim(arch, cls, short, full, fin, blk, sc, K):
     D = fpsim.matmul(a[idx], b[idx].T, np.diag(c[idx]), model=m, a_scale=SA[idx],
                      b_scale=SB[idx].T)
     assert _same(np.diag(D).copy(), want[1][idx]).all()
+
+
+# ---------------------------------------------------------------------------------------
+# AMD CDNA1-3 v_mfma (MMA-Sim's mmasim.amd models)
+# ---------------------------------------------------------------------------------------
+
+amd = pytest.importorskip("mmasim.amd.sim")
+TORCH.update({"fp32": torch.float32, "e4m3fnuz": torch.float8_e4m3fnuz,
+              "e5m2fnuz": torch.float8_e5m2fnuz})
+_AMD_T = {"fp32": "f32", "tf32": "xf32", "fp16": "f16", "bf16": "bf16", "e4m3fnuz": "fp8",
+          "e5m2fnuz": "bf8"}
+
+
+def _mfma_instructions():
+    """(arch, MMA-Sim suffix, inputs, K): the largest K of every table row (both K of FP8,
+    and every operand pairing of FP8)."""
+    out = []
+    for e in E.ENGINES:
+        if e.opcode != "v_mfma":
+            continue
+        pairs = [(fa, fb) for fa in e.inputs for fb in e.inputs]
+        for fa, fb in pairs:
+            ta, tb = _AMD_T[fa], _AMD_T[fb]
+            for k in (e.ks if len(e.inputs) > 1 else e.ks[-1:]):
+                if e.arch == "CDNA3":
+                    mn = {1: "32x32", 2: "32x32", 4: "16x16", 8: "16x16", 16: "32x32",
+                          32: "16x16"}[k]
+                    if fa == "tf32":
+                        mn = "16x16" if k == 8 else "32x32"
+                    if fa in ("fp16", "bf16") and k == 16:
+                        mn = "16x16"
+                    suffix = f"f32_{mn}x{k}_{ta}" + (f"_{tb}" if len(e.inputs) > 1 else "")
+                else:
+                    mn = {1: "32x32", 2: "32x32", 4: "16x16", 8: "32x32", 16: "16x16"}[k]
+                    if fa == "bf16" and not e.kind:
+                        mn = {2: "32x32", 4: "32x32", 8: "16x16"}[k]
+                    suffix = f"f32_{mn}x{k}{ta}" + ("_1k" if e.kind else "")
+                out.append((e.arch, suffix, (fa, fb), k))
+    return out
+
+
+MFMAS = _mfma_instructions()
+
+
+@pytest.mark.parametrize("arch,suffix,fin,K", MFMAS, ids=[f"{m[0]}:v_mfma_{m[1]}" for m in MFMAS])
+def test_every_mfma_equals_mmasim(arch, suffix, fin, K):
+    rng = np.random.default_rng(sum(map(ord, arch + suffix)))
+    op = amd.MFMA(arch, suffix)
+    m = fpsim.hardware.mma(arch, "v_mfma_" + suffix)
+    ops = [_operands(rng, fin[0], "fp32", K, fin[1]) for _ in range(2)]
+    c, kinds = ops[0][2], ops[0][3]
+    want, cc = [], c
+    for a, b, _, _ in ops:  # two chained instructions (c <- d)
+        cc = _mmasim(op, fin[0], "fp32", a, b, cc, fin[1])
+        want.append(cc)
+    a, b = (np.concatenate([o[i] for o in ops], 1) for i in (0, 1))
+    for n in (1, 2):
+        got = fpsim.dot(a[:, :n * K], b[:, :n * K], c, model=m)
+        dropped = np.zeros(len(c), bool)
+        if getattr(m, "variant", "") == "gtr":
+            # MMA-Sim's GTR-FDPA reads an inf/NaN accumulator's exponent as -1 and drops it
+            # when the next 16 products are 2**25 larger (its c-dropping rule): a NaN or inf
+            # of one block vanishes in the next. fpsim keeps IEEE propagation there.
+            cc = c
+            for lo in range(0, n * K - 16, 16):
+                cc = _mmasim(op, fin[0], "fp32", a[:, lo:lo + 16], b[:, lo:lo + 16], cc, fin[1])
+                dropped |= ~np.isfinite(cc)
+            dropped &= np.isfinite(want[n - 1])
+            assert not np.isfinite(got[dropped]).any()
+        bad = ~_same(got, want[n - 1]) & ~dropped
+        assert not bad.any(), (n, sorted(set(kinds[bad])), a[bad][:1, :n * K],
+                               b[bad][:1, :n * K], c[bad][:1], want[n - 1][bad][:1])
+    # the GEMM path on finite rows (C = diag(c): the diagonal holds the dot products). fp32
+    # FMA rows skip the 'wide' kind: fpsim's vectorised fp32 GEMM kernel (gemm_seq_f32)
+    # turns an accumulator that overflowed to inf into NaN (its two_sum meets inf - inf);
+    # fpsim.dot gives MMA-Sim's bits there
+    skip = ("special", "wide") if isinstance(m, fpsim.accum.Sequential) else ("special",)
+    idx = np.nonzero(~np.isin(kinds, skip))[0][::len(c) // 16]
+    D = fpsim.matmul(a[idx], b[idx].T, np.diag(c[idx]), model=m)
+    assert _same(np.diag(D).copy(), want[1][idx]).all()
+
+
+def test_every_cdna_arch_is_compared():
+    assert {m[0] for m in MFMAS} == {"CDNA1", "CDNA2", "CDNA3"}
+    assert {m[2] for m in MFMAS} >= {("e4m3fnuz", "e5m2fnuz"), ("fp32", "fp32"), ("tf32", "tf32")}
