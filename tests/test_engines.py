@@ -144,6 +144,11 @@ def test_gpu_presets_are_rows_of_the_table(gpu, fmt, out):
     except ValueError:
         return
     arch = fpsim.hardware._GPU_ARCH[gpu]
+    if not isinstance(m, fpsim.accum.FusedBlock):  # AMD: the model of the preset's instruction
+        ins = fpsim.hardware._preset_instruction(gpu, fmt, out)
+        assert m.variant == E.lookup(arch, ins).variant == "tr" if arch == "CDNA3" else True
+        assert (m.L, m.F, m.F2) == ((lambda i: (i.L, i.F, i.F2))(fpsim.hardware.mma(arch, ins)))
+        return
     rows = [e for e in E.ENGINES if e.arch == arch and fmt in e.inputs and out in e.outputs
             and e.L == m.n]
     F = {e.F_fp16 if out == "fp16" and e.F_fp16 is not None else e.F for e in rows}
@@ -186,3 +191,27 @@ def test_amd_mfma_names_and_errors():
         fpsim.hardware.mma("CDNA3", "v_mfma_f32_32x32_bf16")
     with pytest.raises(ValueError, match="not a value of the model's input format e4m3fnuz"):
         fpsim.dot(np.full(16, 448.0), np.ones(16), model=f8)  # e4m3 (fn) max, not in fnuz
+
+
+@pytest.mark.parametrize("gpu,fmt,kind", [("B200", "nvfp4", "mxf4nvf4"), ("B300", "mxfp8", "mxf8f6f4"),
+                                          ("RTX 5090", "mxfp4", "mxf4")])
+def test_block_scaled_gpu_presets(gpu, fmt, kind):
+    m = fpsim.hardware.tensor_core(gpu, fmt)
+    assert isinstance(m, fpsim.accum.BlockScaledFused)
+    assert fpsim.hardware.evidence(gpu, fmt).startswith("MMA-Sim agreement")
+    assert kind in fpsim.hardware._preset_instruction(fpsim.hardware._gpu_name(gpu), fmt, "fp32")
+    with pytest.raises(ValueError, match="no block-scaled"):
+        fpsim.hardware.tensor_core("H100", fmt)
+
+
+def test_new_gpu_names():
+    H = fpsim.hardware
+    key = (lambda m: (m.n, m.neab, m.rounding, m.in_fmt, m.out_fmt))
+    assert key(H.tensor_core("rtx_4090", "e4m3")) == key(H.tensor_core("Ada", "e4m3"))
+    assert H.tensor_core("MI300X", ("e4m3fnuz", "e5m2fnuz")).in_fmt_b.name == "e5m2fnuz"
+    with pytest.raises(ValueError, match="T4 tensor cores have no bf16"):
+        H.tensor_core("T4", "bf16")
+    with pytest.raises(ValueError, match="MI300X matrix cores have no e4m3 -> fp32"):
+        H.tensor_core("MI300X", "e4m3")
+    with pytest.raises(ValueError, match="fnuz FP8 formats are AMD CDNA3's"):
+        H.tensor_core("H100", "e4m3fnuz")
