@@ -1527,16 +1527,24 @@ def _scaled_matmul(model, A, B, Cb, a_scale, b_scale, batch):
     Bb = np.broadcast_to(B, batch + (K, N)).reshape(nb, K, N)
     SAb = np.broadcast_to(SA, batch + (M, kb)).reshape(nb, M, kb)
     SBb = np.broadcast_to(SB, batch + (kb, N)).reshape(nb, kb, N)
-    Cb = Cb.reshape(nb, M * N)
-    D = np.empty((nb, M * N))
-    rows = max(1, _CHUNK_TERMS // max(K, 1))
+    Cb = Cb.reshape(nb, M, N)
+    D = np.empty((nb, M, N))
+    pad = -K % model.L  # zeros up to a whole number of instructions, as in _scaled_rows
+    ea, eb = (int(f.emin) for f in model.input_formats)
+    p = _params(_FP32, "rtz", "inf")
     for t in range(nb):
-        BT, SBT = np.ascontiguousarray(Bb[t].T), np.ascontiguousarray(SBb[t].T)
-        for r0 in range(0, M * N, rows):
-            idx = np.arange(r0, min(M * N, r0 + rows))
-            i, j = idx // N, idx % N
-            D[t, r0:r0 + idx.size] = _scaled_rows(model, Ab[t][i], BT[j], SAb[t][i], SBT[j],
-                                                  Cb[t, idx])
+        A2, BT = Ab[t], Bb[t].T
+        SA2, SBT = SAb[t], SBb[t].T
+        if pad:
+            A2 = np.concatenate([A2, np.zeros((M, pad))], 1)
+            BT = np.concatenate([BT, np.zeros((N, pad))], 1)
+            SA2 = np.concatenate([SA2, np.ones((M, pad // model.block))], 1)
+            SBT = np.concatenate([SBT, np.ones((N, pad // model.block))], 1)
+        c = np.ascontiguousarray
+        err = _K.gemm_scaled(c(A2), c(BT), c(SA2), c(SBT), c(Cb[t]), D[t], int(model.L),
+                             int(model.block), int(model.group), int(model.F), int(model.e_zero),
+                             ea, eb, int(model.scale_fmt.emin), p, 2.0 ** 128)
+        _raise_nan(err, _FP32)
     return D.reshape(batch + (M, N))
 
 
