@@ -60,6 +60,7 @@ from .kernels._lazy import lazy_module
 _K = lazy_module('accum')  # numba is imported on first use, not by `import fpsim`
 
 __all__ = [
+    "BlockScaledFused",
     "Blocked",
     "Exact",
     "ExactProduct",
@@ -67,6 +68,7 @@ __all__ = [
     "Integer",
     "Kahan",
     "LMulProduct",
+    "MFMA",
     "Model",
     "NumpyOrder",
     "Pairwise",
@@ -583,6 +585,268 @@ FusedBlock.__init__ = _fusedblock_init
 
 
 @dataclass(frozen=True)
+class BlockScaledFused(Model):
+    """Block-scaled tensor-core dot-add (Blackwell ``kind::mxf8f6f4``, ``kind::mxf4``,
+    ``kind::mxf4nvf4``; the model of MMA-Sim, Xie et al. 2025, checked bit for bit in
+    ``tests/test_mmasim.py``).
+
+    The operands come with one scale per ``block`` consecutive elements along K
+    (``a_scale``/``b_scale`` of :func:`dot` and :func:`matmul`), values of ``scale_fmt``
+    (``e8m0``: UE8M0 powers of two, NaN for code 0xFF; ``ue4m3``). Each instruction takes
+    ``L`` products and the accumulator c:
+
+    * ``group == 1`` (kind::mxf8f6f4): each product is scaled by its two block scales and
+      joins the fused sum with exponent ``ea + eb + log2(sa) + log2(sb)`` (operand exponents
+      clamped at their formats' smallest normal exponent);
+    * ``group == 16`` (kind::mxf4, mxf4nvf4): each group of 16 products is summed exactly,
+      the group sum scaled, and aligned at the exponent of its scales' product
+      (``floor(log2 sa) + floor(log2 sb)``), whatever the magnitude of the sum.
+
+    Zero terms (a zero product, an all-zero group, a zero scale, a zero c) count with
+    exponent ``e_zero``; every term is truncated toward zero at ``2**(E - F)``, E the
+    largest exponent; the sum is rounded once toward zero into fp32 (an overflow gives
+    inf); instructions chain through c. An instruction holding inf or NaN (a NaN scale
+    included) gives their IEEE sum. :func:`fpsim.hardware.mma` builds these models from
+    PTX names.
+
+    >>> import numpy as np, fpsim
+    >>> m = fpsim.hardware.mma("Blackwell", "tcgen05.mma.m128n256k32.kind::mxf8f6f4.block32.f32.e4m3.e4m3.ue8m0")
+    >>> a = np.ones(32); b = np.full(32, 0.5)
+    >>> float(fpsim.dot(a, b, 1.0, model=m, a_scale=[2.0**-4], b_scale=[1.0]))
+    2.0
+    """
+
+    L: int = 32
+    F: int = 25
+    block: int = 32
+    group: int = 1
+    e_zero: int = -133
+    in_fmt: Format = "e4m3"
+    in_fmt_b: Format | None = None
+    scale_fmt: Format = "e8m0"
+    name: str = ""
+
+    def __post_init__(self):
+        for nm in ("L", "F", "block", "group", "e_zero"):
+            v = getattr(self, nm)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"BlockScaledFused.{nm} must be an int, got {v!r}")
+        if self.group not in (1, 16) or self.block % self.group or self.L % self.block:
+            raise ValueError(f"BlockScaledFused: group={self.group}, block={self.block}, "
+                             f"L={self.L}: allowed group 1 or 16 dividing the block, and a "
+                             "block dividing L")
+        if not 0 < self.F <= 40:
+            raise ValueError(f"BlockScaledFused.F={self.F}: allowed 1..40 fraction bits")
+        for nm in ("in_fmt", "in_fmt_b", "scale_fmt"):
+            if getattr(self, nm) is not None:
+                object.__setattr__(self, nm, as_format(getattr(self, nm)))
+        for f in (self.in_fmt, self.in_fmt_b):
+            if f is not None and not (isinstance(f, FloatFormat) and f.bits <= 8):
+                raise ValueError(f"BlockScaledFused input {f.name}: allowed 8/6/4-bit floats "
+                                 "(e4m3, e5m2, e3m2, e2m3, e2m1)")
+        sf = self.scale_fmt
+        if not (isinstance(sf, FloatFormat) and not sf.signed and sf.bits <= 8):
+            raise ValueError(f"BlockScaledFused scale format {sf.name}: allowed e8m0 (UE8M0) "
+                             "and ue4m3")
+        if self.in_fmt_b is not None and self.in_fmt_b == self.in_fmt:
+            object.__setattr__(self, "in_fmt_b", None)
+
+    @property
+    def out_fmt(self):
+        return _FP32
+
+    @property
+    def input_formats(self):
+        return self.in_fmt, (self.in_fmt_b if self.in_fmt_b is not None else self.in_fmt)
+
+    def _multiplier(self):
+        return ExactProduct()
+
+    def __repr__(self):
+        return (f"BlockScaledFused<{self.name}>" if self.name else "BlockScaledFused") + (
+            f"(L={self.L}, F={self.F}, block={self.block}, group={self.group}, "
+            f"scale={self.scale_fmt.name})")
+
+
+@dataclass(frozen=True)
+class MFMA(Model):
+    """AMD matrix-core dot-add (CDNA1-3 ``v_mfma_*``; the models of MMA-Sim, Xie et al.
+    2025, checked bit for bit in ``tests/test_mmasim.py``). Blocks of ``L`` products and the
+    accumulator c are chained (c <- d); the result is fp32. ``variant``:
+
+    * ``"exact"`` (CDNA1 fp16/bf16): the exact sum of the block and c, rounded to nearest;
+    * ``"ftz"`` (CDNA2 fp16/bf16): fp32 products added pairwise in fp32 (``L`` = 2 or 4
+      products per step, then into c), every step rounding to nearest; subnormal inputs and
+      c flush to +0, subnormal products and sums to a zero of their sign;
+    * ``"tr"`` (CDNA3 fp16/bf16/xf32): the products fused with ``F`` fraction bits below the
+      largest product exponent (truncated; an fp32 product overflow is inf), then c added:
+      the fused sum floored at ``F2 + 1`` bits and c at ``F`` bits below the larger
+      exponent, the sum floored to ``F2`` bits below its leading one and rounded to nearest
+      fp32;
+    * ``"gtr"`` (CDNA3 FP8, fnuz operands): the even and the odd products fused apart as in
+      ``"tr"``, their sums floored at ``F`` bits below the larger and added, then c as in
+      ``"tr"`` (a c more than ``F + 1`` binades below is dropped).
+
+    An input or product inf/NaN gives the IEEE sum of the block. :func:`fpsim.hardware.mma`
+    builds these from AMD ISA names (``v_mfma_f32_32x32x8_bf16``).
+
+    >>> import numpy as np, fpsim
+    >>> m = fpsim.hardware.mma("CDNA3", "v_mfma_f32_16x16x16_f16")
+    >>> m.variant, m.L, m.F, m.F2
+    ('tr', 8, 24, 31)
+    >>> # 1 + 2**-25: the product 2**-25 lies below the 24 bits kept after alignment
+    >>> float(fpsim.dot(np.array([1.0, 2.0**-12]), np.array([1.0, 2.0**-13]), 0.0, model=m))
+    1.0
+    """
+
+    variant: str = "tr"
+    L: int = 8
+    F: int = 24
+    F2: int = 31
+    in_fmt: Format = "fp16"
+    in_fmt_b: Format | None = None
+    name: str = ""
+
+    _VARIANTS = {"exact": 0, "ftz": 1, "tr": 2, "gtr": 3}  # kernels.accum.MFMA_*
+
+    def __post_init__(self):
+        if self.variant not in self._VARIANTS:
+            raise ValueError(f"MFMA.variant={self.variant!r}: allowed {', '.join(self._VARIANTS)}")
+        for nm in ("L", "F", "F2"):
+            v = getattr(self, nm)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (nm == "L"):
+                raise TypeError(f"MFMA.{nm} must be a {'positive' if nm == 'L' else 'non-negative'} "
+                                f"int, got {v!r}")
+        if self.variant == "ftz" and self.L not in (2, 4):
+            raise ValueError(f"MFMA(variant='ftz'): L={self.L}, allowed 2 or 4 products per step")
+        if self.variant == "gtr" and self.L % 2:
+            raise ValueError(f"MFMA(variant='gtr'): L={self.L} must be even (odd/even halves)")
+        if not (self.F <= 40 and self.F2 <= 40):
+            raise ValueError(f"MFMA: F={self.F}, F2={self.F2}: allowed at most 40 bits")
+        for nm in ("in_fmt", "in_fmt_b"):
+            if getattr(self, nm) is not None:
+                f = as_format(getattr(self, nm))
+                if not isinstance(f, FloatFormat) or f.man_bits > 10 or f.exp_bits > 8:
+                    raise ValueError(f"MFMA input {f.name}: allowed float formats with at most "
+                                     "10 mantissa and 8 exponent bits (fp16, bf16, tf32, "
+                                     "e4m3fnuz, e5m2fnuz)")
+                object.__setattr__(self, nm, f)
+        if self.in_fmt_b is not None and self.in_fmt_b == self.in_fmt:
+            object.__setattr__(self, "in_fmt_b", None)
+
+    @property
+    def out_fmt(self):
+        return _FP32
+
+    @property
+    def input_formats(self):
+        return self.in_fmt, (self.in_fmt_b if self.in_fmt_b is not None else self.in_fmt)
+
+    def _multiplier(self):
+        return ExactProduct()
+
+    def __repr__(self):
+        return (f"MFMA<{self.name}>" if self.name else "MFMA") + (
+            f"(variant={self.variant!r}, L={self.L}, F={self.F}, F2={self.F2})")
+
+
+def _eval_mfma(model, TA, TB, c):
+    fa, fb = model.input_formats
+    R = TA.shape[0]
+    out = np.empty(R)
+    err = _K.mfma_rows(np.ascontiguousarray(TA), np.ascontiguousarray(TB),
+                       np.ascontiguousarray(c, dtype=np.float64), out,
+                       model._VARIANTS[model.variant], int(model.L), int(model.F),
+                       int(model.F2), int(fa.emin), int(fb.emin), float(fa.min_normal),
+                       _params(_FP32, "rne"))
+    _raise_nan(err, _FP32)
+    return out
+
+
+def _log2_clamped(x, emin):
+    """floor(log2 |x|) clamped at ``emin`` (x finite; zeros give emin)."""
+    _, e = np.frexp(np.where(np.isfinite(x), x, 1.0))
+    return np.maximum(e.astype(np.int64) - 1, emin)
+
+
+def _check_scales(model, s, what, shape):
+    """``s`` as float64 of ``shape``: values of the model's scale format (or a ValueError)."""
+    if s is None:
+        raise ValueError(f"{model!r} is block-scaled: pass a_scale= and b_scale=, one "
+                         f"{model.scale_fmt.name} scale per {model.block} elements along K")
+    v = exact_float64(s, what)
+    try:
+        v = np.ascontiguousarray(np.broadcast_to(v, shape), dtype=np.float64)
+    except ValueError:
+        raise ValueError(f"{what} has shape {v.shape}; expected {shape} (one scale per "
+                         f"{model.block} consecutive elements along K)") from None
+    sf = model.scale_fmt
+    nan = np.isnan(v)
+    fin = np.where(nan, 1.0, v)
+    bad = (fin < 0) | (fin == 0 if not sf.has_zero else False) | ~np.isfinite(fin)
+    bad |= _R.quantize(np.abs(fin), sf) != np.abs(fin)
+    if bad.any():
+        raise ValueError(f"{what} holds {float(fin[bad].flat[0])!r}, which is not a scale of "
+                         f"format {sf.name} "
+                         + ("(powers of two 2**-127 .. 2**127, or NaN)" if sf.name == "e8m0"
+                            else f"(values of {sf.name}: 0 .. {sf.max}, or NaN)"))
+    return v
+
+
+def _scaled_terms(model, A, B, SA, SB):
+    """Terms and alignment exponents of block-scaled rows: A, B (R, K); SA, SB (R, K/block)."""
+    R, K = A.shape
+    ea_min, eb_min = (f.emin for f in model.input_formats)
+    se = model.scale_fmt.emin
+    with np.errstate(invalid="ignore", over="ignore"):
+        P = A * B
+        if model.group == 1:
+            sa = np.repeat(SA, model.block, axis=1)
+            sb = np.repeat(SB, model.block, axis=1)
+            T = P * sa * sb
+            X = (_log2_clamped(A, ea_min) + _log2_clamped(B, eb_min)
+                 + _log2_clamped(sa, se) + _log2_clamped(sb, se))
+            X[T == 0.0] = model.e_zero
+            return T, X
+        g = model.group
+        Pg = P.reshape(R, K // g, g)
+        zero = (Pg == 0.0).all(axis=2)
+        sa = np.repeat(SA, model.block // g, axis=1)
+        sb = np.repeat(SB, model.block // g, axis=1)
+        T = Pg.sum(axis=2) * sa * sb  # group sums are exact (at most 16 small products)
+        X = _log2_clamped(sa, se) + _log2_clamped(sb, se)
+        X[zero | (sa == 0.0) | (sb == 0.0)] = model.e_zero
+        return T, X
+
+
+def _scaled_rows(model, A, B, SA, SB, c):
+    """d = block-scaled dot products of the rows of A, B (R, K) with scales SA, SB."""
+    R, K = A.shape
+    pad = -K % model.L  # a K that is not a whole number of instructions: zeros, as padded
+    if pad:
+        z = np.zeros((R, pad))
+        A, B = np.concatenate([A, z], 1), np.concatenate([B, z], 1)
+        one = np.ones((R, pad // model.block))
+        SA, SB = np.concatenate([SA, one], 1), np.concatenate([SB, one], 1)
+    T, X = _scaled_terms(model, A, B, SA, SB)
+    per = model.L // model.group
+    out = np.empty(R)
+    p = _params(_FP32, "rtz", "inf")
+    err = _K.rows_scaled_fused(np.ascontiguousarray(T), np.ascontiguousarray(X),
+                               np.ascontiguousarray(c, dtype=np.float64), out, per,
+                               int(model.F), int(model.e_zero), p, 2.0 ** 128)
+    _raise_nan(err, _FP32)
+    return out
+
+
+def _scale_shape(model, K, what):
+    if K % model.block:
+        raise ValueError(f"{what}: K={K} is not a multiple of the scale block {model.block} "
+                         "(pad the operands with zeros to a whole number of blocks)")
+    return K // model.block
+
+
+@dataclass(frozen=True)
 class Blocked(Model):
     """Split-K: chunks of ``k`` terms each summed by ``inner`` (from 0), then the partial
     sums and c combined by ``outer`` (default: ``inner``).
@@ -783,6 +1047,13 @@ def _eval(model, T, TA, TB, c, numpy_axis_last=True, row0=0, salt=0):
     however rows are chunked.
     """
     R, K = T.shape
+    if isinstance(model, BlockScaledFused):
+        raise TypeError(f"{model!r} needs its block scales: use it directly in fpsim.dot or "
+                        "fpsim.matmul with a_scale=/b_scale= (it cannot be nested in another "
+                        "model or used by fpsim.sum)")
+    if isinstance(model, MFMA):
+        return _eval_mfma(model, TA if TA is not None else T,
+                          TB if TB is not None else np.ones_like(T), c)
     if isinstance(model, FusedBlock):
         n, neab, emin_a, emin_b, p, lim = model._kernel_args()
         A = np.ascontiguousarray(TA if TA is not None else T)
@@ -1084,12 +1355,14 @@ def _c_rows(C, shape, what="C"):
 # Public API
 # ---------------------------------------------------------------------------------------
 
-def dot(A, B, C=None, *, model):
+def dot(A, B, C=None, *, model, a_scale=None, b_scale=None):
     """Batched dot products over the last axis: ``D[...] = sum_k A[..., k] B[..., k] + C[...]``.
 
     ``A`` and ``B`` broadcast against each other; ``C`` (optional) broadcasts to the result.
     Values must already be in the model's input format (when it has one); the result holds
-    values of ``model.out_fmt`` as float64.
+    values of ``model.out_fmt`` as float64. Block-scaled models (:class:`BlockScaledFused`)
+    take ``a_scale`` shaped ``A.shape[:-1] + (K // block,)`` and ``b_scale`` likewise: one
+    scale per ``block`` consecutive elements along K, as the hardware consumes them.
 
     >>> import numpy as np, fpsim
     >>> a = np.array([1.0, 2.0**-12, 2.0**-12]); b = np.array([1.0, 2.0**-12, 2.0**-12])
@@ -1117,6 +1390,14 @@ def dot(A, B, C=None, *, model):
     R = math.prod(shp)
     A2 = np.ascontiguousarray(np.broadcast_to(A, shp + (K,))).reshape(R, K)
     B2 = np.ascontiguousarray(np.broadcast_to(B, shp + (K,))).reshape(R, K)
+    if isinstance(model, BlockScaledFused):
+        nb = _scale_shape(model, K, "dot")
+        SA = _check_scales(model, a_scale, "a_scale", A.shape[:-1] + (nb,))
+        SB = _check_scales(model, b_scale, "b_scale", B.shape[:-1] + (nb,))
+        SA = np.broadcast_to(SA, shp + (nb,)).reshape(R, nb)
+        SB = np.broadcast_to(SB, shp + (nb,)).reshape(R, nb)
+        return _scaled_rows(model, A2, B2, SA, SB, c).reshape(shp)
+    _no_scales(model, a_scale, b_scale)
     T = _multiply(model._multiplier(), A2, B2)
     return _eval(model, T, A2, B2, c).reshape(shp)
 
@@ -1175,14 +1456,16 @@ class _SumView(Model):
         return None  # plain terms are not multiplied: no width restriction
 
 
-def matmul(A, B, C=None, *, model):
+def matmul(A, B, C=None, *, model, a_scale=None, b_scale=None):
     """``D = A @ B + C`` with every output element a dot product evaluated by ``model``.
 
     ``A`` (..., M, K) and ``B`` (..., K, N) with broadcast batch dimensions; ``C``
     (optional) broadcasts to (..., M, N). Inputs must hold values of the model's input
     format; the result is float64 holding values of ``model.out_fmt``. Sequential fp32
     round-to-nearest-even and tensor-core models run fused kernels without materialising
-    the products; other models process the products in chunks.
+    the products; other models process the products in chunks. Block-scaled models
+    (:class:`BlockScaledFused`) take ``a_scale`` (..., M, K // block) and ``b_scale``
+    (..., K // block, N): one scale per K-block of each row of A and column of B.
 
     >>> import numpy as np, fpsim
     >>> A = np.array([[1.0, 2.0**-12], [0.5, 0.25]]); B = np.array([[1.0], [2.0**-12]])
@@ -1214,6 +1497,9 @@ def matmul(A, B, C=None, *, model):
     M, K, N = A.shape[-2], A.shape[-1], B.shape[-1]
     Cb = _c_rows(C, batch + (M, N))
     _check_inputs(model, [("A", A), ("B", B)])
+    if isinstance(model, BlockScaledFused):
+        return _scaled_matmul(model, A, B, Cb, a_scale, b_scale, batch)
+    _no_scales(model, a_scale, b_scale)
     nb = math.prod(batch)
     Ab = np.broadcast_to(A, batch + (M, K)).reshape(nb, M, K)
     Bb = np.broadcast_to(B, batch + (K, N)).reshape(nb, K, N)
@@ -1222,6 +1508,43 @@ def matmul(A, B, C=None, *, model):
     for t in range(Ab.shape[0]):
         D[t] = _matmul2(model, np.ascontiguousarray(Ab[t]), np.ascontiguousarray(Bb[t]),
                         np.ascontiguousarray(Cb[t]), row0=t * M * N)
+    return D.reshape(batch + (M, N))
+
+
+def _no_scales(model, a_scale, b_scale):
+    if a_scale is not None or b_scale is not None:
+        raise ValueError(f"a_scale/b_scale are for block-scaled models (BlockScaledFused, "
+                         f"fpsim.hardware.mma of a kind::mx* instruction); {model!r} takes none")
+
+
+def _scaled_matmul(model, A, B, Cb, a_scale, b_scale, batch):
+    M, K, N = A.shape[-2], A.shape[-1], B.shape[-1]
+    kb = _scale_shape(model, K, "matmul")
+    SA = _check_scales(model, a_scale, "a_scale", A.shape[:-1] + (kb,))
+    SB = _check_scales(model, b_scale, "b_scale", B.shape[:-2] + (kb, N))
+    nb = math.prod(batch)
+    Ab = np.broadcast_to(A, batch + (M, K)).reshape(nb, M, K)
+    Bb = np.broadcast_to(B, batch + (K, N)).reshape(nb, K, N)
+    SAb = np.broadcast_to(SA, batch + (M, kb)).reshape(nb, M, kb)
+    SBb = np.broadcast_to(SB, batch + (kb, N)).reshape(nb, kb, N)
+    Cb = Cb.reshape(nb, M, N)
+    D = np.empty((nb, M, N))
+    pad = -K % model.L  # zeros up to a whole number of instructions, as in _scaled_rows
+    ea, eb = (int(f.emin) for f in model.input_formats)
+    p = _params(_FP32, "rtz", "inf")
+    for t in range(nb):
+        A2, BT = Ab[t], Bb[t].T
+        SA2, SBT = SAb[t], SBb[t].T
+        if pad:
+            A2 = np.concatenate([A2, np.zeros((M, pad))], 1)
+            BT = np.concatenate([BT, np.zeros((N, pad))], 1)
+            SA2 = np.concatenate([SA2, np.ones((M, pad // model.block))], 1)
+            SBT = np.concatenate([SBT, np.ones((N, pad // model.block))], 1)
+        c = np.ascontiguousarray
+        err = _K.gemm_scaled(c(A2), c(BT), c(SA2), c(SBT), c(Cb[t]), D[t], int(model.L),
+                             int(model.block), int(model.group), int(model.F), int(model.e_zero),
+                             ea, eb, int(model.scale_fmt.emin), p, 2.0 ** 128)
+        _raise_nan(err, _FP32)
     return D.reshape(batch + (M, N))
 
 

@@ -21,20 +21,25 @@ import difflib
 import re
 from dataclasses import dataclass
 
-__all__ = ["ARCHS", "ENGINES", "Engine", "Instruction", "arch_name", "lookup", "parse_instruction",
-           "table"]
+__all__ = ["ARCHS", "ENGINES", "Engine", "Instruction", "arch_name", "block_scale", "lookup",
+           "parse_instruction", "table"]
 
 #: Architectures (case-insensitive; "Ada Lovelace" and "Ada", "RTX Blackwell" and
 #: "sm_120" accepted).
-ARCHS = ("Volta", "Turing", "Ampere", "Ada", "Hopper", "Blackwell", "RTX Blackwell")
-_ALIASES = {"ada lovelace": "Ada", "lovelace": "Ada", "sm_70": "Volta", "sm_75": "Turing",
+ARCHS = ("Volta", "Turing", "Ampere", "Ada", "Hopper", "Blackwell", "RTX Blackwell", "CDNA1",
+         "CDNA2", "CDNA3")
+_ALIASES = {"gfx908": "CDNA1", "gfx90a": "CDNA2", "gfx940": "CDNA3", "gfx941": "CDNA3",
+            "gfx942": "CDNA3", "ada lovelace": "Ada", "lovelace": "Ada", "sm_70": "Volta", "sm_75": "Turing",
             "sm_80": "Ampere", "sm_86": "Ampere", "sm_89": "Ada", "sm_90": "Hopper",
             "sm_90a": "Hopper", "sm_100": "Blackwell", "sm_100a": "Blackwell",
             "sm_120": "RTX Blackwell", "rtx_blackwell": "RTX Blackwell"}
 
 # PTX type names -> fpsim format names
 _TYPES = {"f16": "fp16", "bf16": "bf16", "tf32": "tf32", "f32": "fp32", "e4m3": "e4m3",
-          "e5m2": "e5m2", "e2m1": "e2m1", "e3m2": "e3m2", "e2m3": "e2m3"}
+          "e5m2": "e5m2", "e2m1": "e2m1", "e3m2": "e3m2", "e2m3": "e2m3",
+          # AMD ISA type names (v_mfma_*): xf32 is tf32, fp8/bf8 the fnuz FP8 formats
+          "xf32": "tf32", "fp8": "e4m3fnuz", "bf8": "e5m2fnuz"}
+_AMD_ONLY = ("xf32", "fp8", "bf8")
 _BYTES = {"fp16": 2, "bf16": 2, "tf32": 4, "e4m3": 1, "e5m2": 1, "e2m1": 1, "e3m2": 1,
           "e2m3": 1}
 _F8 = ("e4m3", "e5m2")
@@ -71,9 +76,21 @@ class Engine:
     F_fp16: int | None = None
     evidence_fp16: str | None = None
     mmasim: bool = True  # MMA-Sim models this instruction (tests/test_mmasim.py compares)
+    #: block-scaled kinds: the (block, scale format) pairs the instruction takes, products
+    #: summed exactly per group before scaling (1: each product scaled) and the exponent of
+    #: zero terms (fpsim.accum.BlockScaledFused)
+    scaling: tuple = ()
+    group: int = 1
+    e_zero: int = -133
+    #: AMD v_mfma rows: fpsim.accum.MFMA's variant ("fma": fp32 FMA per product, the
+    #: Sequential fp32 model) and its second alignment width F2
+    variant: str = ""
+    F2: int = 0
 
     def describe(self) -> str:
         op = self.opcode + (f".kind::{self.kind}" if self.kind else "")
+        if self.scaling:
+            op += " " + "/".join(f"block{b}.{sc}" for b, sc in self.scaling)
         return (f"{self.arch} {op} K={'/'.join(map(str, self.ks))} "
                 f"{'/'.join(self.inputs)} -> {'/'.join(self.outputs)}: L={self.L}, F={self.F}")
 
@@ -119,7 +136,67 @@ def _mma_rows():
         Engine("Blackwell", "tcgen05.mma", "f8f6f4", (32,), _F8F6F4, ("fp32", "fp16"), 32, 25,
                "rtz", MMASIM + "; differs from B200 mma.sync FP8 hardware outputs"),
     ]
+    # Block-scaled kinds (MMA-Sim's ST-FDPA and GST-FDPA models): MXF8F6F4 scales every
+    # product and fuses 32 of them with F=25; MXF4/NVFP4 sums groups of 16 products exactly,
+    # scales the group sums and fuses them with F=35, zero terms at exponent -139
+    for arch, op in (("Blackwell", "tcgen05.mma"), ("RTX Blackwell", "mma")):
+        rows += [
+            Engine(arch, op, "mxf8f6f4", (32,), _F8F6F4, ("fp32",), 32, 25, "rtz", MMASIM,
+                   scaling=((32, "ue8m0"),), group=1, e_zero=-133),
+            Engine(arch, op, "mxf4", (64,), ("e2m1",), ("fp32",), 64, 35, "rtz", MMASIM,
+                   scaling=((32, "ue8m0"),), group=16, e_zero=-139),
+            Engine(arch, op, "mxf4nvf4", (64,), ("e2m1",), ("fp32",), 64, 35, "rtz", MMASIM,
+                   scaling=((32, "ue8m0"), (16, "ue8m0"), (16, "ue4m3")), group=16,
+                   e_zero=-139),
+        ]
+    return tuple(rows) + _mfma_rows()
+
+
+def _mfma_rows():
+    """AMD CDNA matrix cores, per MMA-Sim's models (mmasim.amd): CDNA1 fuses 4 fp16 or 2 bf16
+    products exactly (E-FDPA), CDNA2 adds fp32 products pairwise with subnormals flushed,
+    CDNA3 fuses 8 products (4 xf32, 16 FP8 split into odd and even halves) with F=24 and
+    adds c with F2=31 (TR-FDPA, GTR-FDPA); fp32 inputs run one FMA per product."""
+    fnuz = ("e4m3fnuz", "e5m2fnuz")
+    V = "v_mfma"
+    fp32 = ("fp32",)
+    rows = []
+    for arch in ("CDNA1", "CDNA2"):
+        rows.append(Engine(arch, V, "", (1, 2, 4), fp32, fp32, 1, 0, "rne", MMASIM, variant="fma"))
+    rows += [
+        Engine("CDNA1", V, "", (4, 8, 16), ("fp16",), fp32, 4, 0, "rne", MMASIM, variant="exact"),
+        Engine("CDNA1", V, "", (2, 4, 8), ("bf16",), fp32, 2, 0, "rne", MMASIM, variant="exact"),
+        Engine("CDNA2", V, "", (4, 8, 16), ("fp16",), fp32, 4, 0, "rne", MMASIM, variant="ftz"),
+        Engine("CDNA2", V, "", (2, 4, 8), ("bf16",), fp32, 2, 0, "rne", MMASIM, variant="ftz"),
+        Engine("CDNA2", V, "1k", (4, 8, 16), ("bf16",), fp32, 4, 0, "rne", MMASIM, variant="ftz"),
+        Engine("CDNA3", V, "", (1, 2, 4), fp32, fp32, 1, 0, "rne", MMASIM, variant="fma"),
+        Engine("CDNA3", V, "", (4, 8), ("tf32",), fp32, 4, 24, "rne", MMASIM, variant="tr", F2=31),
+        Engine("CDNA3", V, "", (4, 8, 16), ("fp16",), fp32, 8, 24, "rne", MMASIM, variant="tr",
+               F2=31),
+        Engine("CDNA3", V, "", (4, 8, 16), ("bf16",), fp32, 8, 24, "rne", MMASIM, variant="tr",
+               F2=31),
+        Engine("CDNA3", V, "", (16, 32), fnuz, fp32, 16, 24, "rne", MMASIM, variant="gtr", F2=31),
+    ]
     return tuple(rows)
+
+
+_MFMA = re.compile(r"(?:v_mfma_)?(f32|f64)_(\d+)x(\d+)x(\d+)(?:_\d+b)?_?(xf32|f32|f64|f16|bf16|fp8|bf8)"
+                   r"(?:_(fp8|bf8))?(_1k)?$")
+
+
+def _parse_mfma(text):
+    """AMD's v_mfma_<D>_<M>x<N>x<K>[_<blocks>b]_<A>[_<B>] (CDNA1/2 omit the underscore
+    before the type; CDNA2's bf16_1k is kind '1k')."""
+    mt = _MFMA.match(text.strip().lower())
+    if not mt:
+        raise ValueError(f"instruction {text!r}: expected an AMD name such as "
+                         "'v_mfma_f32_32x32x8_bf16', 'v_mfma_f32_16x16x32_fp8_bf8' or "
+                         "'v_mfma_f32_32x32x8bf16_1k'")
+    d, m, n, k, a, b, k1 = mt.groups()
+    if d == "f64":
+        raise ValueError(f"instruction {text!r}: fp64 MFMA is not modelled (fpsim models fp32 "
+                         "results)")
+    return Instruction("v_mfma", "1k" if k1 else "", int(m), int(n), int(k), d, a, b or a)
 
 
 #: Every modelled (architecture, instruction family) with its parameters and evidence.
@@ -157,13 +234,20 @@ def parse_instruction(text: str) -> Instruction:
     if not isinstance(text, str):
         raise TypeError(f"instruction must be a string such as 'mma.m16n8k16.f32.bf16.bf16.f32', "
                         f"got {type(text).__name__}")
+    if text.strip().lower().startswith("v_mfma") or _MFMA.match(text.strip().lower()):
+        return _parse_mfma(text)
     toks = [t for t in text.strip().lower().split(".") if t]
     opcode = ""
     if toks[:2] == ["tcgen05", "mma"]:
         opcode, toks = "tcgen05.mma", toks[2:]
     elif toks and toks[0] in ("mma", "wgmma"):
         opcode, toks = toks[0], toks[1:]
-    toks = [t for t in toks if t not in _QUALIFIERS]
+    toks = [t for t in toks if t not in _QUALIFIERS and t != "block_scale"]
+    kinds = [t for t in toks if t.startswith("kind::")]
+    if len(kinds) == 1:  # the kind may precede the shape (tcgen05.mma.cta_group::1.kind::...)
+        toks.remove(kinds[0])
+    vec = [t for t in toks if t.startswith("scale_vec::")]
+    toks = [t for t in toks if not t.startswith("scale_vec::")]
     shape = [i for i, t in enumerate(toks) if _SHAPE.match(t)]
     if len(shape) != 1:
         raise ValueError(f"instruction {text!r}: no shape such as 'm16n8k16' (expected e.g. "
@@ -171,15 +255,23 @@ def parse_instruction(text: str) -> Instruction:
     m, n, k = map(int, _SHAPE.match(toks[shape[0]]).groups())
     rest = toks[shape[0] + 1:]
     kind = block = scale = ""
-    if rest and rest[0].startswith("kind::"):
-        kind, rest = rest[0][6:], rest[1:]
+    if kinds:
+        kind = kinds[0][6:]
+    if vec:  # PTX's .scale_vec::NX: N scales per row of K elements
+        nx = re.fullmatch(r"scale_vec::(\d+)x", vec[0])
+        if not nx or k % int(nx.group(1)):
+            raise ValueError(f"instruction {text!r}: {vec[0]} does not divide K={k} "
+                             "(allowed scale_vec::1X, ::2X, ::4X)")
+        block = f"block{k // int(nx.group(1))}"
     if rest and rest[0].startswith("block"):
         block, rest = rest[0], rest[1:]
     if rest and rest[-1] in ("ue8m0", "ue4m3"):
         scale, rest = rest[-1], rest[:-1]
-    if len(rest) not in (3, 4) or any(t not in _TYPES for t in rest):
+    ptx_types = [t for t in _TYPES if t not in _AMD_ONLY]
+    if len(rest) not in (3, 4) or any(t not in ptx_types for t in rest):
         raise ValueError(f"instruction {text!r}: expected the types of D, A, B (and C) after "
-                         f"the shape, from {', '.join(_TYPES)}; got {'.'.join(rest) or 'nothing'}")
+                         f"the shape, from {', '.join(ptx_types)}; got "
+                         f"{'.'.join(rest) or 'nothing'}")
     if len(rest) == 4 and rest[3] != rest[0]:
         raise ValueError(f"instruction {text!r}: C ({rest[3]}) must have D's type ({rest[0]})")
     if not opcode:  # MMA-Sim's short forms: tcgen05 has a kind, others are mma
@@ -222,17 +314,36 @@ def lookup(arch, instruction) -> Engine:
     """
     a = arch_name(arch)
     ins = parse_instruction(instruction) if isinstance(instruction, str) else instruction
-    if ins.block or ins.scale or ins.kind.startswith("mx"):
-        raise ValueError(f"{instruction!r}: block-scaled MMA (kind::{ins.kind or 'mx*'}) is not "
-                         "modelled yet; fpsim models the unscaled kinds (f16, tf32, f8f6f4)")
+    scaled = ins.kind.startswith("mx")
+    if (ins.block or ins.scale) and not scaled:
+        raise ValueError(f"{instruction!r}: block scales belong to the kinds mxf8f6f4, mxf4 and "
+                         f"mxf4nvf4, not kind::{ins.kind or '(none)'}")
     fa, fb, fd = _TYPES[ins.a], _TYPES[ins.b], _TYPES[ins.d]
     for e in ENGINES:
         # A and B may differ within one family of 8/6/4-bit inputs (e4m3 x e5m2, e2m1 x e4m3)
         if (e.arch == a and e.opcode == ins.opcode and e.kind == ins.kind and ins.k in e.ks
                 and fa in e.inputs and fb in e.inputs and fd in e.outputs
                 and (fa == fb or len(e.inputs) > 1)):
+            if scaled and block_scale(e, ins) is None:
+                allowed = ", ".join(f"block{b}.{sc}" for b, sc in e.scaling)
+                raise ValueError(f"{instruction!r}: kind::{e.kind} takes {allowed}, not "
+                                 f"{ins.block or '(no block)'}.{ins.scale or '(no scale type)'}")
             return e
     raise ValueError(f"{a} has no modelled instruction {instruction!r}; {a} has: {_listing(a)}")
+
+
+def block_scale(e: Engine, ins: Instruction):
+    """(block, scale format) of a block-scaled instruction, or None if ``e`` lacks it; the
+    block and scale type may be left out where the kind has only one choice.
+
+    >>> from fpsim.engines import ENGINES, block_scale, parse_instruction
+    >>> e = [r for r in ENGINES if r.kind == "mxf4nvf4"][0]
+    >>> block_scale(e, parse_instruction("tcgen05.mma.m128n8k64.kind::mxf4nvf4.block16.f32.e2m1.e2m1.ue4m3"))
+    (16, 'ue4m3')
+    """
+    ok = [(b, sc) for b, sc in e.scaling
+          if (not ins.block or ins.block == f"block{b}") and (not ins.scale or ins.scale == sc)]
+    return ok[0] if len(ok) == 1 else None
 
 
 def table() -> list:
@@ -250,6 +361,8 @@ def table() -> list:
             f16 = fo == "fp16"
             F = e.F_fp16 if f16 and e.F_fp16 is not None else e.F
             op = e.opcode + (f".kind::{e.kind}" if e.kind else "")
+            if e.scaling:
+                op += " " + "/".join(f"block{b}.{sc}" for b, sc in e.scaling)
             rows.append({"arch": e.arch, "instruction": f"{op} K={'/'.join(map(str, e.ks))}",
                          "inputs": ", ".join(e.inputs), "output": fo, "L": e.L, "F": F,
                          "rounding": "RNE" if f16 else e.fp32_rounding.upper()

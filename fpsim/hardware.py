@@ -46,6 +46,7 @@ __all__ = [
     "CAPTURED",
     "CAPTURE_NOTES",
     "UNREPRODUCED",
+    "BLOCK_SCALED",
     "GPUS",
     "IN_FORMATS",
     "SAMPLE_NAME",
@@ -59,14 +60,30 @@ __all__ = [
 ]
 
 #: GPU names accepted by :func:`tensor_core` (case-insensitive).
-GPUS = ("V100", "A100", "A2", "A30", "Ada", "L40S", "H100", "H200", "B200")
-#: Input formats accepted by :func:`tensor_core`.
+GPUS = ("V100", "T4", "A100", "A2", "A30", "A40", "Ada", "L40S", "L4", "RTX 4090", "H100",
+        "H200", "GH200", "B200", "B300", "RTX 5090", "RTX PRO 6000", "MI100", "MI210",
+        "MI250X", "MI300X", "MI300A", "MI325X")
+#: Input formats accepted by :func:`tensor_core` (AMD CDNA3 FP8 takes the fnuz formats
+#: ``e4m3fnuz``/``e5m2fnuz``; Blackwell also the block-scaled ``mxfp8``, ``mxfp4``, ``nvfp4``).
 IN_FORMATS = ("fp16", "bf16", "tf32", "e4m3", "e5m2")
+_FNUZ = ("e4m3fnuz", "e5m2fnuz")
+#: Block-scaled kinds of :func:`tensor_core` on Blackwell: name -> (kind, element, block, scale)
+BLOCK_SCALED = {"mxfp8": ("mxf8f6f4", "e4m3", 32, "ue8m0"),
+                "mxfp8_e4m3": ("mxf8f6f4", "e4m3", 32, "ue8m0"),
+                "mxfp8_e5m2": ("mxf8f6f4", "e5m2", 32, "ue8m0"),
+                "mxfp6_e2m3": ("mxf8f6f4", "e2m3", 32, "ue8m0"),
+                "mxfp6_e3m2": ("mxf8f6f4", "e3m2", 32, "ue8m0"),
+                "mxfp4": ("mxf4", "e2m1", 32, "ue8m0"),
+                "nvfp4": ("mxf4nvf4", "e2m1", 16, "ue4m3")}
 
 # Each GPU's architecture and the instruction its tensor-core preset models, per input
 # class (fpsim.engines holds the parameters and the evidence of every instruction)
-_GPU_ARCH = {"V100": "Volta", "A100": "Ampere", "A2": "Ampere", "A30": "Ampere", "Ada": "Ada",
-             "L40S": "Ada", "H100": "Hopper", "H200": "Hopper", "B200": "Blackwell"}
+_GPU_ARCH = {"V100": "Volta", "T4": "Turing", "A100": "Ampere", "A2": "Ampere",
+             "A30": "Ampere", "A40": "Ampere", "Ada": "Ada", "L40S": "Ada", "L4": "Ada",
+             "RTX 4090": "Ada", "H100": "Hopper", "H200": "Hopper", "GH200": "Hopper",
+             "B200": "Blackwell", "B300": "Blackwell", "RTX 5090": "RTX Blackwell",
+             "RTX PRO 6000": "RTX Blackwell", "MI100": "CDNA1", "MI210": "CDNA2",
+             "MI250X": "CDNA2", "MI300X": "CDNA3", "MI300A": "CDNA3", "MI325X": "CDNA3"}
 _PRESET_INSTR = {
     "Volta": {"16": "mma.m8n8k4.{d}.{t}.{t}.{d}"},
     "Ampere": {"16": "mma.m16n8k16.{d}.{t}.{t}.{d}", "tf32": "mma.m16n8k8.{d}.{t}.{t}.{d}"},
@@ -75,15 +92,26 @@ _PRESET_INSTR = {
     "Hopper": {"16": "wgmma.m64n8k16.{d}.{t}.{t}", "tf32": "wgmma.m64n8k8.{d}.{t}.{t}",
                "8": "wgmma.m64n8k32.{d}.{t}.{t}"},
     "Blackwell": {"16": "mma.m16n8k16.{d}.{t}.{t}.{d}", "tf32": "mma.m16n8k8.{d}.{t}.{t}.{d}",
-                  "8": "mma.m16n8k32.{d}.{t}.{t}.{d}"},
+                  "8": "mma.m16n8k32.{d}.{t}.{t}.{d}",
+                  "mx": "tcgen05.mma.m128n256k{k}.kind::{kind}.block{block}.f32.{t}.{t}.{sc}"},
+    "Turing": {"16": "mma.m16n8k8.{d}.{t}.{t}.{d}"},
+    "RTX Blackwell": {"16": "mma.m16n8k16.{d}.{t}.{t}.{d}",
+                      "tf32": "mma.m16n8k8.{d}.{t}.{t}.{d}", "8": "mma.m16n8k32.{d}.{t}.{t}.{d}",
+                      "mx": "mma.m16n8k{k}.kind::{kind}.block{block}.f32.{t}.{t}.f32.{sc}"},
+    # AMD: the largest-K instruction of each input type
+    "CDNA1": {"fp16": "v_mfma_f32_16x16x16f16", "bf16": "v_mfma_f32_16x16x8bf16"},
+    "CDNA2": {"fp16": "v_mfma_f32_16x16x16f16", "bf16": "v_mfma_f32_16x16x16bf16_1k"},
+    "CDNA3": {"fp16": "v_mfma_f32_16x16x16_f16", "bf16": "v_mfma_f32_16x16x16_bf16",
+              "tf32": "v_mfma_f32_16x16x8_xf32", "e4m3fnuz": "v_mfma_f32_16x16x32_fp8_fp8",
+              "e5m2fnuz": "v_mfma_f32_16x16x32_bf8_bf8"},
 }
 _PTX = {"fp16": "f16", "bf16": "bf16", "tf32": "tf32", "e4m3": "e4m3", "e5m2": "e5m2",
         "fp32": "f32"}
 
 
 def _gpu_name(gpu: str) -> str:
-    for g in GPUS:
-        if str(gpu).lower() == g.lower():
+    for g in GPUS:  # case, spaces and '_' do not matter ("rtx_4090", "RTX4090")
+        if str(gpu).lower().replace(" ", "").replace("_", "") == g.lower().replace(" ", ""):
             return g
     upper = {g.upper(): g for g in GPUS}
     close = difflib.get_close_matches(str(gpu).upper(), list(upper), n=1, cutoff=0.5)
@@ -92,16 +120,33 @@ def _gpu_name(gpu: str) -> str:
 
 
 def _in_name(fmt) -> str:
+    if isinstance(fmt, str) and fmt.lower() in BLOCK_SCALED:
+        return fmt.lower()
     f = as_format(fmt)
-    for nm in IN_FORMATS:
+    for nm in IN_FORMATS + _FNUZ:
         if as_format(nm) == f:
             return nm
-    raise ValueError(f"tensor cores take {', '.join(IN_FORMATS)} inputs, not {f.name}")
+    raise ValueError(f"tensor cores take {', '.join(IN_FORMATS + _FNUZ)} inputs (and the "
+                     f"block-scaled {', '.join(BLOCK_SCALED)} on Blackwell), not {f.name}")
 
 
 def _preset_instruction(g: str, fin: str, fout: str) -> str:
     """The instruction GPU ``g``'s preset models for ``fin`` inputs and ``fout`` output."""
     arch = _GPU_ARCH[g]
+    if arch.startswith("CDNA"):
+        if fout != "fp32" or fin not in _PRESET_INSTR[arch]:
+            raise ValueError(f"{g} matrix cores have no {fin} -> {fout} mode (they take "
+                             f"{', '.join(_PRESET_INSTR[arch])} into fp32)")
+        return _PRESET_INSTR[arch][fin]
+    if fin in BLOCK_SCALED:
+        if "mx" not in _PRESET_INSTR[arch] or fout != "fp32":
+            raise ValueError(f"{g} has no block-scaled {fin} -> {fout} MMA (Blackwell and RTX "
+                             "Blackwell have them, into fp32)")
+        kind, t, block, sc = BLOCK_SCALED[fin]
+        return _PRESET_INSTR[arch]["mx"].format(k=32 if kind == "mxf8f6f4" else 64, kind=kind,
+                                                block=block, t=t, sc=sc)
+    if fin in _FNUZ:
+        raise ValueError(f"{g} has no {fin} mode (the fnuz FP8 formats are AMD CDNA3's)")
     cls = {"fp16": "16", "bf16": "16", "tf32": "tf32"}.get(fin, "8")
     if cls not in _PRESET_INSTR[arch]:
         raise ValueError(f"{g} tensor cores have no {fin} mode" +
@@ -124,6 +169,11 @@ def tensor_core(gpu: str, in_fmt, out_fmt="fp32") -> _A.FusedBlock:
     g = _gpu_name(gpu)
     if isinstance(in_fmt, (tuple, list)) and len(in_fmt) == 2:
         fa, fb = _in_name(in_fmt[0]), _in_name(in_fmt[1])
+        if fa != fb and {fa, fb} <= set(_FNUZ) and _GPU_ARCH[g] == "CDNA3":
+            t = {"e4m3fnuz": "fp8", "e5m2fnuz": "bf8"}
+            m = mma("CDNA3", f"v_mfma_f32_16x16x32_{t[fa]}_{t[fb]}")
+            return type(m)(**{**{k: getattr(m, k) for k in m.__dataclass_fields__},
+                              "name": f"{g} {fa} x {fb}"})
         if fa != fb:
             if not {fa, fb} <= {"e4m3", "e5m2"}:
                 raise ValueError(f"mixed tensor-core inputs are FP8 pairs (e4m3, e5m2), not "
@@ -143,23 +193,31 @@ def tensor_core(gpu: str, in_fmt, out_fmt="fp32") -> _A.FusedBlock:
         m = mma(arch, instr)
     except ValueError:
         raise ValueError(f"{g} tensor cores have no {fin} -> {fo.name} mode "
-                         f"(bf16 and tf32 accumulate into fp32 only; V100 takes fp16 only)") from None
+                         f"(bf16 and tf32 accumulate into fp32 only; V100 and T4 take fp16 "
+                         "only)") from None
+    if not isinstance(m, _A.FusedBlock):  # block-scaled kinds, AMD matrix cores
+        return type(m)(**{**{k: getattr(m, k) for k in m.__dataclass_fields__},
+                          "name": f"{g} {fin}"})
     return _A.FusedBlock(m.n, m.neab, out_fmt=fo, rounding=m.rounding, in_fmt=fin,
                          name=f"{g} {fin}" + ("" if fo.name == "fp32" else " -> fp16"))
 
 
-def mma(arch: str, instruction: str) -> _A.FusedBlock:
+def mma(arch: str, instruction: str):
     """The model of one matrix-engine instruction: a :class:`fpsim.accum.FusedBlock`.
 
     ``arch``: Volta, Turing, Ampere, Ada (or "Ada Lovelace"), Hopper, Blackwell,
-    RTX Blackwell, or an ``sm_XX`` name (case-insensitive). ``instruction`` as PTX spells it
+    RTX Blackwell, CDNA1, CDNA2, CDNA3, or an ``sm_XX``/``gfxNNN`` name (case-insensitive).
+    AMD instructions as the ISA spells them (``v_mfma_f32_32x32x8_bf16``) give a
+    :class:`fpsim.accum.MFMA` (fp32 inputs: :class:`fpsim.accum.Sequential` fp32 FMA). ``instruction`` as PTX spells it
     (``mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32``, ``wgmma.mma_async...``,
     ``tcgen05.mma.m128n256k32.kind::f8f6f4.f32.e2m1.e2m1``) or MMA-Sim's short form after
     the opcode (``m16n8k16.f32.bf16.bf16.f32``). M and N do not change a dot product; a K
     longer than the instruction's chains instructions (c <- d). The parameters and what
     stands behind them (captured data, MMA-Sim, published) are in :data:`fpsim.engines.ENGINES`
-    (docs: Matrix engines). Not modelled yet, with a clear error: block-scaled kinds and
-    AMD CDNA. Mixed operand formats (``e4m3 x e5m2``, ``e2m1 x e4m3``) are modelled
+    (docs: Matrix engines). Block-scaled kinds (``kind::mxf8f6f4``, ``mxf4``,
+    ``mxf4nvf4`` with ``block16``/``block32`` and ``ue8m0``/``ue4m3``, or PTX's
+    ``.block_scale.scale_vec::NX``) give a :class:`fpsim.accum.BlockScaledFused`, used with
+    ``fpsim.dot(a, b, c, model=m, a_scale=sa, b_scale=sb)``. Mixed operand formats (``e4m3 x e5m2``, ``e2m1 x e4m3``) are modelled
     where the instruction takes them: each operand's subnormals count with its own format's
     smallest exponent.
 
@@ -169,8 +227,19 @@ def mma(arch: str, instruction: str) -> _A.FusedBlock:
     """
     from . import engines as _E
     ins = _E.parse_instruction(instruction)
-    e = _E.lookup(arch, ins)
+    e = _E.lookup(arch, instruction)
     fa, fb, fout = _E._TYPES[ins.a], _E._TYPES[ins.b], _E._TYPES[ins.d]
+    if e.variant == "fma":  # fp32 MFMA: one fused multiply-add per product
+        return _A.Sequential("fp32", fma=True)
+    if e.variant:  # AMD matrix cores
+        return _A.MFMA(e.variant, e.L if e.variant == "ftz" else min(e.L, ins.k), e.F, e.F2,
+                       in_fmt=fa, in_fmt_b=fb, name=f"{e.arch} {instruction}")
+    if e.scaling:  # block-scaled kinds
+        block, sc = _E.block_scale(e, ins)
+        return _A.BlockScaledFused(e.L, e.F, block=block, group=e.group, e_zero=e.e_zero,
+                                   in_fmt=fa, in_fmt_b=fb,
+                                   scale_fmt="e8m0" if sc == "ue8m0" else sc,
+                                   name=f"{e.arch} {instruction}")
     F = e.F_fp16 if fout == "fp16" and e.F_fp16 is not None else e.F
     rounding = e.fp32_rounding if fout == "fp32" else "rne"
     return _A.FusedBlock(e.L, F - 23, out_fmt=fout, rounding=rounding, in_fmt=(fa, fb),
@@ -213,6 +282,8 @@ def evidence(gpu: str, in_fmt, out_fmt="fp32") -> str:
     g = _gpu_name(gpu)
     m = tensor_core(g, in_fmt, out_fmt)  # raises for modes the GPU lacks
     fin, fo = m.in_fmt.name, m.out_fmt.name
+    if isinstance(in_fmt, str) and in_fmt.lower() in BLOCK_SCALED:
+        fin = in_fmt.lower()
     arch = _GPU_ARCH[g]
     instr = _preset_instruction(g, fin, fo)
     row = _E.lookup(arch, instr)

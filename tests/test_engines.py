@@ -52,10 +52,54 @@ def test_instruction_the_arch_lacks_lists_what_it_has():
         fpsim.hardware.mma("Hopper", "wgmma.m64n8k24.f32.bf16.bf16")
 
 
-def test_not_yet_modelled_kinds_are_refused_clearly():
-    with pytest.raises(ValueError, match="block-scaled MMA .* not modelled yet"):
-        fpsim.hardware.mma("Blackwell",
+def test_block_scaled_spellings_and_errors():
+    m = fpsim.hardware.mma("Blackwell",
                            "tcgen05.mma.m128n256k64.kind::mxf4nvf4.block16.f32.e2m1.e2m1.ue4m3")
+    assert (m.L, m.F, m.block, m.group, m.e_zero, m.scale_fmt.name) == (64, 35, 16, 16, -139,
+                                                                        "ue4m3fn")
+    # PTX's own spelling: .block_scale.scale_vec::NX (N scales per K of the instruction)
+    ptx = fpsim.hardware.mma("RTX Blackwell", "mma.sync.aligned.m16n8k64.row.col.kind::mxf4nvf4"
+                             ".block_scale.scale_vec::4X.f32.e2m1.e2m1.f32.ue4m3")
+    assert (ptx.block, ptx.scale_fmt.name) == (16, "ue4m3fn")
+    assert fpsim.hardware.mma("Blackwell", "tcgen05.mma.m128n8k32.kind::mxf8f6f4.f32.e4m3"
+                              ".e2m1.ue8m0").block == 32  # one block size: may be left out
+    with pytest.raises(ValueError, match=r"mxf4nvf4 takes block32.ue8m0, block16.ue8m0, "
+                                         r"block16.ue4m3, not block32.ue4m3"):
+        fpsim.hardware.mma("Blackwell", "tcgen05.mma.m128n8k64.kind::mxf4nvf4.block32.f32.e2m1"
+                           ".e2m1.ue4m3")
+    with pytest.raises(ValueError, match="block scales belong to the kinds"):
+        fpsim.hardware.mma("Blackwell", "tcgen05.mma.m128n8k32.kind::f8f6f4.block32.f32.e4m3"
+                           ".e4m3.ue8m0")
+    a, b = np.ones((2, 64)), np.full((2, 64), 0.5)
+    for sa, msg in [(None, "pass a_scale= and b_scale="),
+                    (np.ones((2, 2)), r"a_scale has shape \(2, 2\); expected \(2, 4\)"),
+                    (np.full((2, 4), -1.0), "not a scale of format ue4m3fn"),
+                    (np.full((2, 4), 500.0), "not a scale of format ue4m3fn")]:
+        with pytest.raises(ValueError, match=msg):
+            fpsim.dot(a, b, model=m, a_scale=sa, b_scale=np.ones((2, 4)))
+    with pytest.raises(ValueError, match="not a scale of format e8m0"):
+        mx = fpsim.hardware.mma("Blackwell", "tcgen05.mma.m128n8k64.kind::mxf4.f32.e2m1.e2m1")
+        fpsim.dot(a, b, model=mx, a_scale=[[0.0, 1.0]], b_scale=[[1.0, 1.0]])
+    with pytest.raises(ValueError, match="not a multiple of the scale block 16"):
+        fpsim.dot(a[:, :40], b[:, :40], model=m, a_scale=np.ones((2, 2)), b_scale=np.ones((2, 2)))
+    with pytest.raises(ValueError, match="not a value of the model's input format e2m1"):
+        fpsim.dot(a * 0.7, b, model=m, a_scale=np.ones((2, 4)), b_scale=np.ones((2, 4)))
+    with pytest.raises(ValueError, match="a_scale/b_scale are for block-scaled models"):
+        fpsim.dot(a, b, model=fpsim.hardware.tensor_core("A100", "fp16"), a_scale=1.0)
+    with pytest.raises(TypeError, match="needs its block scales"):
+        fpsim.sum(a, model=m)
+    # a K that is not a whole number of instructions is padded with zeros, as the hardware
+    # operands would be: the same bits as the explicitly padded call
+    rng = np.random.default_rng(1)
+    x = fpsim.quantize(rng.standard_normal((3, 96)), "e2m1")
+    s = fpsim.quantize(2.0 ** rng.integers(-3, 4, (3, 6)) * 1.0, "ue4m3")
+    xp = np.concatenate([x, np.zeros((3, 32))], 1)
+    sp = np.concatenate([s, np.ones((3, 2))], 1)
+    assert np.array_equal(fpsim.dot(x, x, model=m, a_scale=s, b_scale=s),
+                          fpsim.dot(xp, xp, model=m, a_scale=sp, b_scale=sp))
+
+
+def test_mixed_operands_the_arch_lacks_are_refused():
     with pytest.raises(ValueError, match="Ampere has no modelled"):  # fp16 x bf16
         fpsim.hardware.mma("Ampere", "mma.m16n8k16.f32.f16.bf16.f32")
 
@@ -100,6 +144,11 @@ def test_gpu_presets_are_rows_of_the_table(gpu, fmt, out):
     except ValueError:
         return
     arch = fpsim.hardware._GPU_ARCH[gpu]
+    if not isinstance(m, fpsim.accum.FusedBlock):  # AMD: the model of the preset's instruction
+        ins = fpsim.hardware._preset_instruction(gpu, fmt, out)
+        assert m.variant == E.lookup(arch, ins).variant == "tr" if arch == "CDNA3" else True
+        assert (m.L, m.F, m.F2) == ((lambda i: (i.L, i.F, i.F2))(fpsim.hardware.mma(arch, ins)))
+        return
     rows = [e for e in E.ENGINES if e.arch == arch and fmt in e.inputs and out in e.outputs
             and e.L == m.n]
     F = {e.F_fp16 if out == "fp16" and e.F_fp16 is not None else e.F for e in rows}
@@ -121,3 +170,48 @@ def test_table_rows():
     b200 = [r for r in rows if r["arch"] == "Blackwell" and r["instruction"] == "mma K=32"]
     assert [(r["output"], r["F"], r["rounding"]) for r in b200] == [("fp32", 31, "RNE"),
                                                                    ("fp16", 25, "RNE")]
+
+
+def test_amd_mfma_names_and_errors():
+    m = fpsim.hardware.mma("CDNA3", "v_mfma_f32_32x32x8_bf16")
+    assert (m.variant, m.L, m.F, m.F2, m.in_fmt.name) == ("tr", 8, 24, 31, "bf16")
+    assert fpsim.hardware.mma("gfx942", "v_mfma_f32_32x32x4_2b_f16").L == 4  # K=4: 4 fused
+    f8 = fpsim.hardware.mma("CDNA3", "V_MFMA_F32_16X16X32_FP8_BF8")
+    assert (f8.variant, f8.L) == ("gtr", 16)
+    assert [f.name for f in f8.input_formats] == ["e4m3fnuz", "e5m2fnuz"]
+    assert fpsim.hardware.mma("CDNA2", "v_mfma_f32_32x32x8bf16_1k").L == 4
+    assert fpsim.hardware.mma("CDNA2", "v_mfma_f32_32x32x4bf16").L == 2
+    assert fpsim.hardware.mma("CDNA1", "f32_32x32x8f16").variant == "exact"  # MMA-Sim's form
+    assert isinstance(fpsim.hardware.mma("CDNA3", "v_mfma_f32_16x16x4_f32"), fpsim.accum.Sequential)
+    with pytest.raises(ValueError, match="CDNA1 has no modelled instruction.*CDNA1 has: v_mfma"):
+        fpsim.hardware.mma("CDNA1", "v_mfma_f32_32x32x8bf16_1k")
+    with pytest.raises(ValueError, match="fp64 MFMA is not modelled"):
+        fpsim.hardware.mma("CDNA3", "v_mfma_f64_16x16x4_f64")
+    with pytest.raises(ValueError, match="expected an AMD name such as"):
+        fpsim.hardware.mma("CDNA3", "v_mfma_f32_32x32_bf16")
+    with pytest.raises(ValueError, match="not a value of the model's input format e4m3fnuz"):
+        fpsim.dot(np.full(16, 448.0), np.ones(16), model=f8)  # e4m3 (fn) max, not in fnuz
+
+
+@pytest.mark.parametrize("gpu,fmt,kind", [("B200", "nvfp4", "mxf4nvf4"), ("B300", "mxfp8", "mxf8f6f4"),
+                                          ("RTX 5090", "mxfp4", "mxf4")])
+def test_block_scaled_gpu_presets(gpu, fmt, kind):
+    m = fpsim.hardware.tensor_core(gpu, fmt)
+    assert isinstance(m, fpsim.accum.BlockScaledFused)
+    assert fpsim.hardware.evidence(gpu, fmt).startswith("MMA-Sim agreement")
+    assert kind in fpsim.hardware._preset_instruction(fpsim.hardware._gpu_name(gpu), fmt, "fp32")
+    with pytest.raises(ValueError, match="no block-scaled"):
+        fpsim.hardware.tensor_core("H100", fmt)
+
+
+def test_new_gpu_names():
+    H = fpsim.hardware
+    key = (lambda m: (m.n, m.neab, m.rounding, m.in_fmt, m.out_fmt))
+    assert key(H.tensor_core("rtx_4090", "e4m3")) == key(H.tensor_core("Ada", "e4m3"))
+    assert H.tensor_core("MI300X", ("e4m3fnuz", "e5m2fnuz")).in_fmt_b.name == "e5m2fnuz"
+    with pytest.raises(ValueError, match="T4 tensor cores have no bf16"):
+        H.tensor_core("T4", "bf16")
+    with pytest.raises(ValueError, match="MI300X matrix cores have no e4m3 -> fp32"):
+        H.tensor_core("MI300X", "e4m3")
+    with pytest.raises(ValueError, match="fnuz FP8 formats are AMD CDNA3's"):
+        H.tensor_core("H100", "e4m3fnuz")

@@ -169,7 +169,7 @@ def _instructions():
     """(arch, MMA-Sim class, MMA-Sim short form, fpsim's full PTX spelling, in, out, K)."""
     out = []
     for e in E.ENGINES:
-        if not e.mmasim:
+        if not e.mmasim or e.scaling or e.variant:  # block-scaled, AMD: tested below
             continue
         pairs = [(fa, fb) for fa in e.inputs for fb in e.inputs]  # mixed where allowed
         for fin, fin_b in pairs:
@@ -217,3 +217,183 @@ def test_the_table_covers_what_mmasim_models():
     assert inputs == {"fp16", "bf16", "tf32", "e4m3", "e5m2", "e2m1", "e3m2", "e2m3"}
     assert ("e4m3", "e5m2") in {i[4] for i in INSTRUCTIONS}  # mixed operands
     assert ("e2m1", "e4m3") in {i[4] for i in INSTRUCTIONS}
+
+
+# ---------------------------------------------------------------------------------------
+# Block-scaled kinds (MMA-Sim's ST-FDPA and GST-FDPA models)
+# ---------------------------------------------------------------------------------------
+
+_SCALED_PAIRS = {("Blackwell", "mxf8f6f4"): [("e4m3", "e4m3"), ("e5m2", "e5m2"), ("e3m2", "e3m2"),
+                                             ("e2m3", "e2m3"), ("e2m1", "e2m1"),
+                                             ("e4m3", "e5m2"), ("e2m1", "e4m3")],
+                 ("RTX Blackwell", "mxf8f6f4"): [("e4m3", "e4m3"), ("e2m1", "e5m2")]}
+
+
+def _scaled_instructions():
+    """(arch, MMA-Sim class, MMA-Sim short form, fpsim's PTX spelling, inputs, block, scale, K)."""
+    out = []
+    for e in E.ENGINES:
+        if not e.scaling:
+            continue
+        k = e.ks[0]
+        for fa, fb in _SCALED_PAIRS.get((e.arch, e.kind), [(e.inputs[0], e.inputs[0])]):
+            for blk, sc in e.scaling:
+                ty = f"kind::{e.kind}.block{blk}.f32.{fa}.{fb}"
+                if e.opcode == "tcgen05.mma":
+                    short, cls = f"m128n8k{k}.{ty}.{sc}", "TCGen05MMABlockScale"
+                    full = f"tcgen05.mma.cta_group::1.m128n256k{k}.{ty}.{sc}"
+                else:
+                    short, cls = f"m16n8k{k}.{ty}.f32.{sc}", "MMABlockScale"
+                    full = (f"mma.sync.aligned.m16n8k{k}.row.col.kind::{e.kind}.block_scale."
+                            f"scale_vec::{k // blk}X.f32.{fa}.{fb}.f32.{sc}")
+                out.append((e.arch, cls, short, full, (fa, fb), blk, sc, k))
+    return out
+
+
+SCALED = _scaled_instructions()
+
+
+def _scales(rng, sc, n, nb):
+    """Scales of every kind: moderate, extreme (both ends of the range), NaN, zero (ue4m3)."""
+    if sc == "ue8m0":
+        e = rng.integers(-12, 12, (n, nb))
+        pick = rng.random((n, nb))
+        e[pick < 0.1] = rng.integers(-127, -110, (pick < 0.1).sum())
+        e[pick > 0.9] = rng.integers(110, 128, (pick > 0.9).sum())
+        s = 2.0 ** e.astype(float)
+        s[pick > 0.99] = np.nan
+        return s
+    s = fpsim.quantize(2.0 ** rng.uniform(-10, 9, (n, nb)), "ue4m3")
+    pick = rng.random((n, nb))
+    s[pick < 0.03] = 0.0
+    s[pick > 0.98] = 448.0
+    s[(pick > 0.97) & (pick <= 0.98)] = np.nan
+    return s
+
+
+def _scaled_operand(x, fmt, packed):
+    if not packed:
+        return _operand(x, fmt)
+    codes = fpsim.encode(x, fmt).astype(np.uint8)  # FP4 pairs, the first in the high nibble
+    return torch.tensor((codes[:, ::2] << 4) | codes[:, 1::2])
+
+
+def _sim_scales(s, sc):
+    codes = fpsim.encode(s, "e8m0" if sc == "ue8m0" else "ue4m3").astype(np.uint8)
+    return torch.tensor(codes).view(torch.float8_e8m0fnu if sc == "ue8m0" else torch.float8_e4m3fn)
+
+
+@pytest.mark.parametrize("arch,cls,short,full,fin,blk,sc,K", SCALED, ids=[s[3] for s in SCALED])
+def test_block_scaled_equals_mmasim(arch, cls, short, full, fin, blk, sc, K):
+    rng = np.random.default_rng(sum(map(ord, full)))
+    op = getattr(sim, cls)(arch, short)
+    m = fpsim.hardware.mma(arch, full)
+    packed = m.group > 1  # MMA-Sim's mxf4 kinds take two FP4 codes per byte
+    ops = [_operands(rng, fin[0], "fp32", K, fin[1]) for _ in range(2)]
+    c, kinds = ops[0][2], ops[0][3]
+    R, nb = len(c), K // blk
+    sa = [_scales(rng, sc, R, nb) for _ in range(2)]
+    sb = [_scales(rng, sc, R, nb) for _ in range(2)]
+    want, cc = [], c
+    for (a, b, _, _), x, y in zip(ops, sa, sb):  # two chained instructions (c <- d)
+        cc = op.dpa(_scaled_operand(a, fin[0], packed), _scaled_operand(b, fin[1], packed),
+                    torch.tensor(cc, dtype=torch.float32), _sim_scales(x, sc),
+                    _sim_scales(y, sc)).double().numpy()
+        want.append(cc)
+    a, b = (np.concatenate([o[i] for o in ops], 1) for i in (0, 1))
+    SA, SB = np.concatenate(sa, 1), np.concatenate(sb, 1)
+    for n, want_n in ((1, want[0]), (2, want[1])):
+        got = fpsim.dot(a[:, :n * K], b[:, :n * K], c, model=m, a_scale=SA[:, :n * nb],
+                        b_scale=SB[:, :n * nb])
+        bad = ~_same(got, want_n)
+        assert not bad.any(), (n, sorted(set(kinds[bad])), np.nonzero(bad)[0][:5])
+    # the GEMM path: C = diag(c), the diagonal holds the dot products
+    idx = np.arange(0, R, R // 16)
+    D = fpsim.matmul(a[idx], b[idx].T, np.diag(c[idx]), model=m, a_scale=SA[idx],
+                     b_scale=SB[idx].T)
+    assert _same(np.diag(D).copy(), want[1][idx]).all()
+
+
+# ---------------------------------------------------------------------------------------
+# AMD CDNA1-3 v_mfma (MMA-Sim's mmasim.amd models)
+# ---------------------------------------------------------------------------------------
+
+amd = pytest.importorskip("mmasim.amd.sim")
+TORCH.update({"fp32": torch.float32, "e4m3fnuz": torch.float8_e4m3fnuz,
+              "e5m2fnuz": torch.float8_e5m2fnuz})
+_AMD_T = {"fp32": "f32", "tf32": "xf32", "fp16": "f16", "bf16": "bf16", "e4m3fnuz": "fp8",
+          "e5m2fnuz": "bf8"}
+
+
+def _mfma_instructions():
+    """(arch, MMA-Sim suffix, inputs, K): the largest K of every table row (both K of FP8,
+    and every operand pairing of FP8)."""
+    out = []
+    for e in E.ENGINES:
+        if e.opcode != "v_mfma":
+            continue
+        pairs = [(fa, fb) for fa in e.inputs for fb in e.inputs]
+        for fa, fb in pairs:
+            ta, tb = _AMD_T[fa], _AMD_T[fb]
+            for k in (e.ks if len(e.inputs) > 1 else e.ks[-1:]):
+                if e.arch == "CDNA3":
+                    mn = {1: "32x32", 2: "32x32", 4: "16x16", 8: "16x16", 16: "32x32",
+                          32: "16x16"}[k]
+                    if fa == "tf32":
+                        mn = "16x16" if k == 8 else "32x32"
+                    if fa in ("fp16", "bf16") and k == 16:
+                        mn = "16x16"
+                    suffix = f"f32_{mn}x{k}_{ta}" + (f"_{tb}" if len(e.inputs) > 1 else "")
+                else:
+                    mn = {1: "32x32", 2: "32x32", 4: "16x16", 8: "32x32", 16: "16x16"}[k]
+                    if fa == "bf16" and not e.kind:
+                        mn = {2: "32x32", 4: "32x32", 8: "16x16"}[k]
+                    suffix = f"f32_{mn}x{k}{ta}" + ("_1k" if e.kind else "")
+                out.append((e.arch, suffix, (fa, fb), k))
+    return out
+
+
+MFMAS = _mfma_instructions()
+
+
+@pytest.mark.parametrize("arch,suffix,fin,K", MFMAS, ids=[f"{m[0]}:v_mfma_{m[1]}" for m in MFMAS])
+def test_every_mfma_equals_mmasim(arch, suffix, fin, K):
+    rng = np.random.default_rng(sum(map(ord, arch + suffix)))
+    op = amd.MFMA(arch, suffix)
+    m = fpsim.hardware.mma(arch, "v_mfma_" + suffix)
+    ops = [_operands(rng, fin[0], "fp32", K, fin[1]) for _ in range(2)]
+    c, kinds = ops[0][2], ops[0][3]
+    want, cc = [], c
+    for a, b, _, _ in ops:  # two chained instructions (c <- d)
+        cc = _mmasim(op, fin[0], "fp32", a, b, cc, fin[1])
+        want.append(cc)
+    a, b = (np.concatenate([o[i] for o in ops], 1) for i in (0, 1))
+    for n in (1, 2):
+        got = fpsim.dot(a[:, :n * K], b[:, :n * K], c, model=m)
+        dropped = np.zeros(len(c), bool)
+        if getattr(m, "variant", "") == "gtr":
+            # MMA-Sim's GTR-FDPA reads an inf/NaN accumulator's exponent as -1 and drops it
+            # when the next 16 products are 2**25 larger (its c-dropping rule): a NaN or inf
+            # of one block vanishes in the next. fpsim keeps IEEE propagation there.
+            cc = c
+            for lo in range(0, n * K - 16, 16):
+                cc = _mmasim(op, fin[0], "fp32", a[:, lo:lo + 16], b[:, lo:lo + 16], cc, fin[1])
+                dropped |= ~np.isfinite(cc)
+            dropped &= np.isfinite(want[n - 1])
+            assert not np.isfinite(got[dropped]).any()
+        bad = ~_same(got, want[n - 1]) & ~dropped
+        assert not bad.any(), (n, sorted(set(kinds[bad])), a[bad][:1, :n * K],
+                               b[bad][:1, :n * K], c[bad][:1], want[n - 1][bad][:1])
+    # the GEMM path on finite rows (C = diag(c): the diagonal holds the dot products). fp32
+    # FMA rows skip the 'wide' kind: fpsim's vectorised fp32 GEMM kernel (gemm_seq_f32)
+    # turns an accumulator that overflowed to inf into NaN (its two_sum meets inf - inf);
+    # fpsim.dot gives MMA-Sim's bits there
+    skip = ("special", "wide") if isinstance(m, fpsim.accum.Sequential) else ("special",)
+    idx = np.nonzero(~np.isin(kinds, skip))[0][::len(c) // 16]
+    D = fpsim.matmul(a[idx], b[idx].T, np.diag(c[idx]), model=m)
+    assert _same(np.diag(D).copy(), want[1][idx]).all()
+
+
+def test_every_cdna_arch_is_compared():
+    assert {m[0] for m in MFMAS} == {"CDNA1", "CDNA2", "CDNA3"}
+    assert {m[2] for m in MFMAS} >= {("e4m3fnuz", "e5m2fnuz"), ("fp32", "fp32"), ("tf32", "tf32")}

@@ -748,3 +748,234 @@ def rows_fused_fast(A, B, EA, EB, c, out, n, neab, p, ovf_lim, rtz_mask, min_nor
         out[r] = d
         err += e1
     return err
+
+
+# ---------------------------------------------------------------------------------------
+# Block-scaled fused dot-add (Blackwell kind::mxf8f6f4 / mxf4 / mxf4nvf4)
+# ---------------------------------------------------------------------------------------
+
+@njit(cache=True, inline="always")
+def _scaled_step(s, T, X, lo, hi, F, e_zero, p, ovf_lim):
+    """One block-scaled instruction: terms T[lo:hi] (alignment exponents X) and c = s."""
+    special = s - s != 0.0
+    for k in range(lo, hi):
+        if T[k] - T[k] != 0.0:
+            special = True
+    if special:
+        t = s
+        for k in range(lo, hi):
+            t = t + T[k]
+        return rnd1(t, p)
+    E = e_zero if s == 0.0 else max(_exp_of(s), p.emin)
+    for k in range(lo, hi):
+        E = max(E, X[k])
+    q = E - F
+    S = np.int64(0)
+    if s != 0.0:
+        S += _trunc_q(s, q)
+    for k in range(lo, hi):
+        if T[k] != 0.0:
+            S += _trunc_q(T[k], q)
+    if S == 0:
+        return 0.0, 0
+    v = np.float64(S)
+    if q < -1022 or q > 1023:
+        v = v * pow2(q + 600) * pow2(-600) if q < 0 else v * pow2(q - 600) * pow2(600)
+    else:
+        v = v * pow2(q)
+    if abs(v) >= ovf_lim:
+        return (-np.inf if v < 0.0 else np.inf), 0
+    r, e = rnd1(v, p)
+    return (0.0 if r == 0.0 else r), e  # a sum that rounds to zero gives +0
+
+
+@njit(cache=True, parallel=True)
+def rows_scaled_fused(T, X, c, out, per, F, e_zero, p, ovf_lim):
+    """Chained fused dot-adds of pre-scaled terms: ``T`` (R, n) holds each row's exact
+    terms (scaled products, or scaled sums of a group of products), ``X`` their alignment
+    exponents (computed from the operands and scales, not from the values: the hardware
+    aligns a group sum at its scale's exponent; zero terms carry ``e_zero``), ``per`` terms
+    per instruction, chained through the accumulator (c <- d).
+
+    Per instruction: ``E = max(X, exponent of c)`` (c clamped at ``p.emin``; a zero c
+    counts as ``e_zero``); every term and c truncated toward zero at ``2**(E - F)``; the
+    integers summed exactly and rounded once with ``p`` (an overflow of the truncating mode
+    gives inf). An instruction whose terms or c hold inf or NaN gives their IEEE sum.
+    """
+    R, n = T.shape
+    errs = np.zeros(R, dtype=np.int64)
+    for r in prange(R):
+        s = c[r]
+        e_r = 0
+        for lo in range(0, n, per):
+            s, e = _scaled_step(s, T[r], X[r], lo, min(n, lo + per), F, e_zero, p, ovf_lim)
+            e_r += e
+        out[r] = s
+        errs[r] = e_r
+    return errs.sum()
+
+
+@njit(cache=True, parallel=True)
+def gemm_scaled(A, BT, SA, SBT, C, D, L, block, group, F, e_zero, emin_a, emin_b, emin_s, p,
+                ovf_lim):
+    """D = A @ BT.T + C with block scales SA (M, K/block), SBT (N, K/block): the terms of
+    :func:`rows_scaled_fused` formed on the fly (no product matrix in memory). K is a
+    multiple of L."""
+    M, K = A.shape
+    N = BT.shape[0]
+    per = L // group
+    errs = np.zeros(M * N, dtype=np.int64)
+    for idx in prange(M * N):
+        i = idx // N
+        j = idx % N
+        T = np.empty(per)
+        X = np.empty(per, dtype=np.int64)
+        s = C[i, j]
+        e_r = 0
+        for lo in range(0, K, L):
+            for g in range(per):
+                k0 = lo + g * group
+                sa = SA[i, k0 // block]
+                sb = SBT[j, k0 // block]
+                t = 0.0
+                nz = False
+                for k in range(k0, k0 + group):
+                    pr = A[i, k] * BT[j, k]
+                    t += pr
+                    nz |= pr != 0.0
+                t = t * sa * sb
+                T[g] = t
+                if group == 1:
+                    X[g] = e_zero if t == 0.0 else (
+                        _norm_exp(A[i, k0], emin_a) + _norm_exp(BT[j, k0], emin_b)
+                        + _norm_exp(sa, emin_s) + _norm_exp(sb, emin_s))
+                elif not nz or sa == 0.0 or sb == 0.0:
+                    X[g] = e_zero
+                else:
+                    X[g] = _norm_exp(sa, emin_s) + _norm_exp(sb, emin_s)
+            s, e = _scaled_step(s, T, X, 0, per, F, e_zero, p, ovf_lim)
+            e_r += e
+        D[i, j] = s
+        errs[idx] = e_r
+    return errs.sum()
+
+
+# ---------------------------------------------------------------------------------------
+# AMD matrix cores (CDNA1-3 v_mfma; MMA-Sim's models, Xie et al. 2025)
+# ---------------------------------------------------------------------------------------
+
+MFMA_EXACT = 0  # CDNA1: exact sum of L products and c, rounded to nearest fp32
+MFMA_FTZ = 1    # CDNA2: fp32 products and pairwise fp32 additions, subnormals flushed
+MFMA_TR = 2     # CDNA3: products fused (F bits, truncated), then c added (floor at F2)
+MFMA_GTR = 3    # CDNA3 FP8: odd and even products fused apart, then as MFMA_TR
+
+
+@njit(cache=True, inline="always")
+def _norm_exp(x, emin):
+    """The exponent MMA-Sim gives a finite x: its leading bit's, clamped at emin (zero: emin)."""
+    return emin if x == 0.0 else max(_exp_of(x), emin)
+
+
+@njit(cache=True, inline="always")
+def _ftz32(x):
+    """fp32 value with subnormal results flushed to a zero of the same sign."""
+    return np.float32(x * 0.0) if abs(x) < np.float32(1.1754943508222875e-38) else x
+
+
+@njit(cache=True)
+def _fused_trunc(ar, br, lo, hi, step, emin_a, emin_b, F):
+    """Products lo, lo+step, ... < hi truncated at 2**(e - F), e their largest exponent:
+    (integer sum, e); e = -999 when every product is zero."""
+    e = -999
+    for k in range(lo, hi, step):
+        if ar[k] != 0.0 and br[k] != 0.0:
+            e = max(e, _norm_exp(ar[k], emin_a) + _norm_exp(br[k], emin_b))
+    S = 0.0
+    if e == -999:
+        return S, e
+    for k in range(lo, hi, step):
+        p = ar[k] * br[k]
+        if p != 0.0:
+            S += np.trunc(p * pow2(F - e))
+    return S, e
+
+
+@njit(cache=True)
+def _tr_block(ar, br, lo, hi, c, variant, F, F2, emin_a, emin_b):
+    """One CDNA3 block: the products' fused sum, then c, each floored, then 31 bits kept
+    below the leading one and the result rounded to nearest fp32."""
+    special = c - c != 0.0
+    t = c
+    for k in range(lo, hi):
+        p = ar[k] * br[k]
+        if p - p != 0.0:
+            special = True
+        elif variant == MFMA_TR and p != 0.0 and abs(p) >= 2.0 ** 128:
+            p = p * np.inf  # an fp32 product overflow
+            special = True
+        t = t + p
+    if special:
+        return t
+    if variant == MFMA_TR:
+        sd, ed = _fused_trunc(ar, br, lo, hi, 1, emin_a, emin_b, F)
+    else:
+        s0, e0 = _fused_trunc(ar, br, lo, hi, 2, emin_a, emin_b, F)
+        s1, e1 = _fused_trunc(ar, br, lo + 1, hi, 2, emin_a, emin_b, F)
+        ed = max(e0, e1)
+        sd = 0.0
+        if e0 != -999:
+            sd += np.floor(s0 * pow2(e0 - ed))
+        if e1 != -999:
+            sd += np.floor(s1 * pow2(e1 - ed))
+    ec = _norm_exp(c, -126)
+    em = max(ed, ec)
+    D = np.floor(sd * pow2(ed - F - (em - F2 - 1))) if ed != -999 else 0.0
+    Cc = np.floor(c * pow2(F - em))
+    if variant == MFMA_GTR and ec < em - F - 1:
+        Cc = 0.0
+    v = (D + Cc * pow2(F2 + 1 - F)) * pow2(em - F2 - 1)
+    if v == 0.0:
+        return 0.0
+    ev = max(_exp_of(v), -126)
+    v = np.floor(v * pow2(F2 - ev)) * pow2(ev - F2)
+    return np.float64(np.float32(v))
+
+
+@njit(cache=True, parallel=True)
+def mfma_rows(A, B, c, out, variant, L, F, F2, emin_a, emin_b, emin_ftz, p):
+    """Chained v_mfma dot-adds of the rows of A, B (R, K), blocks of L products (c <- d)."""
+    R, K = A.shape
+    errs = np.zeros(R, dtype=np.int64)
+    for r in prange(R):
+        ar = A[r]
+        br = B[r]
+        s = c[r]
+        e_r = 0
+        if variant == MFMA_EXACT:
+            limbs = np.zeros(_NL, dtype=np.int64)
+            for lo in range(0, K, L):
+                hi = min(K, lo + L)
+                s, e = _exact_row(ar[lo:hi] * br[lo:hi], s, p, limbs)
+                e_r += e
+        elif variant == MFMA_FTZ:
+            # inputs below the input format's normal range flush to +0; products, sums and
+            # c flush subnormal fp32 values (c to +0, the others keeping their sign)
+            acc = np.float32(0.0) if abs(s) < 1.1754943508222875e-38 else np.float32(s)
+            for lo in range(0, K, L):
+                t = np.float32(0.0)
+                for h in range(lo, min(K, lo + L), 2):
+                    x = np.float32(0.0)
+                    for k in range(h, min(K, h + 2)):
+                        a = 0.0 if abs(ar[k]) < emin_ftz else ar[k]
+                        b = 0.0 if abs(br[k]) < emin_ftz else br[k]
+                        q = _ftz32(np.float32(a) * np.float32(b))
+                        x = q if k == h else _ftz32(x + q)
+                    t = x if h == lo else _ftz32(t + x)
+                acc = _ftz32(acc + t)
+            s = np.float64(acc)
+        else:
+            for lo in range(0, K, L):
+                s = _tr_block(ar, br, lo, min(K, lo + L), s, variant, F, F2, emin_a, emin_b)
+        out[r] = s
+        errs[r] = e_r
+    return errs.sum()

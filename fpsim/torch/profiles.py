@@ -18,8 +18,10 @@
 ``lmul4``       the same with 4-bit mantissas (e8m4)
 ``dint4_w4a8``  dINT4 weights (per-output-channel scale), int8 activations (per-token
                 scale), exact products, fp32 accumulation
-``{gpu}_{fmt}`` the tensor core of ``gpu`` (v100, a100, ..., h100, b200) on ``fmt`` inputs
-                (fp16, bf16, tf32, e4m3, e5m2), bit-exact (``fpsim.hardware.tensor_core``)
+``{gpu}_{fmt}`` the tensor core of ``gpu`` (v100, t4, a100, ..., h100, gh200, b200, b300,
+                rtx5090, mi100, mi250x, mi300x, ...: ``fpsim.hardware.GPUS`` without
+                spaces) on ``fmt`` inputs (fp16, bf16, tf32, e4m3, e5m2), bit-exact
+                (``fpsim.hardware.tensor_core``)
 =============== ==========================================================================
 
 >>> from fpsim.torch import profiles
@@ -192,7 +194,7 @@ def _tc_table():
             except ValueError:
                 continue
             fmts.append(f)
-        table[g.lower()] = tuple(fmts)
+        table[g.lower().replace(" ", "")] = tuple(fmts)  # "rtx4090_fp16"
     return table
 
 
