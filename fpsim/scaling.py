@@ -179,9 +179,9 @@ class ScaledFormat(Format):
     def _encode(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                 daz=False, nan=None, seed=None, srbits=None):
         _b._check_elem_opts(overflow, nan, daz, subnormals)
-        ebits, scales, shape, ax = _apply(x, self, axis, None, None, rounding, subnormals, seed,
-                                          srbits, want_codes=True)
-        ecodes = _b._elem_codes(ebits, self.elem).reshape(shape)
+        ecodes, scales, shape, ax = _apply(x, self, axis, None, None, rounding, subnormals, seed,
+                                           srbits, want_codes=True)
+        ecodes = ecodes.reshape(shape)
         scodes = _r.encode(scales, self.scale).reshape(np.shape(scales))  # keep 0-d
         return _b.BlockCodes(ecodes, scodes, None, ax)
 
