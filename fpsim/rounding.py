@@ -270,8 +270,8 @@ def real_input(x, what="x"):
             raise TypeError(f"{what}: " + _dtype_error(arr.dtype))
         return arr, "array"
     if type(x).__module__.startswith("torch"):
-        raise TypeError("torch tensors go through fpsim.torch.quantize (the core has no torch "
-                        "dependency)")
+        raise TypeError(f"{what}: torch tensors go through fpsim.torch.quantize (the core has "
+                        "no torch dependency); pass a numpy array to the core")
     raise TypeError(f"{what}: cannot quantize a {type(x).__name__}; pass a numpy float array or "
                     "a Python number")
 
