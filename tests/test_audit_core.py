@@ -426,3 +426,36 @@ def test_memory_block_pieces_match_ml_dtypes(monkeypatch):
             np.testing.assert_array_equal(u, v)
         assert c.tensor_scale == big[ax][1].tensor_scale
         np.testing.assert_array_equal(fpsim.decode(c, "nvfp4"), q)
+
+
+@pytest.mark.parametrize("name,view,M", [("e4m3_ftz", "float8_e4m3fn", 3), ("e5m2_ftz", "float8_e5m2", 2),
+                                         ("fp16_ftz", "float16", 10)])
+def test_no_subnormals_decode_code_table_values(name, view, M, capsys):
+    # issue 15: formats without subnormals listed subnormal values in code_table, decode and
+    # `fpsim values`. A subnormal code reads as a zero of its sign; oracle: ml_dtypes / numpy
+    # views of the same bits, with the exponent-field-0 codes built from the bit fields
+    import ml_dtypes
+    from fpsim.cli import main
+    fmt = fpsim.parse(name)
+    bits = fmt.bits
+    codes = np.arange(2**bits, dtype=np.uint64)
+    udt = np.uint8 if bits == 8 else np.uint16
+    vdt = np.float16 if view == "float16" else getattr(ml_dtypes, view)
+    ref = codes.astype(udt).view(vdt).astype(np.float64)
+    sub = ((codes >> M) & ((1 << (bits - 1 - M)) - 1) == 0) & (codes & ((1 << M) - 1) != 0)
+    sign = (codes >> (bits - 1)) == 1
+    ref[sub] = np.where(sign[sub], -0.0, 0.0)
+    for got in (fpsim.decode(codes, fmt), fmt.code_table(), fpsim.decode(codes.astype(np.int64), fmt)):
+        same = (got == ref) & (np.signbit(got) == np.signbit(ref)) | (np.isnan(got) & np.isnan(ref))
+        assert same.all(), codes[~same][:5]
+    v = fmt.values()
+    assert not ((v != 0) & (np.abs(v) < fmt.min_normal)).any()
+    np.testing.assert_array_equal(v, np.unique(ref[np.isfinite(ref)]) + 0.0)
+    # decode(encode(x)) is unchanged: encode never makes a subnormal code
+    x = np.array([fmt.min_normal * 0.75, -fmt.min_normal * 0.3, fmt.min_normal, 1.0])
+    np.testing.assert_array_equal(fpsim.decode(fpsim.encode(x, fmt), fmt), fpsim.quantize(x, fmt))
+    if bits == 8:
+        assert main(["values", name]) == 0
+        out = capsys.readouterr().out.splitlines()
+        marked = [int(ln.split()[0], 16) for ln in out if ln.endswith("(flushed: subnormal code)")]
+        assert marked == codes[sub].tolist()
