@@ -17,7 +17,8 @@ import numpy as np
 
 import fpsim
 
-FORMATS = ("e4m3", "int8", "nf4", "dint4", "mxfp4", "mxfp8_e4m3", "nvfp4", "block[nf4,64,fp32]")
+FORMATS = ("e4m3", "int8", "nf4", "dint4", "mxfp4", "mxfp8_e4m3", "mxint8", "nvfp4",
+           "block[nf4,64,fp32]", "scaled[int8,tensor,fp32]")
 
 
 def peak_of(fn):

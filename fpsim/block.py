@@ -332,8 +332,8 @@ class BlockFormat(Format):
         _check_elem_opts(overflow, nan, daz, subnormals)
         arr, _, shape, _ = _block_input(x)
         ax = self.axis if axis is None else axis
-        ebits, scales, g = _run(self, arr, ax, rounding, subnormals, seed, srbits, want_codes=True)
-        ecodes = _elem_codes(ebits, self.elem).reshape(shape)
+        ecodes, scales, g = _run(self, arr, ax, rounding, subnormals, seed, srbits, want_codes=True)
+        ecodes = ecodes.reshape(shape)
         scodes = _r.encode(scales, self.scale)
         tcode = None if g is None else _r.encode(np.array([g]), self.tensor_scale)[0]
         return BlockCodes(ecodes, scodes, tcode, _norm_axis(ax, len(shape)))
@@ -546,8 +546,11 @@ def _p32_placeholder():
 
 def _tensor_scale(fmt: BlockFormat, arr) -> float:
     """Per-tensor scale ``amax / (elem.max * scale.max)`` rounded into ``fmt.tensor_scale``."""
-    a = np.abs(arr)
-    amax = float(np.max(a, where=np.isfinite(a), initial=0.0))
+    flat = arr.reshape(-1)
+    amax = 0.0
+    for i in range(0, flat.size, BLOCK_CHUNK):  # in pieces: no |x| copy of the whole array
+        a = np.abs(flat[i:i + BLOCK_CHUNK])
+        amax = max(amax, float(np.max(a, where=np.isfinite(a), initial=0.0)))
     if amax == 0.0:
         return 1.0
     ts = fmt.tensor_scale
@@ -564,7 +567,7 @@ def _tensor_scale(fmt: BlockFormat, arr) -> float:
 
 def _run(fmt: BlockFormat, arr, axis, rounding, subnormals, seed, srbits, want_codes,
          given=None, gstride=(0, 0, 0), rule=None, clip=1.0, block=None, g=None):
-    """Quantize ``arr``; returns (values, scales) or (element float64 bits, scales, tensor scale)."""
+    """Quantize ``arr``; returns (values, scales) or (element codes, scales, tensor scale)."""
     shape = arr.shape if arr.ndim else (1,)
     ax = _norm_axis(axis, len(shape))
     A, L, B = _layout(shape, ax)
@@ -572,22 +575,48 @@ def _run(fmt: BlockFormat, arr, axis, rounding, subnormals, seed, srbits, want_c
     if not fmt.partial and L % k:
         raise ValueError(f"{fmt.name}: block={k} does not divide the length {L} of axis {ax} "
                          "(partial=False); pad the array or allow a partial last block")
+    arr = np.ascontiguousarray(arr)  # (a copy only for a strided view) the pieces are views
     if g is None:
         g = _tensor_scale(fmt, arr) if fmt.tensor_scale is not None else 1.0
-    if _is_table(fmt.elem):
-        return _run_table_chunked(fmt, arr, (A, L, B), k, rounding, seed, srbits, want_codes,
-                                  given, gstride, rule, clip, g, shape, ax)
-    odt = out_dtype(fmt, arr.dtype) if not want_codes else arr.dtype
+    table = _is_table(fmt.elem)
+    odt = out_dtype(fmt, arr.dtype)
+    if table:
+        def one(x, lay, gv, dest=None):
+            return _run_table(fmt, x, lay, k, rounding, seed, srbits, want_codes, gv, gstride,
+                              rule, clip, g)
+        chunk = TABLE_BLOCK_CHUNK
+    else:
+        def one(x, lay, gv, dest=None):
+            return _run_grid(fmt, x, lay, k, rounding, subnormals, seed, srbits, want_codes, gv,
+                             gstride, rule, clip, g, odt, dest)
+        # element values of a float32/float64 input are written in place: pieces only when
+        # codes (float64 element bits) or a wider result (float64 copy of the input) are made
+        chunk = BLOCK_CHUNK if want_codes or odt != arr.dtype else None
+    vals, sval = _run_chunked(fmt, arr, (A, L, B), k, rounding, want_codes, one, chunk,
+                              given, gstride, odt)
+    sshape = shape[:ax] + (sval.shape[1],) + shape[ax + 1:]
+    if want_codes:
+        return vals, sval.reshape(sshape), (g if fmt.tensor_scale is not None else None)
+    return vals, sval.reshape(sshape)
+
+
+def _run_grid(fmt, arr, layout, k, rounding, subnormals, seed, srbits, want_codes, given,
+              gstride, rule, clip, g, odt, dest=None):
+    """:func:`_run` for float and integer/fixed-point elements, one kernel call: (values in
+    ``odt`` or element float64 bits, flat scales). ``dest``: a flat contiguous ``odt`` array
+    the values are written to (a piece of the result)."""
+    A, L, B = layout
     q, ep, fp, p32, sp, mode = _params(fmt, rounding, subnormals, srbits, g=g, clip=clip,
-                                       rule=rule, want_codes=want_codes, dtype=odt)
-    x = np.ascontiguousarray(arr, dtype=odt).reshape(-1)
+                                       rule=rule, want_codes=want_codes,
+                                       dtype=arr.dtype if want_codes else odt)
+    x = np.ascontiguousarray(arr, dtype=arr.dtype if want_codes else odt).reshape(-1)
     n = x.size
     nb = -(-L // k) if L else 0
     scales = np.empty(A * nb * B)
     if want_codes:
-        out, ebits = np.empty(1, odt), np.empty(n, np.uint64)
+        out, ebits = np.empty(1, x.dtype), np.empty(n, np.uint64)
     else:
-        out, ebits = np.empty(n, odt), np.empty(1, np.uint64)
+        out, ebits = (np.empty(n, odt) if dest is None else dest), np.empty(1, np.uint64)
     if given is None:
         given = np.zeros(1)
     gstr = np.asarray(gstride, dtype=np.int64)
@@ -601,57 +630,75 @@ def _run(fmt: BlockFormat, arr, axis, rounding, subnormals, seed, srbits, want_c
                                       p32, sp, sd)
         if err:
             raise ValueError(f"{fmt.elem.name} has no NaN but {err} NaN input(s) met a given scale")
-    sshape = shape[:ax] + (nb,) + shape[ax + 1:]
-    if want_codes:
-        return ebits, scales.reshape(sshape), (g if fmt.tensor_scale is not None else None)
-    return out, scales.reshape(sshape)
+    return (ebits if want_codes else out), scales
 
 
-#: Elements per piece of :func:`_run_table_chunked` (whole blocks): bounds its temporaries.
+#: Elements per piece of a block format with table elements (whole blocks): bounds the float64
+#: temporaries of :func:`_run_table`.
 TABLE_BLOCK_CHUNK = 1 << 16
+#: Elements per piece of the other block formats when they make codes or a wider result.
+BLOCK_CHUNK = 1 << 17
 
 
-def _run_table_chunked(fmt, arr, layout, k, rounding, seed, srbits, want_codes, given, gstride,
-                       rule, clip, g, shape, ax):
-    """:func:`_run_table` on pieces of whole blocks (rows of A, runs of blocks along the axis),
-    so that its float64 temporaries stay small: every block is computed from its own elements
-    (or its given scale), so the pieces give the same bits as one call. Stochastic rounding,
-    whose random stream follows the element index of the whole array, runs in one piece."""
+def _run_chunked(fmt, arr, layout, k, rounding, want_codes, one, chunk, given, gstride, odt):
+    """``one`` (:func:`_run_grid` or :func:`_run_table`) on pieces of whole blocks (rows of A,
+    runs of blocks along the axis, or columns of one block when a block row is wider than a
+    piece), so that temporaries stay small: every block is computed from its own elements (or
+    its given scale), so the pieces give the same bits as one call. Element codes are made
+    piece by piece. Stochastic rounding, whose random stream follows the element index of the
+    whole array, runs in one piece (``chunk=None``: one piece too)."""
     A, L, B = layout
     nb = -(-L // k) if L else 0
     n = A * L * B
-    if n <= TABLE_BLOCK_CHUNK or _r._enum(_r.Rounding, rounding, "rounding") is _r.Rounding.STOCHASTIC:
-        return _run_table(fmt, arr, layout, k, rounding, seed, srbits, want_codes, given, gstride,
-                          rule, clip, g, shape, ax)
+    cdt = _r.code_dtype(fmt.elem)
+    sr = _r._enum(_r.Rounding, rounding, "rounding") is _r.Rounding.STOCHASTIC
     x3 = arr.reshape(A, L, B)
+    if chunk is None or n <= chunk or sr:
+        v, s = one(x3, layout, given)
+        if want_codes:
+            v = _elem_codes(v, fmt.elem)
+        elif v.dtype != odt:
+            v = _r._cast_back(v, odt, fmt)
+        return v, s.reshape(A, nb, B)
     per_block = k * B
-    nbc = max(1, min(nb, TABLE_BLOCK_CHUNK // per_block))  # blocks per piece along the axis
-    ac = max(1, TABLE_BLOCK_CHUNK // (nbc * per_block))  # rows of A per piece
+    if per_block <= chunk:
+        bc = B
+        nbc = max(1, min(nb, chunk // per_block))  # blocks per piece along the axis
+        ac = max(1, chunk // (nbc * per_block))  # rows of A per piece
+    else:  # one block row is wider than a piece: cut it along B
+        bc, nbc, ac = max(1, chunk // k), 1, 1
     gs = np.asarray(gstride, dtype=np.int64)
-    # values go straight into the result dtype, piece by piece (exactly, or _cast_back raises)
-    odt = np.dtype(np.uint64) if want_codes else out_dtype(fmt, arr.dtype)
-    vals = np.empty((A, L, B), dtype=odt)
+    vals = np.empty((A, L, B), dtype=cdt if want_codes else odt)
     sval = np.empty((A, nb, B))
     for a0 in range(0, A, ac):
         a1 = min(A, a0 + ac)
         for j0 in range(0, nb, nbc):
             j1 = min(nb, j0 + nbc)
             l0, l1 = j0 * k, min(L, j1 * k)
-            piece = x3[a0:a1, l0:l1, :]
-            gv = None if given is None else np.asarray(given)[a0 * gs[0] + j0 * gs[1]:]
-            res = _run_table(fmt, piece, (a1 - a0, l1 - l0, B), k, rounding, seed, srbits,
-                             want_codes, gv, gstride, rule, clip, g, piece.shape, 1)
-            v = res[0] if want_codes else _r._cast_back(res[0], odt, fmt)
-            vals[a0:a1, l0:l1, :] = v.reshape(a1 - a0, l1 - l0, B)
-            sval[a0:a1, j0:j1, :] = res[1].reshape(a1 - a0, j1 - j0, B)
-    sshape = shape[:ax] + (nb,) + shape[ax + 1:]
-    if want_codes:
-        return vals.reshape(-1), sval.reshape(sshape), (g if fmt.tensor_scale is not None else None)
-    return vals.reshape(-1), sval.reshape(sshape)
+            for b0 in range(0, B, bc):
+                b1 = min(B, b0 + bc)
+                piece = x3[a0:a1, l0:l1, b0:b1]
+                gv = None if given is None else np.asarray(given)[
+                    a0 * gs[0] + j0 * gs[1] + b0 * gs[2]:]
+                lay = (a1 - a0, l1 - l0, b1 - b0)
+                dest = vals[a0:a1, l0:l1, b0:b1]
+                if want_codes or not dest.flags.c_contiguous:
+                    dest = None
+                else:  # the values go straight into the result (grid elements)
+                    dest = dest.reshape(-1)
+                v, s = one(piece, lay, gv, dest)
+                if want_codes:
+                    v = _elem_codes(v, fmt.elem)
+                elif v.dtype != odt:
+                    v = _r._cast_back(v, odt, fmt)
+                if v is not dest:
+                    vals[a0:a1, l0:l1, b0:b1] = v.reshape(lay)
+                sval[a0:a1, j0:j1, b0:b1] = s.reshape(a1 - a0, j1 - j0, b1 - b0)
+    return vals.reshape(-1), sval
 
 
 def _run_table(fmt, arr, layout, k, rounding, seed, srbits, want_codes, given, gstride, rule,
-               clip, g, shape, ax):
+               clip, g):
     """:func:`_run` for table elements (dINT, codebooks such as NF4), with numpy and
     :func:`fpsim.quantize`: the same block scales (kernel ``scales_from_amax``), then each
     element ``x / scale`` rounded to the table. A power-of-two scale divides exactly; any
@@ -693,11 +740,10 @@ def _run_table(fmt, arr, layout, k, rounding, seed, srbits, want_codes, given, g
                     dtype=np.float64)
     if want_codes:
         ev = np.where(nan_blk, np.nan if fmt.elem.has_nan else 0.0, ev)
-        return (np.ascontiguousarray(ev).reshape(-1).view(np.uint64), sval.reshape(
-            shape[:ax] + (nb,) + shape[ax + 1:]), (g if fmt.tensor_scale is not None else None))
+        return np.ascontiguousarray(ev).reshape(-1).view(np.uint64), sval.reshape(-1)
     with np.errstate(invalid="ignore"):
         out = np.where(nan_blk, np.nan, ev * np.where(ok, tot, 0.0))
-    return out.reshape(-1), sval.reshape(shape[:ax] + (nb,) + shape[ax + 1:])
+    return out.reshape(-1), sval.reshape(-1)
 
 
 def _elem_codes(ebits, elem):

@@ -46,13 +46,21 @@ def _cmd_values(args) -> int:
         vals = decode(codes, fmt)
     except ValueError:  # codebooks with unused codes
         vals = np.array([fmt.code_values[c] for c in codes])
+    flushed = np.zeros(codes.size, dtype=bool)
+    if getattr(fmt, "subnormals", True) is False and hasattr(fmt, "replace"):
+        # subnormal codes of a format without subnormals: decode reads them as zero
+        flushed = (vals == 0) & (decode(codes, fmt.replace(subnormals=True)) != 0)
     width = (fmt.bits + 3) // 4
     print(f"# {fmt.name}: {fmt.bits} bits")
+    if flushed.any():
+        print(f"# {fmt.name} has no subnormals: its {int(flushed.sum())} subnormal codes are "
+              "never produced and decode as zero (marked 'flushed')")
     print("code      bits" + " " * max(fmt.bits - 4, 0) + "  value")
     for c, v in zip(codes, vals):
         if isinstance(v, float) and np.isnan(v) and hasattr(fmt, "values_") and c >= len(fmt.values_):
             continue
-        print(f"0x{int(c):0{width}x}  {int(c):0{fmt.bits}b}  {float(v)!r}")
+        note = "  (flushed: subnormal code)" if flushed[c] else ""
+        print(f"0x{int(c):0{width}x}  {int(c):0{fmt.bits}b}  {float(v)!r}{note}")
     return 0
 
 

@@ -270,8 +270,8 @@ def real_input(x, what="x"):
             raise TypeError(f"{what}: " + _dtype_error(arr.dtype))
         return arr, "array"
     if type(x).__module__.startswith("torch"):
-        raise TypeError("torch tensors go through fpsim.torch.quantize (the core has no torch "
-                        "dependency)")
+        raise TypeError(f"{what}: torch tensors go through fpsim.torch.quantize (the core has "
+                        "no torch dependency); pass a numpy array to the core")
     raise TypeError(f"{what}: cannot quantize a {type(x).__name__}; pass a numpy float array or "
                     "a Python number")
 
@@ -713,13 +713,14 @@ def decode(codes, fmt, *, dtype=np.float64, axis=None):
         # holds every value of fmt exactly: no int64 copy, no range scan, no cast-back check
         out = np.empty(c.size, dtype=odt)
         decode_codes(c.reshape(-1), out, _decode_params(fmt), _POW2)
-        out = out.reshape(c.shape)
+        out = _flush_subnormal_codes(out, fmt).reshape(c.shape)
         return out[()] if scalar else out
     check_code_range(c, fmt.bits, f"the {fmt.bits}-bit format {fmt.name}")
     c64 = c.reshape(-1).astype(np.int64)
     if isinstance(fmt, FloatFormat):
         out = np.empty(c64.size, dtype=np.float64)
         decode_codes(c64, out, _decode_params(fmt), _POW2)
+        out = _flush_subnormal_codes(out, fmt)
     elif isinstance(fmt, FixedFormat):
         k = c64.copy()
         if fmt.signed:
@@ -736,6 +737,19 @@ def decode(codes, fmt, *, dtype=np.float64, axis=None):
     if odt != np.float64:
         out = _cast_back(out, odt, fmt)
     return out[()] if scalar else out
+
+
+def _flush_subnormal_codes(out, fmt):
+    """A format without subnormals (``subnormals=False``, ``_ftz`` names) has no value for a
+    code whose exponent field is 0 and fraction is not: it reads as a zero of that sign, as
+    flush-to-zero hardware reads it (encode never makes such a code). E8M0 has no
+    subnormals to flush (its exponent field 0 is 2**-127)."""
+    if fmt.subnormals or fmt.man_bits == 0 or fmt.family == "e8m0":
+        return out
+    sub = (np.abs(out) < fmt.min_normal) & (out != 0)
+    if sub.any():
+        out[sub] = np.copysign(0.0, out[sub])
+    return out
 
 
 def as_codes(codes, what="codes") -> np.ndarray:

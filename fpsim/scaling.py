@@ -179,9 +179,9 @@ class ScaledFormat(Format):
     def _encode(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                 daz=False, nan=None, seed=None, srbits=None):
         _b._check_elem_opts(overflow, nan, daz, subnormals)
-        ebits, scales, shape, ax = _apply(x, self, axis, None, None, rounding, subnormals, seed,
-                                          srbits, want_codes=True)
-        ecodes = _b._elem_codes(ebits, self.elem).reshape(shape)
+        ecodes, scales, shape, ax = _apply(x, self, axis, None, None, rounding, subnormals, seed,
+                                           srbits, want_codes=True)
+        ecodes = ecodes.reshape(shape)
         scodes = _r.encode(scales, self.scale).reshape(np.shape(scales))  # keep 0-d
         return _b.BlockCodes(ecodes, scodes, None, ax)
 
@@ -407,9 +407,39 @@ class DelayedScaling:
 
     def __call__(self, x, *, rounding="rne", seed=None):
         """Quantize ``x`` with the current scale and update the history (see the class doc)."""
+        return self.quantize(x, rounding=rounding, seed=seed)
+
+    def quantize(self, x, *, rounding="rne", seed=None, update=True):
+        """Quantize ``x`` (a numpy array) with the current scale; then, unless
+        ``update=False`` (evaluation), record its amax with :meth:`update`.
+
+        >>> import numpy as np, fpsim
+        >>> ds = fpsim.DelayedScaling("e4m3", history=2)
+        >>> ds.quantize(np.array([3.3]), update=False).tolist(), ds.steps
+        ([3.25], 0)
+        """
         vals = scale_tensor(x, self.fmt, scale=self.scale, rounding=rounding, seed=seed).values
-        a = np.abs(np.asarray(x, dtype=np.float64))
-        amax = float(np.max(a)) if a.size else 0.0
+        if update:
+            a = np.abs(np.asarray(x, dtype=np.float64))
+            self.update(float(np.max(a)) if a.size else 0.0)
+        return vals
+
+    def update(self, amax):
+        """Record one step's ``amax`` (a non-negative real number; inf/NaN are recorded and
+        keep the previous scale) without quantizing: for amaxes measured elsewhere (a torch
+        tensor's ``.abs().max().item()``, another process). Returns the new scale.
+
+        >>> import fpsim
+        >>> ds = fpsim.DelayedScaling("e4m3", history=2)
+        >>> ds.update(896.0), ds.update(10.0), ds.amax_history.tolist()
+        (2.0, 2.0, [10.0, 896.0])
+        """
+        if isinstance(amax, (bool, np.bool_)) or not isinstance(amax, (int, float, np.integer,
+                                                                         np.floating)):
+            raise TypeError(f"amax must be a real number, got {type(amax).__name__}")
+        amax = float(amax)
+        if amax < 0:
+            raise ValueError(f"amax={amax!r}: an amax is a magnitude (>= 0)")
         self.amax_history = np.roll(self.amax_history, 1)
         self.amax_history[0] = amax
         self.steps += 1
@@ -418,4 +448,33 @@ class DelayedScaling:
         if np.isfinite(ah) and ah > 0:
             s = _scales_from(self.fmt, np.array([ah * 2.0**self.margin]), np.zeros(1, np.int64))
             self.scale = float(s[0])
-        return vals
+        return self.scale
+
+    def state_dict(self) -> dict:
+        """The state to save and restore: ``{"amax_history", "scale", "steps"}`` (copies).
+
+        >>> import fpsim
+        >>> ds = fpsim.DelayedScaling("e4m3", history=2); _ = ds.update(896.0)
+        >>> ds2 = fpsim.DelayedScaling("e4m3", history=2); ds2.load_state_dict(ds.state_dict())
+        >>> ds2.scale, ds2.steps
+        (2.0, 1)
+        """
+        return {"amax_history": self.amax_history.copy(), "scale": self.scale,
+                "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` (its history length must match ``history``)."""
+        h = np.array(state["amax_history"], dtype=np.float64).reshape(-1)
+        if h.size != self.amax_history.size:
+            raise ValueError(f"amax_history has {h.size} entries; this DelayedScaling keeps "
+                             f"{self.amax_history.size}")
+        scale, steps = float(state["scale"]), int(state["steps"])
+        if not (scale > 0 and np.isfinite(scale)) or steps < 0:
+            raise ValueError(f"scale={scale!r}, steps={steps!r}: need a positive finite scale "
+                             "and steps >= 0")
+        self.amax_history, self.scale, self.steps = h, scale, steps
+
+    def reset(self) -> None:
+        """Forget the history: scale 1.0, as before the first step."""
+        self.amax_history = np.zeros(self.amax_history.size)
+        self.scale, self.steps = 1.0, 0

@@ -202,6 +202,8 @@ def decode(code: int, fmt) -> float:
     # (2**M + f) * 2**(ef - bias - M), or f * 2**(1 - bias - M) for subnormals: integers
     # times powers of two inside float64's range, so ldexp is exact
     ef, f = mag >> M, mag & (2**M - 1)
+    if ef == 0 and f != 0 and fam != "e8m0" and not getattr(fmt, "subnormals", True):
+        return -0.0 if s else 0.0  # no subnormals: a subnormal code reads as a signed zero
     if ef == 0 and fam != "e8m0":
         v = math.ldexp(f, 1 - bias - M)
     else:

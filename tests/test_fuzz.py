@@ -3,7 +3,10 @@ documented shape and dtype, or a clear ValueError/TypeError. Never another excep
 silent change of shape, dtype or value.
 
 Entry points: quantize, encode, decode, pack, unpack, parse, add/sub/mul/div/fma/sqrt, and the
-block/scaled formats through quantize/encode/decode. Inputs: every numpy kind (bool, ints,
+block/scaled formats through quantize/encode/decode; torch tensors (float, float8, int and
+bool dtypes; 0-d, empty, transposed, expanded, strided, requires_grad) through the core (a
+TypeError naming the argument) and fpsim.torch.quantize (the numpy path's values, the tensor's
+shape and dtype). Inputs: every numpy kind (bool, ints,
 floats of every width and byte order, complex, strings, objects, datetimes), ml_dtypes arrays,
 Python scalars, ints of any size, bools, nested lists; shapes 0-d, empty, 1-3-d; layouts
 C, Fortran, reversed, strided, broadcast views, read-only, masked. Formats: valid names and
@@ -331,3 +334,90 @@ def test_fuzz_arith(op, operands, name, rounding):
         if q is not None and q != 0:  # the sign of an exact zero has its own rules (tests/test_arith.py)
             want = ref.round_value(q, fmt, mode=str(rounding).lower())
             ref.assert_same(np.array([r]), np.array([want]), None, f"{op}{tuple(args)} {name}")
+
+
+# ---------------------------------------------------------------------------------------
+# torch tensors as inputs: the core refuses them (naming the argument and the torch entry
+# point); fpsim.torch.quantize gives the numpy path's values on the same numbers, in the
+# tensor's shape and dtype, or refuses the dtype.
+# ---------------------------------------------------------------------------------------
+
+try:
+    import torch
+except ImportError:  # the core fuzzing above runs without torch
+    torch = None
+needs_torch = pytest.mark.skipif(torch is None, reason="needs torch")
+if torch is not None:
+    _TORCH_DTYPES = [torch.float32, torch.float64, torch.bfloat16, torch.float16,
+                     torch.float8_e4m3fn, torch.float8_e5m2, torch.int32, torch.int64, torch.bool]
+    _TORCH_FLOAT = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+    # torch formats the numpy oracle reads exactly: element formats, and block formats along -1
+    _TORCH_FORMATS = ["e4m3", "e5m2", "bf16", "fp16", "e2m1", "int8", "nf4", "mxfp4", "nvfp4"]
+else:
+    _TORCH_DTYPES = _TORCH_FLOAT = ()
+    _TORCH_FORMATS = ["e4m3"]
+
+
+@st.composite
+def tensors(draw):
+    dt = draw(st.sampled_from(_TORCH_DTYPES))
+    shape = draw(st.sampled_from([(), (0,), (5,), (3, 4), (2, 0, 3), (2, 40)]))
+    n = int(np.prod(shape, dtype=np.int64))
+    vals = draw(st.lists(st.sampled_from(VALUES), min_size=n, max_size=n))
+    t = torch.tensor(np.array(vals, dtype=np.float64).reshape(shape))
+    if dt == torch.bool or not dt.is_floating_point:
+        t = torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0).clamp(-1e6, 1e6)
+    t = t.to(dt)
+    layout = draw(st.sampled_from(["c", "t", "expand", "step", "grad"]))
+    if layout == "t" and t.dim() == 2:
+        t = t.t()
+    elif layout == "expand" and t.dim() >= 1 and t.shape[0] > 0:
+        t = t[:1].expand(3, *t.shape[1:])
+    elif layout == "step" and t.dim() >= 1:
+        t = t[::2]
+    elif layout == "grad" and dt in _TORCH_FLOAT:
+        t = t.clone().requires_grad_(True)
+    return t
+
+
+def _torch_as_numpy(t):
+    """The tensor's numbers as a numpy array of the dtype the core reads them in."""
+    a = t.detach()
+    ml = {torch.bfloat16: ml_dtypes.bfloat16, torch.float8_e4m3fn: ml_dtypes.float8_e4m3fn,
+          torch.float8_e5m2: ml_dtypes.float8_e5m2}
+    if a.dtype in ml:  # numpy has no such dtype: through float32 (exact) to ml_dtypes
+        return a.float().numpy().astype(ml[a.dtype])
+    return a.numpy()
+
+
+@needs_torch
+@SETTINGS
+@given(tensors(), st.sampled_from(["e4m3", "mxfp4", "nvfp4"]))
+def test_fuzz_core_refuses_torch_tensors(t, name):
+    for fn, args in ((fpsim.quantize, (t, name)), (fpsim.encode, (t, name)),
+                     (fpsim.add, (t, 1.0, "e4m3")),
+                     (fpsim.dot, (t.reshape(-1), t.reshape(-1)))):
+        kw = {"model": fpsim.accum.Sequential("fp32")} if fn is fpsim.dot else {}
+        with pytest.raises(TypeError, match=r"^\w+: torch tensors go through fpsim\.torch"):
+            fn(*args, **kw)
+
+
+@needs_torch
+@SETTINGS
+@given(tensors(), st.sampled_from(_TORCH_FORMATS), st.sampled_from(["numba", "torch"]))
+def test_fuzz_torch_quantize_matches_numpy(t, name, impl):
+    import fpsim.torch as ft
+    got, err = _attempt(ft.quantize, t, name, impl=impl)
+    want, werr = _attempt(fpsim.quantize, _torch_as_numpy(t), name)
+    if err is not None:  # refused: a dtype the torch path does not take, or as numpy refuses
+        assert t.dtype not in _TORCH_FLOAT or werr is not None, err
+        return
+    assert t.dtype in _TORCH_FLOAT, t.dtype
+    assert got.shape == t.shape and got.dtype == t.dtype, (got.shape, got.dtype, t.shape, t.dtype)
+    assert werr is None, f"numpy path refused what torch gave: {werr}"
+    g = got.detach().double().numpy()
+    # the result keeps the tensor's dtype (docs/torch.md): a value that needs more bits
+    # (NVFP4 on float32: the numpy path returns float64) is that value rounded to the dtype
+    w = torch.from_numpy(np.asarray(want, dtype=np.float64).reshape(g.shape)).to(t.dtype)
+    w = w.double().numpy()
+    assert ((g == w) | (np.isnan(g) & np.isnan(w))).all(), (t, g, w)

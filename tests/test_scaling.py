@@ -146,3 +146,33 @@ def test_names_and_bad_input():
         fpsim.ScaledFormat("e4m3", "tensor", "int8")
     with pytest.raises(ValueError, match="out of range"):
         fpsim.quantize(np.ones((2, 2)), fpsim.ScaledFormat("e4m3", "channel", axis=3))
+
+
+def test_delayed_scaling_update_state_and_eval():
+    # issue 15: DelayedScaling worked only as ds(x). update(amax) records an amax measured
+    # elsewhere; quantize(update=False) evaluates; state_dict/load_state_dict/reset
+    e4m3 = fpsim.parse("e4m3")
+    ds = fpsim.DelayedScaling("e4m3", history=3)
+    hist = []
+    for amax in (1000.0, 10, np.float32(5.0), 3.0):
+        got = ds.update(amax)
+        hist = ([Fraction(float(amax))] + hist)[:3]
+        assert got == ds.scale == float(_ref_scale(max(hist), e4m3))
+    x = np.array([300.0, -7.0])
+    scale = Fraction(ds.scale)
+    state = ds.state_dict()
+    assert ds.quantize(x, update=False).tolist() == _ref_elems(x, scale, e4m3)
+    assert ds.state_dict()["steps"] == 4 and ds.scale == float(scale)
+    ds2 = fpsim.DelayedScaling("e4m3", history=3)
+    ds2.load_state_dict(state)
+    assert ds2(x).tolist() == ds(x).tolist() == _ref_elems(x, scale, e4m3)
+    assert ds2.scale == ds.scale and ds2.amax_history.tolist() == ds.amax_history.tolist()
+    ds.update(np.inf)  # recorded, keeps the scale (the history's max is inf)
+    assert ds.scale == ds2.scale
+    ds.reset()
+    assert (ds.scale, ds.steps, ds.amax_history.tolist()) == (1.0, 0, [0.0, 0.0, 0.0])
+    for bad, err in (("1", TypeError), (True, TypeError), (-1.0, ValueError)):
+        with pytest.raises(err, match="amax"):
+            ds.update(bad)
+    with pytest.raises(ValueError, match="amax_history has 2 entries"):
+        ds.load_state_dict({"amax_history": [1.0, 2.0], "scale": 1.0, "steps": 1})

@@ -97,7 +97,8 @@ def _quantize_block(t, fmt, opts, axis):
         out = fpsim.quantize(arr, fmt, axis=axis, **{k: v for k, v in opts.items() if v is not None})
     except TypeError as e:
         raise TypeError(f"fpsim.quantize does not take block format {fmt!r} with axis=: {e}") from None
-    return torch.from_numpy(np.ascontiguousarray(out)).to(dev, dt)
+    # reshape: np.ascontiguousarray makes a 0-d result 1-d (issue 16's D1 on the torch path)
+    return torch.from_numpy(np.ascontiguousarray(out)).reshape(t.shape).to(dev, dt)
 
 
 # ---------------------------------------------------------------------------------------
