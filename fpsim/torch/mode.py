@@ -873,7 +873,7 @@ def emulate(policy="fp32", *, model=None, strict=None, report=None):
     >>> dict(mode.report().emulated)
     {'torch.nn.functional.linear': 1}
     """
-    pol = as_policy(policy)
+    pol = as_policy(policy, model)
     if strict is not None:
         pol = pol.replace(strict=bool(strict))
     return EmulationMode(pol, model=model, report=report)

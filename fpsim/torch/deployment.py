@@ -1,0 +1,337 @@
+"""Deployments: the GPU, dtype, tensor-parallel degree and kernel library a model is served
+with, as the causes of run-to-run drift that a profile alone cannot express.
+
+On a GPU the bits of a GEMM depend on more than its inputs: the library picks a kernel for
+each shape (M, N, K), and kernels for small M split the reduction over K (split-K) to fill
+the GPU; a tensor-parallel row-parallel layer sums partial products of several ranks in the
+order of an all-reduce. So the greedy output of a model changes with the batch size and the
+number of GPUs ("Give Me FP32 or Give Me Death?", 2025). A :class:`Deployment` states these
+choices; ``fpsim.torch.emulate(Deployment(...), model=model)`` and
+``fpsim.torch.convert(model, Deployment(...))`` accept it wherever a profile name is.
+
+Rules (each one a parameter of :class:`Deployment`; "fact" = published, "assumption" =
+plausible, not verified on a GPU by fpsim):
+
+``kernels="batch_invariant"``
+    every GEMM reduces K in one fixed order whatever its shape (fact: the batch-invariant
+    kernels of Thinking Machines' ``batch_invariant_ops`` and of SGLang/vLLM's deterministic
+    modes do exactly this; the order itself, the GPU's tensor-core chain, is fpsim's model).
+``kernels="shape_dependent"`` -- split-K
+    the GEMM (M, N, K) (M = rows of the flattened input; batched GEMMs count each matrix of
+    the batch as tiles too) has ``tiles = batch * ceil(M / tile_m) * ceil(N / tile_n)``
+    output tiles. If ``tiles < sms`` (less than one wave of output tiles), the library splits
+    K into ``s = min(max_splits, sms // tiles, K // k_grain)`` slices of a multiple of
+    ``k_grain`` products; each slice is accumulated by the GPU's tensor core (fp32 partial),
+    and the partials are added in fp32 in slice order:
+    ``fpsim.accum.Promoted(tensor_core, every=slice)``. *Fact*: cuBLAS/CUTLASS use split-K
+    for small-M GEMMs and combine the fp32 partials in a separate reduction (CUTLASS
+    ``GemmSplitKParallel``, cuBLASLt ``CUBLASLT_ALGO_CONFIG_SPLITK_NUM``); the K grain of 64
+    products for fp16/bf16 and 128 for FP8 is the granularity reported for cuBLAS.
+    *Assumptions*: the tile sizes, the one-wave threshold and the in-order fp32 combination
+    (cuBLAS's heuristics are not published).
+``tp`` -- tensor parallelism (Megatron-LM layout)
+    column-parallel layers (QKV, MLP up) need no cross-rank sum: their bits are unchanged.
+    A row-parallel layer (module name matching ``row_parallel``: attention output and MLP
+    down projections) splits K into ``tp`` equal contiguous shards; each rank runs its own
+    GEMM (M, N, K/tp) under the kernel rule, rounds the result into ``comm_dtype`` and the
+    ranks' results are summed by an all-reduce: ``"ring"`` (reduce-scatter: output chunk
+    ``c`` of ``tp`` equal chunks of the flattened output is accumulated starting at rank
+    ``c+1`` and going round the ring to rank ``c``) or ``"tree"`` (pairwise halves), every
+    addition rounded into ``comm_dtype``; the bias is added after the all-reduce. *Fact*:
+    Megatron-LM's row/column split and the all-reduce of row-parallel outputs in the
+    activation dtype (bf16 by default); NCCL's ring reduce-scatter adds each chunk rank by
+    rank. *Assumption*: the chunk-to-start-rank mapping and the tree shape (NCCL's double
+    binary tree is not modelled).
+
+Not modelled yet: split-KV attention (flash-decoding) and split norm reductions; attention
+and norms run as under the plain profile.
+
+>>> import torch, fpsim.torch as ft
+>>> d = ft.Deployment("h100", "bf16", tp=2)
+>>> d.name
+'h100/bf16/tp2/shape_dependent'
+>>> d.splits(1, 4096, 4096), d.splits(8192, 4096, 4096)  # split-K for a batch-1 GEMM only
+(4, 1)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+
+__all__ = ["Deployment", "KERNELS", "ALLREDUCE", "DTYPES", "SMS", "ROW_PARALLEL"]
+
+#: Kernel behaviours of a deployment.
+KERNELS = ("batch_invariant", "shape_dependent")
+#: All-reduce orders of tensor-parallel partial sums.
+ALLREDUCE = ("ring", "tree")
+#: Deployment dtypes: the fpsim.torch profile each starts from.
+DTYPES = ("bf16", "fp16", "fp32", "layercast")
+#: Streaming multiprocessors per GPU (NVIDIA data sheets; H100/H200 SXM, A100 SXM).
+SMS = {"v100": 80, "a100": 108, "a2": 10, "a30": 56, "ada": 128, "l40s": 142, "h100": 132,
+       "h200": 132, "b200": 148}
+#: Module-name patterns of row-parallel linear layers (Megatron-LM: attention output and MLP
+#: down projections; GPT-2/Llama/BERT/TinyGPT names).
+ROW_PARALLEL = ("proj", "*.proj", "*o_proj", "*down_proj", "*out_proj", "*c_proj", "*fc2",
+                "*.mlp.2", "*dense_4h_to_h", "*attention.dense", "*attention.output.dense")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """How a model is served: GPU, dtype, tensor-parallel degree and kernel behaviour.
+
+    Parameters
+    ----------
+    gpu : str
+        GPU whose tensor core runs the 16-bit GEMMs (``fpsim.hardware.GPUS``, any case).
+    dtype : {"bf16", "fp16", "fp32", "layercast"}
+        The serving precision: the fpsim.torch profile of that name (``"layercast"``: bf16
+        weights computed in fp32). fp32 GEMMs are CUDA-core FMA chains (sequential fp32).
+    tp : int
+        Tensor-parallel degree (1: one GPU).
+    kernels : {"shape_dependent", "batch_invariant"}
+        Whether the reduction order of a GEMM depends on its shape (split-K) or is fixed.
+    allreduce : {"ring", "tree"}
+        Order of the cross-rank sum of row-parallel layers.
+    comm_dtype : str, optional
+        Format of the all-reduce (default: the dtype's activation format, fp32 for
+        fp32/layercast).
+    sms, tile_m, tile_n, k_grain, max_splits : int, optional
+        The split-K rule (module docstring). ``sms`` defaults to the GPU's SM count,
+        ``k_grain`` to 64 (16-bit and fp32 inputs).
+    row_parallel : tuple of str
+        fnmatch patterns of the row-parallel layers' qualified module names.
+
+    >>> Deployment("a100", "fp32").policy().name
+    'a100/fp32/tp1/shape_dependent'
+    """
+
+    gpu: str = "h100"
+    dtype: str = "bf16"
+    tp: int = 1
+    kernels: str = "shape_dependent"
+    allreduce: str = "ring"
+    comm_dtype: str | None = None
+    sms: int | None = None
+    tile_m: int = 128
+    tile_n: int = 128
+    k_grain: int = 64
+    max_splits: int = 16
+    row_parallel: tuple = ROW_PARALLEL
+    name: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        gpu = str(self.gpu).lower()
+        if gpu not in SMS:
+            raise ValueError(f"Deployment gpu={self.gpu!r} is not known; choose one of {sorted(SMS)}")
+        object.__setattr__(self, "gpu", gpu)
+        if self.dtype not in DTYPES:
+            raise ValueError(f"Deployment dtype={self.dtype!r}; choose one of {DTYPES}")
+        if self.kernels not in KERNELS:
+            raise ValueError(f"Deployment kernels={self.kernels!r}; choose one of {KERNELS}")
+        if self.allreduce not in ALLREDUCE:
+            raise ValueError(f"Deployment allreduce={self.allreduce!r}; choose one of {ALLREDUCE}")
+        for nm in ("tp", "tile_m", "tile_n", "k_grain", "max_splits") + (("sms",) if self.sms is not None else ()):
+            v = getattr(self, nm)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"Deployment {nm}={v!r} must be an int >= 1")
+        if self.sms is None:
+            object.__setattr__(self, "sms", SMS[gpu])
+        if self.comm_dtype is None:
+            object.__setattr__(self, "comm_dtype", self.dtype if self.dtype in ("bf16", "fp16") else "fp32")
+        if self.comm_dtype not in ("bf16", "fp16", "fp32"):
+            raise ValueError(f"Deployment comm_dtype={self.comm_dtype!r}; choose bf16, fp16 or fp32")
+        if isinstance(self.row_parallel, str):
+            object.__setattr__(self, "row_parallel", (self.row_parallel,))
+        object.__setattr__(self, "row_parallel", tuple(self.row_parallel))
+        if not self.name:
+            object.__setattr__(self, "name", f"{gpu}/{self.dtype}/tp{self.tp}/{self.kernels}")
+
+    # -- the rules ------------------------------------------------------------------------
+    def splits(self, M: int, N: int, K: int, batch: int = 1) -> int:
+        """Number of K slices the kernel rule gives a GEMM (M, N, K) (1: no split-K).
+
+        >>> d = Deployment("a100", sms=4, tile_m=16, tile_n=16)
+        >>> d.splits(1, 16, 256), d.splits(40, 16, 256), d.splits(64, 16, 256)
+        (4, 1, 1)
+        >>> Deployment("a100", kernels="batch_invariant").splits(1, 16, 256)
+        1
+        """
+        if self.kernels == "batch_invariant":
+            return 1
+        tiles = batch * math.ceil(M / self.tile_m) * math.ceil(N / self.tile_n)
+        if tiles >= self.sms:
+            return 1
+        return max(1, min(self.max_splits, self.sms // tiles, K // self.k_grain))
+
+    def slice_length(self, M: int, N: int, K: int, batch: int = 1) -> int:
+        """Products per K slice (a multiple of ``k_grain``; K when there is no split).
+
+        >>> Deployment("a100", sms=4, tile_m=16, tile_n=16).slice_length(1, 16, 200)  # 3 splits of 4 grains
+        128
+        """
+        s = self.splits(M, N, K, batch)
+        if s == 1:
+            return K
+        return self.k_grain * math.ceil(math.ceil(K / self.k_grain) / s)
+
+    def base_model(self):
+        """The accumulation model of one unsplit GEMM: the GPU's tensor core on 16-bit
+        inputs, a sequential fp32 FMA chain for fp32 and LayerCast.
+
+        >>> Deployment("a100", "bf16").base_model().name
+        'A100 bf16'
+        """
+        from .. import accum, hardware
+        if self.dtype in ("bf16", "fp16"):
+            return hardware.tensor_core(self.gpu, self.dtype)
+        return accum.Sequential("fp32", fma=True)
+
+    def gemm_model(self, M: int, N: int, K: int, batch: int = 1):
+        """The accumulation model the rule picks for a GEMM of this shape.
+
+        >>> d = Deployment("a100", "fp32", sms=4, tile_m=16, tile_n=16)
+        >>> type(d.gemm_model(64, 16, 256)).__name__, d.gemm_model(1, 16, 256).every
+        ('Sequential', 64)
+        """
+        return _gemm_model(self, M, N, K, batch)
+
+    # -- as a policy ----------------------------------------------------------------------
+    def policy(self, model=None):
+        """The :class:`~fpsim.torch.Policy` that emulates this deployment. With ``tp > 1``
+        the row-parallel layers of ``model`` (required then) become per-module overrides.
+
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(4, 4)); net.proj = torch.nn.Linear(4, 4)
+        >>> [p for p, _ in Deployment("h100", tp=2).policy(net).overrides]
+        ['proj']
+        """
+        if self.tp == 1:
+            return _policy(self, ())
+        if model is None:
+            raise ValueError(f"deployment {self.name!r} has tp={self.tp}: its row-parallel layers "
+                             "are found by module name, so pass the model (emulate(deployment, "
+                             "model=model) or fpsim.torch.convert(model, deployment))")
+        import fnmatch
+        names = [n for n, _ in model.named_modules() if n]
+        pats = tuple(p for p in self.row_parallel if any(fnmatch.fnmatchcase(n, p) for n in names))
+        if not pats:
+            import warnings
+            warnings.warn(f"deployment {self.name!r}: no module of the model matches the "
+                          f"row-parallel patterns {self.row_parallel}, so tp={self.tp} changes "
+                          "nothing; pass row_parallel= with the names of the attention output "
+                          "and MLP down projections", RuntimeWarning, stacklevel=3)
+        return _policy(self, pats)
+
+
+@lru_cache(maxsize=4096)
+def _gemm_model(dep: Deployment, M, N, K, batch):
+    from .. import accum
+    base = dep.base_model()
+    L = dep.slice_length(M, N, K, batch)
+    if L >= K:
+        return base
+    return accum.Promoted(base, every=L)
+
+
+@dataclass(frozen=True)
+class _Kernels:
+    """A Policy's ``accum`` under a deployment: picks the model per GEMM shape
+    (:func:`fpsim.torch.gemm.gemm` calls :meth:`plan_gemm`); ``row_parallel`` layers sum
+    ``dep.tp`` rank partials by the all-reduce."""
+
+    dep: Deployment
+    row_parallel: bool = False
+
+    @property
+    def name(self):
+        return self.dep.name + (" row-parallel" if self.row_parallel else "")
+
+    def plan_gemm(self, a, b, pol, roles, what):
+        from .gemm import gemm
+        if b.dim() == 2 and a.dim() > 2:
+            M, batch = math.prod(a.shape[:-1]), 1
+        else:
+            M = a.shape[-2]
+            batch = math.prod(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+        K, N = a.shape[-1], b.shape[-1]
+        tp = self.dep.tp if self.row_parallel else 1
+        if tp == 1:
+            return gemm(a, b, _concrete(pol, self.dep.gemm_model(M, N, K, batch)), roles, what)
+        if K % tp:
+            raise ValueError(f"{what}: K={K} is not divisible by tp={tp}: a row-parallel layer "
+                             "shards K equally over the ranks")
+        k = K // tp
+        pk = _concrete(pol, self.dep.gemm_model(M, N, k, batch))
+        parts = [gemm(a[..., r * k:(r + 1) * k], b[..., r * k:(r + 1) * k, :], pk, roles, what)
+                 for r in range(tp)]
+        return allreduce(parts, self.dep.allreduce, self.dep.comm_dtype).to(parts[0].dtype)
+
+
+@lru_cache(maxsize=4096)
+def _concrete(pol, model):
+    return pol.replace(accum=model, backward_accum=None)
+
+
+def allreduce(parts, order="ring", comm_dtype="bf16"):
+    """Sum of the ranks' partial results as an all-reduce computes it, every value and
+    every addition rounded into ``comm_dtype``.
+
+    ``"ring"``: the flattened output is cut into ``len(parts)`` equal chunks (the last may
+    be shorter); chunk ``c`` is accumulated as ``((x[c+1] + x[c+2]) + ...) + x[c]`` (ranks
+    mod ``p``), the reduce-scatter of a ring. ``"tree"``: pairwise halves
+    ``(x0 + x1) + (x2 + x3)`` for every element.
+
+    >>> import torch
+    >>> x = [torch.tensor([1.0, 1.0]), torch.tensor([2.0**-8, 2.0**-8]), torch.tensor([2.0**-8, 2.0**-8])]
+    >>> allreduce(x, "ring", "bf16").tolist()  # chunk 0: (x1+x2)+x0, chunk 1: (x2+x0)+x1
+    [1.0078125, 1.0]
+    """
+    from .quantize import quantize
+    if order not in ALLREDUCE:
+        raise ValueError(f"allreduce order={order!r}; choose one of {ALLREDUCE}")
+    p = len(parts)
+    shape = parts[0].shape
+
+    def rnd(t):  # float64 sums of two comm-format values round once into the format (exact
+        # sum, or innocuous double rounding: float64 has > 2p+2 bits of any comm format)
+        return quantize(t, comm_dtype)
+
+    xs = [rnd(t.detach().to(torch.float64)).reshape(-1) for t in parts]
+    if p == 1:
+        return xs[0].reshape(shape)
+    if order == "tree":
+        def tree(lo, hi):
+            if hi - lo == 1:
+                return xs[lo]
+            mid = lo + (hi - lo) // 2
+            return rnd(tree(lo, mid) + tree(mid, hi))
+        return tree(0, p).reshape(shape)
+    n = xs[0].numel()
+    step = math.ceil(n / p)
+    out = torch.empty(n, dtype=torch.float64)
+    for c in range(p):
+        sl = slice(c * step, min(n, (c + 1) * step))
+        if sl.start >= n:
+            break
+        s = xs[(c + 1) % p][sl]
+        for j in range(2, p + 1):
+            s = rnd(s + xs[(c + j) % p][sl])
+        out[sl] = s
+    return out.reshape(shape)
+
+
+@lru_cache(maxsize=256)
+def _policy(dep: Deployment, patterns: tuple):
+    from . import profiles
+    base = profiles.get(dep.dtype)
+    pol = base.replace(accum=_Kernels(dep), backward_accum=None, name=dep.name,
+                       description=f"{dep.gpu.upper()} {dep.dtype}, tp={dep.tp}, {dep.kernels} "
+                                   f"kernels ({dep.allreduce} all-reduce in {dep.comm_dtype})")
+    if patterns:
+        row = pol.replace(accum=_Kernels(dep, row_parallel=True), name=dep.name + " row-parallel")
+        pol = pol.replace(overrides=tuple((p, row) for p in patterns))
+    return pol
