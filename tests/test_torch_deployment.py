@@ -151,3 +151,42 @@ def test_deployment_errors():
     net.proj = torch.nn.Linear(3, 2)
     with pytest.raises(ValueError, match="not divisible by tp=2"):
         ft.convert(net, ft.Deployment("h100", "fp32", tp=2))(torch.ones(1, 3))
+
+
+def test_deployment_audit_tiny_gpt_bf16_drifts_fp32_does_not():
+    """The audit against the right baseline (same dtype, batch 1, tp 1): bf16 changes with
+    batch size (split-K partials added in bf16) and tp (bf16 all-reduce); fp32 changes by
+    fp32 rounding errors only and no greedy output diverges."""
+    import warnings
+
+    import fpsim.analysis as fa
+    torch.manual_seed(0)
+    lm = ft.TinyGPT(vocab=12, d=32, heads=2, layers=1, ctx=16).eval()
+    prompts = torch.randint(0, 12, (4, 6), generator=torch.Generator().manual_seed(1)).tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the row-parallel overrides match (no warning)
+        a = fa.deployment_audit(lm, prompts, max_new_tokens=3, dtypes=("bf16", "fp32"),
+                                batch_sizes=(1, 4), tps=(1, 2), judge=lambda i, t: t[0] % 2 == 0,
+                                sms=4, tile_m=4, tile_n=16, k_grain=16, splitk_reduction="output")
+    rows = {(r["dtype"], r["config"]): r for r in a.to_records()}
+    assert set(rows) == {(d, c) for d in ("bf16", "fp32") for c in ("baseline", "batch_size=4", "tp=2")}
+    for c in ("batch_size=4", "tp=2"):
+        assert rows[("bf16", c)]["max_top1_diff"] > 1e-4, c
+        assert 0 < rows[("fp32", c)]["max_top1_diff"] < 1e-6, c
+        assert rows[("fp32", c)]["div_rate"] == 0
+    assert rows[("bf16", "baseline")]["max_logit_diff"] == 0
+    groups = {g["dtype"]: g for g in a.group_records()}
+    assert groups["fp32"]["std_acc"] == 0 and groups["bf16"]["configs"] == 3
+    assert len(a.plot().axes) >= 2
+
+
+def test_splitk_output_reduction_adds_partials_in_bf16():
+    dep = ft.Deployment("a100", "bf16", splitk_reduction="output", **SMALL)
+    base = fpsim.hardware.tensor_core("a100", "bf16")
+    rng = np.random.default_rng(2)
+    X = fpsim.quantize(rng.standard_normal((1, 128)), "bf16")
+    W = fpsim.quantize(rng.standard_normal((128, 16)), "bf16")
+    got = gemm(torch.tensor(X, dtype=torch.float32), torch.tensor(W, dtype=torch.float32), dep.policy())
+    p0, p1 = (fpsim.quantize(fpsim.matmul(X[:, s], W[s], model=base), "bf16")
+              for s in (slice(0, 64), slice(64, 128)))
+    np.testing.assert_array_equal(got.numpy().astype(np.float64), fpsim.quantize(p0 + p1, "bf16"))

@@ -102,6 +102,13 @@ class Deployment:
     sms, tile_m, tile_n, k_grain, max_splits : int, optional
         The split-K rule (module docstring). ``sms`` defaults to the GPU's SM count,
         ``k_grain`` to 64 (16-bit and fp32 inputs).
+    splitk_reduction : {"compute", "output"}
+        How split-K partials are combined: ``"compute"`` in fp32, in slice order (cuBLASLt
+        ``CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE``); ``"output"``: each partial rounded into
+        the dtype's output format (bf16/fp16) and added in it, in slice order
+        (``CUBLASLT_REDUCTION_SCHEME_INPLACE`` / ``OUTPUT_TYPE``, which the cuBLASLt
+        documentation says add "in the output data type"). Which scheme cuBLAS's heuristic
+        picks is not published; ``"compute"`` is the default.
     row_parallel : tuple of str
         fnmatch patterns of the row-parallel layers' qualified module names.
 
@@ -120,6 +127,7 @@ class Deployment:
     tile_n: int = 128
     k_grain: int = 64
     max_splits: int = 16
+    splitk_reduction: str = "compute"
     row_parallel: tuple = ROW_PARALLEL
     name: str = field(default="", compare=False)
 
@@ -132,6 +140,9 @@ class Deployment:
             raise ValueError(f"Deployment dtype={self.dtype!r}; choose one of {DTYPES}")
         if self.kernels not in KERNELS:
             raise ValueError(f"Deployment kernels={self.kernels!r}; choose one of {KERNELS}")
+        if self.splitk_reduction not in ("compute", "output"):
+            raise ValueError(f"Deployment splitk_reduction={self.splitk_reduction!r}; choose "
+                             "'compute' (fp32 partials) or 'output' (partials in the dtype)")
         if self.allreduce not in ALLREDUCE:
             raise ValueError(f"Deployment allreduce={self.allreduce!r}; choose one of {ALLREDUCE}")
         for nm in ("tp", "tile_m", "tile_n", "k_grain", "max_splits") + (("sms",) if self.sms is not None else ()):
@@ -260,15 +271,26 @@ class _Kernels:
         K, N = a.shape[-1], b.shape[-1]
         tp = self.dep.tp if self.row_parallel else 1
         if tp == 1:
-            return gemm(a, b, _concrete(pol, self.dep.gemm_model(M, N, K, batch)), roles, what)
+            return self._local(a, b, pol, roles, what, M, N, K, batch)
         if K % tp:
             raise ValueError(f"{what}: K={K} is not divisible by tp={tp}: a row-parallel layer "
                              "shards K equally over the ranks")
         k = K // tp
-        pk = _concrete(pol, self.dep.gemm_model(M, N, k, batch))
-        parts = [gemm(a[..., r * k:(r + 1) * k], b[..., r * k:(r + 1) * k, :], pk, roles, what)
-                 for r in range(tp)]
+        parts = [self._local(a[..., r * k:(r + 1) * k], b[..., r * k:(r + 1) * k, :], pol, roles,
+                             what, M, N, k, batch) for r in range(tp)]
         return allreduce(parts, self.dep.allreduce, self.dep.comm_dtype).to(parts[0].dtype)
+
+    def _local(self, a, b, pol, roles, what, M, N, K, batch):
+        """One GPU's GEMM under the kernel rule."""
+        from .gemm import gemm
+        dep = self.dep
+        out_fmt = pol.output if dep.dtype in ("bf16", "fp16") else None
+        if dep.splitk_reduction == "compute" or out_fmt is None:
+            return gemm(a, b, _concrete(pol, dep.gemm_model(M, N, K, batch)), roles, what)
+        L = dep.slice_length(M, N, K, batch)  # "output": partials in the output format
+        base = _concrete(pol, dep.base_model())
+        parts = [gemm(a[..., j:j + L], b[..., j:j + L, :], base, roles, what) for j in range(0, K, L)]
+        return _sequential(parts, out_fmt).to(parts[0].dtype)
 
 
 @lru_cache(maxsize=4096)
@@ -322,6 +344,15 @@ def allreduce(parts, order="ring", comm_dtype="bf16"):
             s = rnd(s + xs[(c + j) % p][sl])
         out[sl] = s
     return out.reshape(shape)
+
+
+def _sequential(parts, fmt):
+    """``((p0 + p1) + p2) + ...`` with every value and sum rounded into ``fmt``."""
+    from .quantize import quantize
+    s = quantize(parts[0].detach().to(torch.float64), fmt)
+    for p in parts[1:]:
+        s = quantize(s + quantize(p.detach().to(torch.float64), fmt), fmt)
+    return s
 
 
 @lru_cache(maxsize=256)

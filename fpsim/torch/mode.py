@@ -765,19 +765,25 @@ class EmulationMode(TorchFunctionMode):
             self.policy = self._stack.pop()
 
     def __enter__(self):
-        if self.base.overrides:
+        # composites re-enter the mode (``with self`` in __torch_function__): only the
+        # outermost entry installs the module hooks, only its exit removes them and checks
+        # the overrides (a nested exit used to remove the hooks mid-forward)
+        self._depth = getattr(self, "_depth", 0) + 1
+        if self.base.overrides and self._depth == 1:
             from torch.nn.modules import module as _m
             self._hooks = [_m.register_module_forward_pre_hook(self._pre),
                            _m.register_module_forward_hook(self._post, always_call=True)]
         return super().__enter__()
 
     def __exit__(self, *exc):
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []
+        self._depth -= 1
         out = super().__exit__(*exc)
-        if self.base.overrides and exc[0] is None:
-            self._check_overrides()
+        if self._depth == 0:
+            for h in self._hooks:
+                h.remove()
+            self._hooks = []
+            if self.base.overrides and exc[0] is None:
+                self._check_overrides()
         return out
 
     def _check_overrides(self):
