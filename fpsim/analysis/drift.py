@@ -581,12 +581,12 @@ def plot_deployment_audit(audit: DeploymentAudit):
     dtypes = list(dict.fromkeys(r["dtype"] for r in audit.rows))
     pos = np.arange(n)
     for dt in dtypes:
-        ds = [d for (g, _), d in audit.div.items() if g == dt]
+        ds = [d for (g, lab), d in audit.div.items() if g == dt and lab != "baseline"]
         pairs = [x for d in ds for x in d]
         if not pairs:
             continue
         frac = [100 * np.mean([x is not None and x <= t for x in pairs]) for t in pos]
-        a0.step(pos, frac, where="post", marker="o", ms=3, label=f"{dt} ({len(ds)} deployments)")
+        a0.step(pos, frac, where="post", marker="o", ms=3, label=f"{dt} ({len(ds)} deployments vs baseline)")
     a0.set(title="greedy outputs diverged from the baseline (batch 1, tp 1)",
            xlabel="token position", ylabel="% of (deployment, prompt) pairs", ylim=(-3, 103))
     a0.legend(fontsize="small")
