@@ -289,22 +289,26 @@ class _one_torch_thread:
 
 #: The GPU scaled down with the tiny model: 8 SMs, 16x16 output tiles, a K grain of 16, so
 #: that its GEMMs (M = batch x length up to ~150, N and K 32..128) sit in the regime of a 7B
-#: model's GEMMs at batch 1..N on a real GPU (split-K at batch 1, none at large batch).
-_TINY_GPU = dict(sms=8, tile_m=16, tile_n=16, k_grain=16, splitk_reduction="output")
+#: model's GEMMs at batch 1..N on a real GPU (split-K at batch 1, none at large batch), and
+#: key blocks of 4 so that attention's split-KV count varies with the batch as well.
+_TINY_GPU = dict(sms=8, tile_m=16, tile_n=16, k_grain=16, splitk_reduction="output", kv_block=4)
 
 
 def _near_tie_starts(model, enc, plen, new, n):
-    """Corpus offsets of the ``n`` prompts whose fp32 greedy continuation comes closest to
-    a tie between the top two tokens (every 2nd offset is a candidate)."""
+    """Corpus offsets of the ``n`` prompts whose bf16 greedy continuation comes closest to
+    a tie between the top two tokens (every offset is a candidate)."""
     import torch
-    cands = list(range(0, len(_CORPUS) - plen - new - 1, 2))
+
+    from .torch import emulate
+    cands = list(range(0, len(_CORPUS) - plen - new - 1))
     x = torch.tensor([enc(_CORPUS[s:s + plen]) for s in cands])
     margin = torch.full((len(cands),), float("inf"))
-    with torch.no_grad(), _one_torch_thread():
+    with torch.no_grad(), _one_torch_thread(), emulate("bf16"):
         for _ in range(new):
-            top = model(x)[:, -1].topk(2, -1).values
+            lg = model(x)[:, -1]
+            top = lg.topk(2, -1).values
             margin = torch.minimum(margin, top[:, 0] - top[:, 1])
-            x = torch.cat([x, model(x)[:, -1].argmax(-1, keepdim=True)], 1)
+            x = torch.cat([x, lg.argmax(-1, keepdim=True)], 1)
     order = sorted(range(len(cands)), key=lambda i: (float(margin[i]), cands[i]))
     return sorted(cands[i] for i in order[:n])
 
@@ -328,10 +332,11 @@ def _section_drift(out: Path, quick: bool):
 
     # the bit-exact GEMM kernels run on the CPU and greedy decoding re-runs the whole
     # sequence at every step (no KV cache): keep the workload small
-    n_prompts, plen, new = (6, 8, 8) if quick else (12, 8, 16)
+    n_prompts, plen, new = (8, 8, 10) if quick else (12, 8, 16)
     # drift flips a greedy choice where the model hesitates (near-ties, as in long reasoning
-    # outputs): of the corpus positions, the prompts whose plain fp32 greedy continuation
-    # has the smallest top-1/top-2 logit margin (one cheap unemulated pass picks them)
+    # outputs): of the corpus positions, the prompts whose greedy continuation under the
+    # plain bf16 profile (torch's matmul on bf16 operands: one cheap batched pass) has the
+    # smallest top-1/top-2 logit margin
     starts = _near_tie_starts(model, enc, plen, new, n_prompts)
     prompts = [enc(_CORPUS[s:s + plen]) for s in starts]
     expected = [enc(_CORPUS[s + plen:s + plen + new]) for s in starts]
@@ -360,7 +365,8 @@ def _section_drift(out: Path, quick: bool):
         "shape-dependent kernels) by `fpsim.analysis.deployment_audit`, which compares every "
         "deployment with the baseline of the **same dtype** (batch 1, tp 1, first GPU), as "
         "\"Give Me FP32 or Give Me Death?\" (2025) does: the batch size changes the split-K of "
-        "the GEMMs, tp > 1 sums the row-parallel layers' partial products by a ring all-reduce "
+        "the GEMMs and the key splits of attention (split-KV), tp > 1 sums the row-parallel "
+        "layers' partial products by a ring all-reduce "
         "in the dtype (bf16 for bf16, fp32 for fp32/LayerCast), the GPU changes the tensor "
         "core. The GPU is scaled down with the model "
         f"({', '.join(f'{k}={v}' for k, v in _TINY_GPU.items())}; split-K partials are "

@@ -190,3 +190,30 @@ def test_splitk_output_reduction_adds_partials_in_bf16():
     p0, p1 = (fpsim.quantize(fpsim.matmul(X[:, s], W[s], model=base), "bf16")
               for s in (slice(0, 64), slice(64, 128)))
     np.testing.assert_array_equal(got.numpy().astype(np.float64), fpsim.quantize(p0 + p1, "bf16"))
+
+
+def test_split_kv_attention_follows_the_heuristic_and_matches_softmax():
+    """Split-KV attention: the number of key chunks follows batch x heads (few query blocks
+    -> more splits); the combination equals softmax(s) @ v up to fp32 rounding, and its bits
+    change with the split."""
+    import torch.nn.functional as F
+    dep = ft.Deployment("a100", "fp32", kv_block=4, sms=8)
+    assert dep.kv_splits(2, 1, 16) == 4 and dep.kv_splits(16, 1, 16) == 1
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 5, 8) for _ in range(3))
+    with ft.emulate(dep):
+        one = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        many = F.scaled_dot_product_attention(q.expand(8, 2, 5, 8), k.expand(8, 2, 5, 8),
+                                              v.expand(8, 2, 5, 8), is_causal=True)
+    ref = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True)
+    torch.testing.assert_close(one.double(), ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(many[:1].double(), ref, rtol=1e-5, atol=1e-6)
+    # batch 1: 2 splits of 4 keys (S = 5); batch 8: 16 query blocks fill 0.8 x 16 slots -> 1
+    assert dep.kv_splits(2, 5, 5) == 2 and dep.kv_splits(16, 5, 5) == 1
+    assert not torch.equal(one, many[:1])
+    inv = ft.Deployment("a100", "fp32", kv_block=4, sms=8, kernels="batch_invariant")
+    with ft.emulate(inv):
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        b = F.scaled_dot_product_attention(q.expand(8, 2, 5, 8), k.expand(8, 2, 5, 8),
+                                           v.expand(8, 2, 5, 8), is_causal=True)
+    assert torch.equal(a, b[:1]) and torch.equal(b[0], b[7])

@@ -72,6 +72,8 @@ def std_at_acc(accuracies, ddof: int = 0) -> float:
     a = np.asarray(accuracies, dtype=np.float64)
     if a.size == 0:
         raise ValueError("std_at_acc of no accuracies")
+    if a.size > ddof and np.all(a == a[0]):  # exactly 0, not np.std's rounding residue
+        return 0.0
     return float(np.std(a, ddof=ddof)) if a.size > ddof else float("nan")
 
 

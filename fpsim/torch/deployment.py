@@ -43,8 +43,17 @@ plausible, not verified on a GPU by fpsim):
     rank. *Assumption*: the chunk-to-start-rank mapping and the tree shape (NCCL's double
     binary tree is not modelled).
 
-Not modelled yet: split-KV attention (flash-decoding) and split norm reductions; attention
-and norms run as under the plain profile.
+``attention`` -- split-KV (flash-decoding)
+    ``scaled_dot_product_attention`` runs as a split-KV kernel: the keys are cut into
+    ``kv_splits(batch * heads, L, S)`` chunks, each with its own running max and sum, the
+    chunks combined with the usual rescaling in fp32. *Fact*: FlashAttention-2 picks the
+    number of splits by ``num_splits_heuristic`` (flash_api.cpp) from batch x heads x query
+    blocks, the SM count and the number of key blocks; fpsim uses that heuristic (as recalled
+    from the source, with ``kv_block`` and ``q_block`` parameters). *Assumption*: the
+    in-chunk arithmetic (exp, sums in fp32 via torch) and the combination order.
+
+Not modelled yet: norms whose reduction split depends on the number of rows; they run as
+under the plain profile.
 
 >>> import torch, fpsim.torch as ft
 >>> d = ft.Deployment("h100", "bf16", tp=2)
@@ -128,6 +137,8 @@ class Deployment:
     k_grain: int = 64
     max_splits: int = 16
     splitk_reduction: str = "compute"
+    kv_block: int | None = None
+    q_block: int = 64
     row_parallel: tuple = ROW_PARALLEL
     name: str = field(default="", compare=False)
 
@@ -145,7 +156,8 @@ class Deployment:
                              "'compute' (fp32 partials) or 'output' (partials in the dtype)")
         if self.allreduce not in ALLREDUCE:
             raise ValueError(f"Deployment allreduce={self.allreduce!r}; choose one of {ALLREDUCE}")
-        for nm in ("tp", "tile_m", "tile_n", "k_grain", "max_splits") + (("sms",) if self.sms is not None else ()):
+        for nm in ("tp", "tile_m", "tile_n", "k_grain", "max_splits", "q_block") + tuple(
+                n for n in ("sms", "kv_block") if getattr(self, n) is not None):
             v = getattr(self, nm)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"Deployment {nm}={v!r} must be an int >= 1")
@@ -188,6 +200,36 @@ class Deployment:
         if s == 1:
             return K
         return self.k_grain * math.ceil(math.ceil(K / self.k_grain) / s)
+
+    def kv_splits(self, batch_heads: int, L: int, S: int, head_dim: int = 64) -> int:
+        """KV splits of attention (split-KV / flash-decoding) for ``batch_heads`` (batch x
+        heads) query blocks of ``L`` queries over ``S`` keys: FlashAttention-2's
+        ``num_splits_heuristic`` (flash_api.cpp) with ``2 * sms`` CTA slots, ``q_block``
+        queries per block and ``kv_block`` keys per block (default as FA2: 256 for head dims
+        <= 64, 128 for <= 128, else 64).
+
+        >>> d = Deployment("a100", kv_block=4, sms=8)
+        >>> d.kv_splits(2, 1, 16), d.kv_splits(16, 1, 16)  # few query blocks: split the keys
+        (4, 1)
+        """
+        if self.kernels == "batch_invariant":
+            return 1
+        kv = self.kv_block or (256 if head_dim <= 64 else 128 if head_dim <= 128 else 64)
+        bhm = batch_heads * math.ceil(L / self.q_block)
+        n_blocks, slots = math.ceil(S / kv), 2 * self.sms
+        if bhm >= 0.8 * slots:
+            return 1
+        top = min(128, slots, n_blocks)
+
+        def eligible(s):
+            return s == 1 or math.ceil(n_blocks / s) != math.ceil(n_blocks / (s - 1))
+        eff = {}
+        for s in range(1, top + 1):
+            if eligible(s):
+                w = bhm * s / slots
+                eff[s] = w / math.ceil(w)
+        best = max(eff.values())
+        return next(s for s in sorted(eff) if eff[s] >= 0.85 * best)
 
     def base_model(self):
         """The accumulation model of one unsplit GEMM: the GPU's tensor core on 16-bit
@@ -279,6 +321,33 @@ class _Kernels:
         parts = [self._local(a[..., r * k:(r + 1) * k], b[..., r * k:(r + 1) * k, :], pol, roles,
                              what, M, N, k, batch) for r in range(tp)]
         return allreduce(parts, self.dep.allreduce, self.dep.comm_dtype).to(parts[0].dtype)
+
+    def attention(self, s, v, pol):
+        """softmax(s) @ v as a split-KV kernel: the keys cut into ``kv_splits`` chunks (of
+        whole ``kv_block`` s), each giving its row max ``m_j``, ``l_j = sum exp(s - m_j)`` and
+        ``o_j = exp(s - m_j) @ v_j`` (a GEMM under the policy; P rounded like any GEMM
+        operand), combined as ``sum exp(m_j - m) o_j / sum exp(m_j - m) l_j`` in fp32."""
+        from .gemm import gemm
+        *lead, L, S = s.shape
+        n = self.dep.kv_splits(math.prod(lead), L, S, v.shape[-1])
+        kv = self.dep.kv_block or (256 if v.shape[-1] <= 64 else 128 if v.shape[-1] <= 128 else 64)
+        step = kv * math.ceil(math.ceil(S / kv) / n)
+        s = s.float()
+        ms, ls, os_ = [], [], []
+        for j in range(0, S, step):
+            sj = s[..., j:j + step]
+            m = sj.amax(-1, keepdim=True)
+            # a chunk fully masked for a row: its terms are exp(-inf) = 0, weight 0 below
+            e = torch.exp(sj - torch.where(torch.isinf(m), torch.zeros_like(m), m))
+            ms.append(m)
+            ls.append(e.sum(-1, keepdim=True))
+            os_.append(gemm(e.to(v.dtype), v[..., j:j + step, :], pol, roles=("activation", "activation"),
+                            what="sdpa PV (split-KV)").float())
+        mx = torch.stack(ms).amax(0)
+        w = [torch.exp(m - mx) for m in ms]
+        num = sum(wi * o for wi, o in zip(w, os_))
+        den = sum(wi * li for wi, li in zip(w, ls))
+        return (num / den).to(v.dtype)
 
     def _local(self, a, b, pol, roles, what, M, N, K, batch):
         """One GPU's GEMM under the kernel rule."""

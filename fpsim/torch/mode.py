@@ -467,6 +467,9 @@ def _sdpa(mode, func, args, kwargs):
         s = s.masked_fill(~keep, float("-inf"))
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
+    split_kv = getattr(pol.accum, "attention", None)
+    if split_kv is not None and p_drop == 0.0:  # a Deployment's attention kernel (split-KV)
+        return _out(mode, split_kv(s, v, pol), pol)
     p = _softmax_core(s, -1, pol)
     if p_drop > 0.0:
         p = F.dropout(p, p_drop, training=True)
