@@ -217,3 +217,26 @@ def test_split_kv_attention_follows_the_heuristic_and_matches_softmax():
         b = F.scaled_dot_product_attention(q.expand(8, 2, 5, 8), k.expand(8, 2, 5, 8),
                                            v.expand(8, 2, 5, 8), is_causal=True)
     assert torch.equal(a, b[:1]) and torch.equal(b[0], b[7])
+
+
+def test_norm_split_follows_rows():
+    import torch.nn.functional as F
+    dep = ft.Deployment("a100", "fp32", sms=8, norm_grain=16)
+    assert dep.norm_splits(1, 64) == 4 and dep.norm_splits(8, 64) == 1
+    torch.manual_seed(0)
+    x = torch.randn(8, 64) * 3 + 1
+    w, b = torch.randn(64), torch.randn(64)
+    with ft.emulate(dep):
+        one = [F.layer_norm(x[i:i + 1], (64,), w, b) for i in range(8)]
+        many = F.layer_norm(x, (64,), w, b)
+        r1, r8 = F.rms_norm(x[:1], (64,), w), F.rms_norm(x, (64,), w)
+    ref = F.layer_norm(x.double(), (64,), w.double(), b.double())
+    torch.testing.assert_close(many.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(torch.cat(one).double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(r1, r8[:1], rtol=1e-5, atol=1e-6)
+    # 4 chunk sums (1 row) vs one sum (8 rows): the bits differ for some row
+    assert not torch.equal(torch.cat(one), many)
+    inv = ft.Deployment("a100", "fp32", sms=8, norm_grain=16, kernels="batch_invariant")
+    with ft.emulate(inv):
+        assert torch.equal(torch.cat([F.layer_norm(x[i:i + 1], (64,), w, b) for i in range(8)]),
+                           F.layer_norm(x, (64,), w, b))

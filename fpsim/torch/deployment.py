@@ -52,8 +52,13 @@ plausible, not verified on a GPU by fpsim):
     from the source, with ``kv_block`` and ``q_block`` parameters). *Assumption*: the
     in-chunk arithmetic (exp, sums in fp32 via torch) and the combination order.
 
-Not modelled yet: norms whose reduction split depends on the number of rows; they run as
-under the plain profile.
+``norm`` -- LayerNorm / RMSNorm
+    each row's sums (mean, variance) are split into ``norm_splits(rows, d)`` chunks when
+    there are fewer rows than SMs, the chunk sums added in order (fp32). *Fact*: Thinking
+    Machines' "Defeating Nondeterminism in LLM Inference" (2025) names the RMSNorm
+    reduction that switches to a split strategy for small batches as a cause of batch
+    dependence. *Assumption*: the thresholds (one row per SM, chunks of at least
+    ``norm_grain`` features).
 
 >>> import torch, fpsim.torch as ft
 >>> d = ft.Deployment("h100", "bf16", tp=2)
@@ -139,6 +144,8 @@ class Deployment:
     splitk_reduction: str = "compute"
     kv_block: int | None = None
     q_block: int = 64
+    norm_grain: int = 256
+    norm_max_splits: int = 8
     row_parallel: tuple = ROW_PARALLEL
     name: str = field(default="", compare=False)
 
@@ -156,7 +163,8 @@ class Deployment:
                              "'compute' (fp32 partials) or 'output' (partials in the dtype)")
         if self.allreduce not in ALLREDUCE:
             raise ValueError(f"Deployment allreduce={self.allreduce!r}; choose one of {ALLREDUCE}")
-        for nm in ("tp", "tile_m", "tile_n", "k_grain", "max_splits", "q_block") + tuple(
+        for nm in ("tp", "tile_m", "tile_n", "k_grain", "max_splits", "q_block", "norm_grain",
+                   "norm_max_splits") + tuple(
                 n for n in ("sms", "kv_block") if getattr(self, n) is not None):
             v = getattr(self, nm)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -230,6 +238,19 @@ class Deployment:
                 eff[s] = w / math.ceil(w)
         best = max(eff.values())
         return next(s for s in sorted(eff) if eff[s] >= 0.85 * best)
+
+    def norm_splits(self, rows: int, d: int) -> int:
+        """Chunks the row reduction of a LayerNorm/RMSNorm over ``d`` features is split into
+        for ``rows`` rows: one row per SM needs no split (``rows >= sms``); fewer rows split
+        each row's sum into ``min(norm_max_splits, sms // rows, d // norm_grain)`` chunks.
+
+        >>> d = Deployment("a100", sms=8, norm_grain=16)
+        >>> d.norm_splits(1, 64), d.norm_splits(4, 64), d.norm_splits(8, 64)
+        (4, 2, 1)
+        """
+        if self.kernels == "batch_invariant" or rows >= self.sms:
+            return 1
+        return max(1, min(self.norm_max_splits, self.sms // rows, d // self.norm_grain))
 
     def base_model(self):
         """The accumulation model of one unsplit GEMM: the GPU's tensor core on 16-bit
@@ -348,6 +369,50 @@ class _Kernels:
         num = sum(wi * o for wi, o in zip(w, os_))
         den = sum(wi * li for wi, li in zip(w, ls))
         return (num / den).to(v.dtype)
+
+    def norm(self, func, args, kwargs):
+        """layer_norm / rms_norm over the last dimension with the row sums split into
+        ``norm_splits(rows, d)`` chunks (each summed by torch in fp32, the chunk sums added
+        in order); NotImplemented for other ops (they run as under the profile)."""
+        name = getattr(func, "__name__", "")
+        if name not in ("layer_norm", "rms_norm"):
+            return NotImplemented
+        x = args[0] if args else kwargs.get("input")
+        shape = args[1] if len(args) > 1 else kwargs.get("normalized_shape")
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if len(shape) != 1 or not x.is_floating_point():
+            return NotImplemented
+        rest = list(args[2:]) + [None] * 3
+        if name == "layer_norm":
+            w, b, eps = (kwargs.get("weight", rest[0]), kwargs.get("bias", rest[1]),
+                         kwargs.get("eps", rest[2] if rest[2] is not None else 1e-5))
+        else:
+            w, b = kwargs.get("weight", rest[0]), None
+            eps = kwargs.get("eps", rest[1])
+            eps = torch.finfo(torch.float32).eps if eps is None else eps
+        d = x.shape[-1]
+        n = self.dep.norm_splits(x.numel() // max(d, 1), d)
+        step = math.ceil(d / n)
+        xf = x.float()
+
+        def rowsum(t):
+            parts = [t[..., j:j + step].sum(-1, keepdim=True) for j in range(0, d, step)]
+            s = parts[0]
+            for p in parts[1:]:
+                s = s + p
+            return s
+        if name == "layer_norm":
+            mean = rowsum(xf) / d
+            xc = xf - mean
+            var = rowsum(xc * xc) / d
+        else:
+            xc, var = xf, rowsum(xf * xf) / d
+        y = xc * torch.rsqrt(var + eps)
+        if w is not None:
+            y = y * w.float()
+        if b is not None:
+            y = y + b.float()
+        return y.to(x.dtype)
 
     def _local(self, a, b, pol, roles, what, M, N, K, batch):
         """One GPU's GEMM under the kernel rule."""

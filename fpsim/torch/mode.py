@@ -519,6 +519,11 @@ def _first_in_compute(mode, func, args, kwargs):
     pol = mode.policy
     if kwargs.get("out") is not None:
         return mode.unsupported(func, args, kwargs, f"{_name(func)}(out=...)")
+    norm = getattr(pol.accum, "norm", None)  # a Deployment's norm kernel (row-count split)
+    if norm is not None:
+        y = norm(func, args, kwargs)
+        if y is not NotImplemented:
+            return y
     if pol.compute is None:
         return func(*args, **kwargs)
     if args:
