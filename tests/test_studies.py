@@ -14,7 +14,7 @@ pytest.importorskip("matplotlib")
 
 ANALYSIS = Path(__file__).resolve().parent.parent / "analysis"
 STUDIES = ["lmul_precision", "repro_drift", "training_stability", "dint_w4a8",
-           "exp_vs_mantissa", "fp8_accumulation"]
+           "exp_vs_mantissa", "fp8_accumulation", "deployment_drift"]
 
 
 @pytest.fixture(scope="module")

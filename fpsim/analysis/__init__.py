@@ -10,8 +10,9 @@ take a model (:func:`propagation`, :func:`sharpness`), so this package imports w
 0.0
 """
 
-from .drift import (DriftReport, div_index, drift, drift_configs, flip_rate, greedy_runner,
-                    length_std, logit_diff, plot_drift, std_at_acc, top1_prob_std)
+from .drift import (DeploymentAudit, DriftReport, deployment_audit, deployment_configs, div_index,
+                    drift, drift_configs, flip_rate, greedy_runner, length_std, logit_diff,
+                    plot_deployment_audit, plot_drift, std_at_acc, top1_prob_std)
 from .errors import (DISTRIBUTIONS, ClipSearch, ErrorHistogram, ErrorStats, abs_error, bias,
                      clip_search, error_histogram, error_stats, format_errors, rel_error, sample,
                      sqnr, ulp, ulp_error)
@@ -32,7 +33,8 @@ __all__ = [
     "plot_relative_precision", "plot_dynamic_range",
     # reproducibility drift
     "drift", "DriftReport", "drift_configs", "greedy_runner", "div_index", "std_at_acc", "length_std",
-    "top1_prob_std", "logit_diff", "flip_rate", "plot_drift",
+    "top1_prob_std", "logit_diff", "flip_rate", "plot_drift", "deployment_audit", "DeploymentAudit",
+    "deployment_configs", "plot_deployment_audit",
     # error propagation and sharpness (need torch when called)
     "propagation", "PropagationReport", "plot_propagation",
     "sharpness", "SharpnessResult", "plot_sharpness", "METHODS",

@@ -8,6 +8,7 @@ tensor([0.1001])
 """
 
 from . import profiles
+from .deployment import Deployment
 from .convert import EmulatedModule, LowPrecisionOptimizer, convert
 from .gemm import gemm
 from .mode import (EmulationMode, OperandMismatchError, Report, UnsupportedOpError, coverage_table,
@@ -19,7 +20,7 @@ from .tiny import TinyGPT
 __all__ = ["quantize", "BACKWARD_MODES", "IMPLS", "is_block_format", "Policy", "Scaled",
            "as_policy", "profiles", "emulate", "EmulationMode", "UnsupportedOpError",
            "UNSUPPORTED", "supported_ops", "coverage_table", "Report", "OperandMismatchError", "gemm",
-           "convert", "EmulatedModule", "LowPrecisionOptimizer", "TinyGPT"]
+           "convert", "EmulatedModule", "LowPrecisionOptimizer", "TinyGPT", "Deployment"]
 
 
 def __getattr__(name):

@@ -49,7 +49,7 @@ class EmulatedModule(torch.nn.Module):
     def __init__(self, module: torch.nn.Module, policy):
         super().__init__()
         self.module = module
-        self.policy = as_policy(policy)
+        self.policy = as_policy(policy, module)
         self._report = Report(policy=self.policy.name)
         self._register_state_dict_hook(_strip_prefix)
         self._register_load_state_dict_pre_hook(_add_prefix, with_module=True)

@@ -304,6 +304,9 @@ def gemm(a, b, pol, roles=("activation", "weight"), what="matmul"):
     tensor([[1.0010]])
     """
     _check(a, b, what)
+    plan = getattr(pol.accum, "plan_gemm", None)
+    if plan is not None:  # a Deployment's kernels (fpsim.torch.deployment) pick the model per shape
+        return plan(a, b, pol, roles, what)
     ra, rb = roles
     dtype = a.dtype
     if dtype in _HALF:

@@ -467,6 +467,9 @@ def _sdpa(mode, func, args, kwargs):
         s = s.masked_fill(~keep, float("-inf"))
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else s + mask
+    split_kv = getattr(pol.accum, "attention", None)
+    if split_kv is not None and p_drop == 0.0:  # a Deployment's attention kernel (split-KV)
+        return _out(mode, split_kv(s, v, pol), pol)
     p = _softmax_core(s, -1, pol)
     if p_drop > 0.0:
         p = F.dropout(p, p_drop, training=True)
@@ -516,6 +519,11 @@ def _first_in_compute(mode, func, args, kwargs):
     pol = mode.policy
     if kwargs.get("out") is not None:
         return mode.unsupported(func, args, kwargs, f"{_name(func)}(out=...)")
+    norm = getattr(pol.accum, "norm", None)  # a Deployment's norm kernel (row-count split)
+    if norm is not None:
+        y = norm(func, args, kwargs)
+        if y is not NotImplemented:
+            return y
     if pol.compute is None:
         return func(*args, **kwargs)
     if args:
@@ -765,19 +773,25 @@ class EmulationMode(TorchFunctionMode):
             self.policy = self._stack.pop()
 
     def __enter__(self):
-        if self.base.overrides:
+        # composites re-enter the mode (``with self`` in __torch_function__): only the
+        # outermost entry installs the module hooks, only its exit removes them and checks
+        # the overrides (a nested exit used to remove the hooks mid-forward)
+        self._depth = getattr(self, "_depth", 0) + 1
+        if self.base.overrides and self._depth == 1:
             from torch.nn.modules import module as _m
             self._hooks = [_m.register_module_forward_pre_hook(self._pre),
                            _m.register_module_forward_hook(self._post, always_call=True)]
         return super().__enter__()
 
     def __exit__(self, *exc):
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []
+        self._depth -= 1
         out = super().__exit__(*exc)
-        if self.base.overrides and exc[0] is None:
-            self._check_overrides()
+        if self._depth == 0:
+            for h in self._hooks:
+                h.remove()
+            self._hooks = []
+            if self.base.overrides and exc[0] is None:
+                self._check_overrides()
         return out
 
     def _check_overrides(self):
@@ -873,7 +887,7 @@ def emulate(policy="fp32", *, model=None, strict=None, report=None):
     >>> dict(mode.report().emulated)
     {'torch.nn.functional.linear': 1}
     """
-    pol = as_policy(policy)
+    pol = as_policy(policy, model)
     if strict is not None:
         pol = pol.replace(strict=bool(strict))
     return EmulationMode(pol, model=model, report=report)

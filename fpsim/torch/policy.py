@@ -224,8 +224,9 @@ def _override(base: Policy, value) -> Policy:
     raise TypeError(f"an override must be a Policy, a profile name or a dict of fields, got {value!r}")
 
 
-def as_policy(p) -> Policy:
-    """A :class:`Policy` from a policy, a profile name or None (the fp32 profile).
+def as_policy(p, model=None) -> Policy:
+    """A :class:`Policy` from a policy, a profile name, None (the fp32 profile) or a
+    :class:`~fpsim.torch.Deployment` (whose tensor-parallel layers are found in ``model``).
 
     >>> as_policy("bf16").name
     'bf16'
@@ -237,7 +238,10 @@ def as_policy(p) -> Policy:
         return get("fp32")
     if isinstance(p, str):
         return get(p)
-    raise TypeError(f"expected a fpsim.torch.Policy or a profile name, got {type(p).__name__}")
+    from .deployment import Deployment
+    if isinstance(p, Deployment):
+        return p.policy(model)
+    raise TypeError(f"expected a fpsim.torch.Policy or a profile name (or a fpsim.torch.Deployment), got {type(p).__name__}")
 
 
 def _is_format(x) -> bool:
