@@ -28,6 +28,7 @@ MODELS = {
     "seq_fp32": (Sequential("fp32"), "fp16", "fp16"),
     "seq_fp32_tf32": (Sequential("fp32", fma=True), "tf32", "tf32"),
     "seq_bf16": (Sequential("bf16", fma=True), "bf16", "bf16"),
+    "seq_fp32_bf16_products": (Sequential("fp32", multiply="bf16"), "bf16", "bf16"),
     "seq_fp16_rtz": (Sequential("fp16", rounding="rtz"), "fp16", "fp16"),
     "pairwise_bf16": (Pairwise("bf16"), "e4m3", "e4m3"),
     "h100_bf16": (hw.tensor_core("H100", "bf16"), "bf16", "bf16"),
@@ -98,8 +99,11 @@ def test_batched_and_wide_exponents():
     rng = np.random.default_rng(1)
     A = fpsim.quantize(rng.standard_normal((2, 3, 40)) * np.exp2(rng.integers(-120, 120, (2, 3, 40))), "bf16")
     B = fpsim.quantize(rng.standard_normal((1, 40, 4)) * np.exp2(rng.integers(-120, 120, (1, 40, 4))), "bf16")
+    C = np.random.default_rng(2).standard_normal((2, 3, 4))  # not fp32 values
     for m in (Sequential("fp32", fma=True), hw.tensor_core("H100", "bf16"), Sequential("fp32")):
         assert _same(*_both(m, A, B)), m
+        if not isinstance(m, FusedBlock):
+            assert _same(*_both(m, A[:, :, :8], B[:, :8], C)), m
 
 
 @settings(deadline=None, max_examples=40)

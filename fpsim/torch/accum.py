@@ -239,10 +239,47 @@ def _products(src, lo, hi, mult):
 # models
 # ---------------------------------------------------------------------------------------
 
+def _is_f32(x):
+    return bool(((x.to(torch.float32).to(torch.float64) == x) | torch.isnan(x)).all())
+
+
+def _f32_gemm_ok(src, mult):
+    """Whether ``s = fl32(s + fl32(a * b))`` in float32 arithmetic is the model's arithmetic:
+    a GEMM whose inputs are fp32 values, with products rounded into fp32 (RNE, as a float32
+    multiply does), or with exact products that fp32 holds (<= 12 significant bits per input
+    and every product normal in fp32: bf16, fp16, tf32, fp8 inputs in a sane range)."""
+    if not isinstance(src, _Gemm):
+        return False
+    A, B = src.A, src.B
+    if isinstance(mult, _A.RoundedProduct):
+        return (mult.fmt == _FP32 and mult.rounding == "rne" and _is_f32(A) and _is_f32(B))
+    if not isinstance(mult, _A.ExactProduct):
+        return False
+
+    def narrow(x):
+        fin = torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+        m = torch.frexp(fin)[0] * 4096.0
+        ax = fin.abs()
+        nz = ax[ax != 0]
+        lo = float(nz.min()) if nz.numel() else 1.0
+        return bool((m == torch.round(m)).all()), lo, float(ax.max()) if ax.numel() else 0.0
+    okA, loA, hiA = narrow(A)
+    okB, loB, hiB = narrow(B)
+    return okA and okB and loA * loB >= 2.0**-126 and hiA * hiB < 2.0**127
+
+
 def _seq(model, src, c, mult):
     kind, p = _A.kernel_params(model)
     fmt = model.fmt
     native32 = (fmt == _FP32 and model.rounding == "rne" and model.overflow in (None, "inf"))
+    if native32 and src.K and _is_f32(c) and _f32_gemm_ok(src, mult):
+        # no products in memory: one float32 multiply (exact, or the model's fp32 product
+        # rounding) and one float32 addition (the correctly rounded round(s + t)) per k
+        A32, B32 = src.A.to(torch.float32), src.B.to(torch.float32)
+        s32 = c.to(torch.float32)
+        for k in range(src.K):
+            s32 = s32 + A32[..., k:k + 1] * B32[..., k:k + 1, :]
+        return s32.to(torch.float64)
     s = c
     step = _step(src)
     for lo in range(0, src.K, step):
