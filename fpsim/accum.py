@@ -770,7 +770,8 @@ def kernel_params(obj):
 
     A leaf model (Sequential, Pairwise, Kahan, Exact, NumpyOrder, Integer) gives
     ``(kind, RoundParams)``; a :class:`RoundedProduct` its RoundParams; a :class:`FusedBlock`
-    the tuple ``(n, neab, emin_a, emin_b, RoundParams, ovf_lim)``.
+    the tuple ``(n, neab, emin_a, emin_b, RoundParams, ovf_lim, rtz_mask, min_normal)``
+    (the last two: the truncating shortcut of the fast kernels, 0 without truncation).
 
     >>> import fpsim
     >>> kind, p = kernel_params(fpsim.accum.Sequential("bf16"))
@@ -780,7 +781,7 @@ def kernel_params(obj):
     (16, 2, -126, -126)
     """
     if isinstance(obj, FusedBlock):
-        return obj._kernel_args()
+        return obj._kernel_args() + obj._rtz_args()
     if isinstance(obj, RoundedProduct):
         return _params(obj.fmt, obj.rounding)
     return _leaf_args(obj)

@@ -319,7 +319,7 @@ def _pair(model, src, c, mult):
 
 def _fused(model, src, c, specials):
     """Blocks of n chained through c (fused_row / fused_block / gemm_fused_vec)."""
-    n, neab, emin_a, emin_b, p, ovf_lim = _A.kernel_params(model)
+    n, neab, emin_a, emin_b, p, ovf_lim, rtz_mask, min_normal = _A.kernel_params(model)
     fmt = model.out_fmt
     s = c
     for lo in range(0, src.K, n):
@@ -340,7 +340,9 @@ def _fused(model, src, c, specials):
         cf = torch.where(bad, torch.zeros_like(s), s)
         nz = P != 0
         ep = torch.where(nz, EP, _SENT)
-        ne = torch.where(nz, torch.maximum(_exp_of(torch.where(nz, P, torch.ones_like(P))), EP), _SENT)
+        # products of inputs in formats up to fp32's range are normal float64 numbers: the
+        # exponent field is the exponent (ne > ep: the significand product is >= 2)
+        ne = torch.where(nz, torch.maximum(((P.view(torch.int64) >> 52) & 0x7FF) - 1023, EP), _SENT)
         emaxp = ep.amax(0)
         big = (nz & (ep == emaxp) & (ne > ep)).any(0)
         has_c = cf != 0
@@ -353,7 +355,15 @@ def _fused(model, src, c, specials):
         # truncation toward zero of every term at 2**q: float -> int64 conversion truncates
         S = (cf * sc).to(torch.int64) + (P * sc).to(torch.int64).sum(0)
         v = S.to(torch.float64) * _pow2(q)
-        r = _round(v, p, fmt)
+        av = v.abs()
+        if rtz_mask:  # truncating a normal result clears the dropped fraction bits (as the
+            # Numba fast kernels do: the same bits as the rounding kernel)
+            r = _f64(v.view(torch.int64) & ~rtz_mask)
+            slow = (av < min_normal) | (av >= ovf_lim)
+            if bool(slow.any()):
+                r = torch.where(slow, _round(v, p, fmt), r)
+        else:
+            r = _round(v, p, fmt)
         r = torch.where(r == 0, torch.zeros_like(r), r)  # +0, also for S == 0
         if math.isfinite(ovf_lim):  # truncating output: an overflow gives inf, as the GPU
             r = torch.where(v.abs() >= ovf_lim, torch.copysign(torch.full_like(v, math.inf), v), r)
