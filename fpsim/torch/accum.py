@@ -338,17 +338,20 @@ def _fused(model, src, c, specials):
         else:  # only an accumulator that overflowed to inf: finite products keep it
             special = s
         cf = torch.where(bad, torch.zeros_like(s), s)
-        nz = P != 0
-        ep = torch.where(nz, EP, _SENT)
-        # products of inputs in formats up to fp32's range are normal float64 numbers: the
-        # exponent field is the exponent (ne > ep: the significand product is >= 2)
-        ne = torch.where(nz, torch.maximum(((P.view(torch.int64) >> 52) & 0x7FF) - 1023, EP), _SENT)
-        emaxp = ep.amax(0)
-        big = (nz & (ep == emaxp) & (ne > ep)).any(0)
+        # key = 2 * (ea + eb) + (significand product >= 2), as the fast kernels: its maximum
+        # gives the largest product exponent emaxp and whether the extra bit applies, and
+        # the largest normalised exponent is emaxp + big (a significand product is < 4).
+        # Products of inputs up to fp32's range are normal float64 numbers (exponent field);
+        # zero products have a _SENT factor exponent, so their keys stay far below
+        key = 2 * EP + ((((P.view(torch.int64) >> 52) & 0x7FF) - 1023) > EP).to(torch.int64)
+        maxkey = key.amax(0)
+        anyp = maxkey > -(1 << 32)
+        emaxp = torch.where(anyp, maxkey >> 1, _SENT)
+        big = anyp & ((maxkey & 1) == 1)
         has_c = cf != 0
         ec = torch.where(has_c, torch.clamp(_exp_of(torch.where(has_c, cf, torch.ones_like(cf))),
                                             min=p.emin), _SENT)
-        E = torch.maximum(ne.amax(0), ec)
+        E = torch.maximum(torch.where(anyp, emaxp + big.to(torch.int64), _SENT), ec)
         extra = big & (~has_c | (emaxp >= ec))
         q = torch.where(E > _SENT // 2, E - 23 - neab - extra.to(torch.int64), 0)
         sc = _pow2(-q)
@@ -366,7 +369,7 @@ def _fused(model, src, c, specials):
             r = _round(v, p, fmt)
         r = torch.where(r == 0, torch.zeros_like(r), r)  # +0, also for S == 0
         if math.isfinite(ovf_lim):  # truncating output: an overflow gives inf, as the GPU
-            r = torch.where(v.abs() >= ovf_lim, torch.copysign(torch.full_like(v, math.inf), v), r)
+            r = torch.where(av >= ovf_lim, torch.copysign(torch.full_like(v, math.inf), v), r)
         s = torch.where(bad, special, r)
     return s
 
