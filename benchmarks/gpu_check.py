@@ -167,11 +167,12 @@ def problem(seed, fmt, M, K, N):
     rng = np.random.default_rng(seed)
     f = fpsim.as_format(fmt)
 
-    def gen(shape):
+    def gen(shape):  # normal values of fmt (saturated at its max: e4m3's top binade)
         sig = rng.integers(0, 1 << f.man_bits, shape)
-        e = rng.integers(-8, 9, shape)
+        e = rng.integers(max(-8, f.emin), 9, shape)
         s = rng.integers(0, 2, shape) * 2 - 1
-        return s * (1.0 + sig / 2.0 ** f.man_bits) * np.exp2(e)
+        return fpsim.quantize(s * (1.0 + sig / 2.0 ** f.man_bits) * np.exp2(e), fmt,
+                              overflow="saturate")
 
     return gen((M, K)), gen((K, N))
 

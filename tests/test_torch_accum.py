@@ -184,3 +184,21 @@ def test_emulated_model_forced_torch_path_equals_numba(prof, monkeypatch):
     assert calls  # the torch path really ran
     for r, g in zip(ref, got):
         assert torch.equal(r.view(torch.int32), g.view(torch.int32)), prof
+
+
+def test_gpu_check_script_without_gpu():
+    """benchmarks/gpu_check.py: without a CUDA device it says so (status 2); its captured
+    problems are regenerated exactly from their seeds and are values of their format."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    gc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gc)
+    if not torch.cuda.is_available():
+        assert gc.main([]) == 2
+    for fmt in ("e4m3", "bf16"):
+        A, B = gc.problem(7, fmt, 16, 32, 16)
+        A2, B2 = gc.problem(7, fmt, 16, 32, 16)
+        assert gc._crc(A, B) == gc._crc(A2, B2)
+        assert np.array_equal(fpsim.quantize(A, fmt), A) and np.array_equal(fpsim.quantize(B, fmt), B)
