@@ -85,12 +85,12 @@ def _both(model, A, B, C=None):
 def test_torch_path_equals_numba(name, kind):
     model, fa, fb = MODELS[name]
     rng = np.random.default_rng(zlib.crc32(f"{name}{kind}".encode()))
-    for M, K, N in SHAPES:
+    for i, (M, K, N) in enumerate(SHAPES):
         A, B = _data((M, K), fa, kind, rng), _data((K, N), fb, kind, rng)
-        C = fpsim.quantize(rng.standard_normal((M, N)) * 4, model.out_fmt)
-        for c in (None, C):
-            want, got = _both(model, A, B, c)
-            assert _same(want, got), (name, kind, M, K, N, c is None)
+        # with and without C (a value of the output format) on alternate shapes
+        c = fpsim.quantize(rng.standard_normal((M, N)) * 4, model.out_fmt) if i % 2 == 0 else None
+        want, got = _both(model, A, B, c)
+        assert _same(want, got), (name, kind, M, K, N, c is None)
 
 
 def test_batched_and_wide_exponents():
@@ -106,7 +106,7 @@ def test_batched_and_wide_exponents():
             assert _same(*_both(m, A[:, :, :8], B[:, :8], C)), m
 
 
-@settings(deadline=None, max_examples=40)
+@settings(deadline=None, max_examples=25)
 @given(st.integers(1, 40), st.integers(0, 2**32 - 1))
 def test_random_bit_patterns(K, seed):
     """Random bf16 bit patterns (every class, NaN included) through a tensor core and a bf16
@@ -172,7 +172,7 @@ def _train_step(prof, monkeypatch, backend):
     return [y.detach()] + [p.grad for p in net.parameters()]
 
 
-@pytest.mark.parametrize("prof", ["h100_bf16", "h100_fp8", "a100_tf32", "h100_e5m2"])
+@pytest.mark.parametrize("prof", ["h100_bf16", "h100_fp8", "a100_tf32"])
 def test_emulated_model_forced_torch_path_equals_numba(prof, monkeypatch):
     """Forward and both backward GEMMs of a small MLP: same bits on both paths."""
     calls = []
