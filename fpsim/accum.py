@@ -1028,6 +1028,29 @@ def _leaf_args(model):
     raise TypeError(f"{model!r} is not a leaf model")  # pragma: no cover
 
 
+def kernel_params(obj):
+    """The rounding parameters the kernels use for ``obj``, for other implementations of the
+    same arithmetic (the torch path, :mod:`fpsim.torch.accum`): one source of truth.
+
+    A leaf model (Sequential, Pairwise, Kahan, Exact, NumpyOrder, Integer) gives
+    ``(kind, RoundParams)``; a :class:`RoundedProduct` its RoundParams; a :class:`FusedBlock`
+    the tuple ``(n, neab, emin_a, emin_b, RoundParams, ovf_lim, rtz_mask, min_normal)``
+    (the last two: the truncating shortcut of the fast kernels, 0 without truncation).
+
+    >>> import fpsim
+    >>> kind, p = kernel_params(fpsim.accum.Sequential("bf16"))
+    >>> p.M, p.emin
+    (7, -126)
+    >>> kernel_params(fpsim.hardware.tensor_core("H100", "bf16"))[:4]
+    (16, 2, -126, -126)
+    """
+    if isinstance(obj, FusedBlock):
+        return obj._kernel_args() + obj._rtz_args()
+    if isinstance(obj, RoundedProduct):
+        return _params(obj.fmt, obj.rounding)
+    return _leaf_args(obj)
+
+
 _DUMMY_P = None
 
 

@@ -6,7 +6,8 @@ Operands are rounded into their role's format along the reduction axis (K), then
   (straight-through rounding), and the output gradient is rounded into the gradient format
   on its way into the backward GEMMs;
 * an accumulation model: :func:`fpsim.matmul` evaluates every dot product bit-exactly on the
-  CPU kernels, in a custom autograd function whose backward GEMMs (``g @ bᵀ`` and
+  CPU kernels (tensors on another device: :mod:`fpsim.torch.accum` on that device, the same
+  bits), in a custom autograd function whose backward GEMMs (``g @ bᵀ`` and
   ``aᵀ @ g``) run through the backward model on gradient-format operands.
 """
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from . import _ops
+from . import accum as _accum
 from .policy import Scaled
 from .quantize import _forward as _q_forward, is_block_format, quantize
 
@@ -150,9 +152,14 @@ def _matmul_fn():
 
 
 def model_matmul(qa, qb, model):
-    """``fpsim.matmul`` on two torch tensors of element values; returns fp32 (or fp64)."""
-    fn = _matmul_fn()
+    """``fpsim.matmul`` on two torch tensors of element values; returns fp32 (or fp64).
+
+    Tensors off the CPU stay on their device (:mod:`fpsim.torch.accum`, same bits);
+    ``$FPSIM_TORCH_ACCUM`` chooses otherwise (:func:`fpsim.torch.accum.backend`)."""
     out_dt = torch.float64 if qa.dtype == torch.float64 else torch.float32
+    if _accum.backend(qa.device, model) == "torch":
+        return _accum.matmul(qa, qb, model=model).to(out_dt)
+    fn = _matmul_fn()
     batch = torch.broadcast_shapes(qa.shape[:-2], qb.shape[:-2])
     A = qa.detach().to("cpu", torch.float64).expand(*batch, *qa.shape[-2:]).contiguous().numpy()
     B = qb.detach().to("cpu", torch.float64).expand(*batch, *qb.shape[-2:]).contiguous().numpy()

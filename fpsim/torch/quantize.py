@@ -263,6 +263,23 @@ def _round_bits_torch(b, p, rnd):
     return torch.where(is_nan, nan_val, res), 0
 
 
+def round_bits(b, p, rnd=None):
+    """Round int64 bit patterns ``b`` (the input layout of the kernel RoundParams ``p``) on
+    the tensor's device, bit for bit like :func:`fpsim.kernels.float_round.round_bits`.
+
+    Returns ``(bits, 0)``, or ``(None, count)`` when ``p`` raises on NaN and ``count`` NaN
+    inputs were found. ``rnd``: int64 random bits per lane (stochastic rounding only).
+
+    >>> import torch, fpsim
+    >>> from fpsim.accum import kernel_params
+    >>> _, p = kernel_params(fpsim.accum.Sequential("bf16"))     # float64 in, bf16 grid
+    >>> b = torch.tensor([1.0 + 2.0**-9, 3.0], dtype=torch.float64).view(torch.int64)
+    >>> round_bits(b, p)[0].view(torch.float64).tolist()
+    [1.0, 3.0]
+    """
+    return _round_bits_torch(b, p, rnd)
+
+
 def _bits_of(t):
     """int64 bit patterns of a float tensor (zero-extended for 16/32-bit types)."""
     it = _INT_OF[t.dtype]
