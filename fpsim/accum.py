@@ -58,6 +58,7 @@ from .kernels import _modes as _C
 from .kernels._lazy import lazy_module
 
 _K = lazy_module('accum')  # numba is imported on first use, not by `import fpsim`
+_G = lazy_module('gemm')  # register-blocked GEMM kernels (same bits, BLAS-like speed)
 
 __all__ = [
     "Blocked",
@@ -1246,7 +1247,9 @@ def _matmul2(model, A, B, C, row0=0):
     D = np.empty((M, N))
     fma = _fast_seq32(model)
     if fma is not None:
-        _K.gemm_seq_f32(A, np.ascontiguousarray(B), C, D, fma)
+        # float32 data: native float32 arithmetic is the model (returns 1 for other data)
+        if _G.seq_f32(A, B, C, D, fma) != 0:
+            _K.gemm_seq_f32(A, np.ascontiguousarray(B), C, D, fma)
         return D
     BT = np.ascontiguousarray(B.T)
     if (isinstance(model, FusedBlock) and _FUSED_FAST and np.isfinite(A).all()

@@ -563,7 +563,8 @@ def gemm_seq_f32(A, B, C, D, fma):
                 # round to odd: an inexact result with an even last bit steps one ulp
                 # toward lo (up in magnitude when lo has h's sign)
                 hh = np.int64(f64_bits(h))
-                inexact_even = (lo != 0.0) & ((hh & 1) == 0)
+                # (h inf or NaN: lo is NaN and must not step h, -inf would become NaN)
+                inexact_even = (lo != 0.0) & ((hh & 1) == 0) & (h - h == 0.0)
                 step = np.int64(1) if (lo > 0.0) == (hh >= 0) else np.int64(-1)
                 hh = hh + (step if inexact_even else np.int64(0))
                 s[j] = np.float64(np.float32(bits_f64(np.uint64(hh))))
