@@ -1241,6 +1241,23 @@ def _fast_seq32(model):
     return None
 
 
+def _fused_chain(model):
+    """(inner FusedBlock, every, outer RoundParams) when ``model`` is a split-K / promoted
+    chain that :func:`fpsim.kernels.gemm.fused_f64` runs: FusedBlock chunks added into a
+    deterministic Sequential accumulator, with blocks whose truncated terms sum exactly in
+    float64 (always so for the GPU presets); else None."""
+    if not (isinstance(model, Blocked) and isinstance(model.inner, FusedBlock)
+            and isinstance(model.outer, Sequential) and model.outer.rounding != "stochastic"):
+        return None
+    inner = model.inner
+    if (inner.n + 1).bit_length() + 25 + inner.neab > 53:
+        return None
+    kind, po = _leaf_args(model.outer)
+    if kind != _C.SEQ:  # fp64 outer (native addition): the general path
+        return None
+    return inner, int(model.k), po
+
+
 def _matmul2(model, A, B, C, row0=0):
     M, K = A.shape
     N = B.shape[1]
@@ -1250,6 +1267,14 @@ def _matmul2(model, A, B, C, row0=0):
         # float32 data: native float32 arithmetic is the model (returns 1 for other data)
         if _G.seq_f32(A, B, C, D, fma) != 0:
             _K.gemm_seq_f32(A, np.ascontiguousarray(B), C, D, fma)
+        return D
+    chain = _fused_chain(model)
+    if chain is not None and _FUSED_FAST and np.isfinite(A).all() and np.isfinite(B).all():
+        inner, every, po = chain
+        n, neab, emin_a, emin_b, p, lim = inner._kernel_args()
+        err = _G.fused_f64(A, B, _clamped(A, emin_a), _clamped(B, emin_b), C, D, n, every,
+                           neab, p, lim, *inner._rtz_args(), po)
+        _raise_nan(err, model.out_fmt)
         return D
     BT = np.ascontiguousarray(B.T)
     if (isinstance(model, FusedBlock) and _FUSED_FAST and np.isfinite(A).all()

@@ -115,3 +115,64 @@ def test_seq_f32_empty_k_returns_c():
     c = np.array([[1.5, -0.0]])
     got = fpsim.matmul(np.zeros((1, 0)), np.zeros((0, 2)), c, model=A.Sequential("fp32"))
     assert same(got, c)
+
+
+# ---------------------------------------------------------------------------------------
+# Tensor-core chains: Promoted (FP8 recipe) and Blocked split-K over FusedBlock
+# ---------------------------------------------------------------------------------------
+
+def tc_inputs(rng, fmt, shape, specials=False):
+    """Values of ``fmt``: normal, subnormal, zero and the largest (products overflow)."""
+    f = fpsim.parse(fmt)
+    x = rng.standard_normal(shape) * np.exp2(rng.integers(-4, 4, shape))
+    flat = x.reshape(-1)
+    pick = rng.integers(0, flat.size, max(1, flat.size // 6))
+    flat[pick[0::4]] = 0.0
+    flat[pick[1::4]] = f.min_normal * rng.uniform(-1, 1, pick[1::4].size)
+    flat[pick[2::4]] = f.max * np.sign(rng.standard_normal(pick[2::4].size))
+    if specials:
+        flat[pick[3::4][:2]] = [np.inf, np.nan][:pick[3::4][:2].size]
+    return fpsim.quantize(x, fmt)
+
+
+CHAINS = {
+    "fp8_promoted": (fpsim.hardware.fp8_promoted(), "e4m3"),
+    "promoted-48-e5m2": (fpsim.hardware.fp8_promoted("H100", "e5m2", every=48), "e5m2"),
+    "blocked-20-bf16": (A.Blocked(20, fpsim.hardware.tensor_core("A100", "bf16"),
+                                  A.Sequential("fp32")), "bf16"),
+    "blocked-fp16-out": (A.Blocked(24, A.FusedBlock(8, 3, out_fmt="fp16", rounding="rne",
+                                                   in_fmt="fp16"), A.Sequential("fp16", "rtz")),
+                         "fp16"),
+}
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_fused_chain_matches_reference_kernels(name):
+    m, fmt = CHAINS[name]
+    rng = np.random.default_rng(8)
+    for M, K, N in [(3, 1, 5), (7, 101, 19), (5, 130, 70)]:
+        a, b = tc_inputs(rng, fmt, (M, K)), tc_inputs(rng, fmt, (K, N))
+        c = fpsim.quantize(rng.standard_normal((M, N)) * 8, "fp16")
+        got = fpsim.matmul(a, b, c, model=m)
+        assert same(got, reference(a, b, c, m)), (name, M, K, N)
+
+
+def test_fused_chain_specials_threads_and_non_contiguous(monkeypatch):
+    m, fmt = CHAINS["fp8_promoted"]
+    rng = np.random.default_rng(9)
+    a = tc_inputs(rng, fmt, (9, 300))[:, ::2]  # strided (9, 150)
+    b = tc_inputs(rng, fmt, (19, 150)).T  # transposed view (150, 19)
+    want = reference(np.ascontiguousarray(a), np.ascontiguousarray(b), np.zeros((9, 19)), m)
+    n0 = numba.get_num_threads()
+    try:
+        for nt in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(nt)
+            assert same(fpsim.matmul(a, b, model=m), want), nt
+    finally:
+        numba.set_num_threads(n0)
+    # inf/NaN inputs take the general kernels, which agree with the fast chain elsewhere
+    a2, b2 = tc_inputs(rng, fmt, (4, 70), True), tc_inputs(rng, fmt, (70, 6))
+    got = fpsim.matmul(a2, b2, model=m)
+    monkeypatch.setattr(A, "_FUSED_FAST", False)
+    assert same(got, reference(a2, b2, np.zeros((4, 6)), m))
+    assert np.isnan(got).any()

@@ -28,6 +28,8 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .accum import radd, rnd1
+from .eft import bits_f64, f64_bits
 
 _MR = 6  # rows of a tile
 _NR = 16  # columns of a tile: two 8-lane float32 vectors
@@ -184,3 +186,139 @@ def seq_f32(A, B, C, D, fma):
                 D[i0 + r, j0 + j] = ct[r, j]
     return 0
 
+
+# ---------------------------------------------------------------------------------------
+# Tensor-core blocks (FusedBlock) and their split-K / promoted chains, in float64
+# ---------------------------------------------------------------------------------------
+
+_FR = 4  # rows of a tensor-core tile
+_FN = 64  # columns of a tensor-core tile (float64 SIMD lanes run over them)
+
+
+@njit(cache=True, inline="always")
+def _drop_bits(sh):
+    """How many low bits of a float64 pattern to clear for a truncation that drops ``sh``
+    bits of its significand: none when sh <= 0; 63 (all but the sign: a zero) when the
+    whole significand goes (sh > 52), so the exponent field is never touched."""
+    return 63 if sh > 52 else max(sh, 0)
+
+
+@njit(cache=True, parallel=True)
+def fused_f64(A, B, EA, EB, C, D, n, every, neab, p, ovf_lim, rtz_mask, min_normal, po):
+    """Tensor-core GEMM for finite inputs: the arithmetic of
+    :func:`fpsim.kernels.accum.gemm_fused_vec` (bit-identical), on tiles of _FR x _FN outputs
+    whose blocks of B stay in L1 for _FR rows.
+
+    ``every == 0``: the blocks of ``n`` are chained over all of K from ``C``. ``every > 0``
+    (:class:`fpsim.accum.Blocked` / ``Promoted`` with a FusedBlock inner model): chunks of
+    ``every`` products each start from 0 with blocks of ``n`` counted from the chunk start,
+    and every chunk's result is added into an accumulator started at ``C`` with one
+    rounding ``po`` (the outer Sequential model). EA/EB: clamped input exponents (zeros: a
+    huge negative value). The caller guarantees ``bit_length(n + 1) + 25 + neab <= 53``,
+    so a block's truncated terms sum exactly in float64. Returns the NaN error count.
+    """
+    M, K = A.shape
+    N = B.shape[1]
+    nti = (M + _FR - 1) // _FR
+    ntj = (N + _FN - 1) // _FN
+    chunk = every if every > 0 else max(K, 1)
+    keep = np.int64(~np.uint64(rtz_mask))
+    emin_out = np.int64(p.emin)
+    err = 0
+    for t in prange(nti * ntj):
+        i0 = (t % nti) * _FR
+        j0 = (t // nti) * _FN
+        mr = min(M, i0 + _FR) - i0
+        nb = min(N, j0 + _FN) - j0
+        pr = np.empty((n, _FN), dtype=np.float64)
+        mk = np.empty(_FN, dtype=np.int64)
+        qb = np.empty(_FN, dtype=np.int64)
+        S = np.empty(_FN, dtype=np.float64)
+        fix = np.empty(_FN, dtype=np.int64)
+        cc = np.zeros((_FR, _FN), dtype=np.float64)  # running value of the blocks
+        ss = np.zeros((_FR, _FN), dtype=np.float64)  # outer accumulator (every > 0)
+        e_t = 0
+        for r in range(mr):
+            for j in range(nb):
+                if every > 0:
+                    ss[r, j] = C[i0 + r, j0 + j]
+                else:
+                    cc[r, j] = C[i0 + r, j0 + j]
+        for k0 in range(0, K, chunk):
+            k1 = min(K, k0 + chunk)
+            if every > 0:
+                cc[:, :] = 0.0
+            for lo in range(k0, k1, n):
+                hi = min(k1, lo + n)
+                for r in range(mr):
+                    i = i0 + r
+                    c = cc[r]
+                    for j in range(nb):
+                        mk[j] = -(1 << 40)
+                    # pass 1: products and key = 2 (ea + eb) + (significand product >= 2);
+                    # its maximum gives the largest exponent and the extra alignment bit
+                    for k in range(lo, hi):
+                        a = A[i, k]
+                        ea = EA[i, k]
+                        Bk = B[k]
+                        EBk = EB[k]
+                        prk = pr[k - lo]
+                        for j in range(nb):
+                            v = a * Bk[j0 + j]
+                            prk[j] = v
+                            ep = ea + EBk[j0 + j]
+                            ne = np.int64((f64_bits(v) >> np.uint64(52)) & np.uint64(0x7FF)) - 1023
+                            mk[j] = max(mk[j], 2 * ep + (1 if ne > ep else 0))
+                    # the quantum 2**q of each output's block, and c truncated at it
+                    for j in range(nb):
+                        m = mk[j]
+                        big = m & 1
+                        E = (m >> 1) + big  # the largest normalised product exponent
+                        if m < -(1 << 30):  # only zero products
+                            E = np.int64(-100000)
+                        cj = c[j]
+                        cb = np.int64(f64_bits(cj))
+                        ec = max(((cb >> 52) & 0x7FF) - 1023, emin_out)
+                        if cj != 0.0:
+                            E = max(E, ec)
+                            if (m >> 1) < ec:
+                                big = 0
+                        qb[j] = E - 23 - neab - big + 1075
+                        fix[j] = 2 if cj - cj != 0.0 else 0  # inf from an earlier block stays
+                        sh = _drop_bits(qb[j] - ((cb >> 52) & 0x7FF))
+                        S[j] = bits_f64(np.uint64(cb & ((-1) << sh)))
+                    # pass 2: every product truncated toward zero at 2**q (a mask on its bit
+                    # pattern) and summed; exact in float64 (see the docstring)
+                    for k in range(hi - lo):
+                        prk = pr[k]
+                        for j in range(nb):
+                            b = np.int64(f64_bits(prk[j]))
+                            sh = _drop_bits(qb[j] - ((b >> 52) & 0x7FF))
+                            S[j] += bits_f64(np.uint64(b & ((-1) << sh)))
+                    for j in range(nb):
+                        v = S[j]
+                        av = abs(v)
+                        if fix[j] == 2:
+                            pass
+                        elif rtz_mask != 0 and av >= min_normal and av < ovf_lim:
+                            c[j] = bits_f64(np.uint64(np.int64(f64_bits(v)) & keep))
+                        elif av >= ovf_lim:
+                            c[j] = -np.inf if v < 0.0 else np.inf
+                        else:
+                            fix[j] = 1
+                    for j in range(nb):
+                        if fix[j] == 1:
+                            rv, e1 = rnd1(S[j], p)  # also a zero sum: +0 as the GPU model
+                            c[j] = 0.0 if rv == 0.0 else rv  # +0 when a nonzero sum rounds to 0
+                            e_t += e1
+            if every > 0:
+                for r in range(mr):
+                    for j in range(nb):
+                        s, e1 = radd(ss[r, j], cc[r, j], po)
+                        ss[r, j] = s
+                        e_t += e1
+        for r in range(mr):
+            for j in range(nb):
+                D[i0 + r, j0 + j] = ss[r, j] if every > 0 else cc[r, j]
+        err += e_t
+    return err
