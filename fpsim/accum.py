@@ -1021,8 +1021,8 @@ def _check_inputs(model, arrays):
     for (what, x), fin in zip(arrays, fmts):
         if x.size == 0:
             continue
-        nan = np.isnan(x)
         if fin is not None:
+            nan = np.isnan(x)
             if nan.any() and not fin.has_nan:
                 raise ValueError(f"{what} holds NaN but the model's input format {fin.name} has "
                                  "no NaN")
@@ -1034,8 +1034,13 @@ def _check_inputs(model, arrays):
                                  f"format {fin.name}; round the inputs first with "
                                  f"fpsim.quantize(x, {fin.name!r})")
         if isinstance(mult, (ExactProduct, RoundedProduct)) or isinstance(model, FusedBlock):
-            # exact products in float64 need <= 26 significant bits per input
-            finite = x[np.isfinite(x) & (x != 0)]
+            # exact products in float64 need <= 26 significant bits per input. A value
+            # whose low 27 fraction bits are zero has at most 26 (normal or subnormal):
+            # one cheap pass over the bits, the exact test only for the others
+            low = (x.view(np.uint64) & np.uint64(2**27 - 1)) != 0
+            if not low.any():
+                continue
+            finite = x[low & np.isfinite(x)]
             if finite.size:
                 m, _ = np.frexp(finite)
                 if np.any(m * 2.0**26 != np.round(m * 2.0**26)):
