@@ -5,8 +5,9 @@ bf16 tensor-core models and ``fp8_promoted`` (H100 FP8 partials promoted into fp
 128, on e4m3 inputs), against numpy's float32 matmul (BLAS) on the same data in the same
 run. Reports G multiply-accumulates/s, the ratio to numpy, PASS/MISS against the ratio
 targets of issue 12 (sequential <= 4x numpy, tensor core <= 8x, promoted <= 10x), the
-process's peak RSS after each model next to the size of the output, and whether the results
-depend on the thread count. ``--m 1024 --k 4096 --n 1024`` shows that the kernels scale.
+CPU-time ratio (steadier on a shared machine: run with ``--threads 1`` and
+``OPENBLAS_NUM_THREADS=1`` for a per-core comparison), the process's peak RSS after each
+model next to the size of the output, and whether the results depend on the thread count. ``--m 1024 --k 4096 --n 1024`` shows that the kernels scale.
 
     python benchmarks/bench_gemm.py [--m 256 --k 1024 --n 256] [--threads 2] [--repeat 5]
                                     [--models seq,seq-fma,a100,h100,fp8-promoted]
@@ -74,16 +75,16 @@ def main(argv=None):
           f"{args.m * args.n * 8 / 2**20:.1f} MiB (float64), inputs "
           f"{(a0.size + b0.size) * 8 / 2**20:.1f} MiB; peak RSS at start {_peak_rss_mib():.0f} MiB")
     ok = True
-    t_np = {}
+    t_np, cpu_np = {}, {}
     for key in args.models.split(","):
         name, make, fmt, target = MODELS[key]
         model = make()
         A, B = fpsim.quantize(a0, fmt), fpsim.quantize(b0, fmt)
         if fmt not in t_np:
             A32, B32 = A.astype(np.float32), B.astype(np.float32)
-            t_np[fmt], _ = best_time(lambda: A32 @ B32, max(args.repeat, 20))
+            t_np[fmt], cpu_np[fmt] = best_time(lambda: A32 @ B32, max(args.repeat, 20))
             print(f"numpy float32 matmul (BLAS), {fmt} data: {t_np[fmt] * 1e3:8.2f} ms  "
-                  f"{macs / t_np[fmt] / 1e9:8.2f} G MAC/s")
+                  f"{macs / t_np[fmt] / 1e9:8.2f} G MAC/s  (CPU time {cpu_np[fmt] * 1e3:.2f} ms)")
         t, cpu = best_time(lambda m=model: fpsim.matmul(A, B, model=m), args.repeat)
         rate = macs / t / 1e9
         ratio = t / t_np[fmt]
@@ -95,7 +96,8 @@ def main(argv=None):
         # CPU-second times the thread count is what dedicated cores would give
         nt = numba.get_num_threads()
         print(f"{'':<24}  CPU time {cpu * 1e3:8.2f} ms -> {macs / max(cpu, 1e-9) * nt / 1e9:.3f} "
-              f"G MAC/s on {nt} dedicated core(s); peak RSS so far {_peak_rss_mib():.0f} MiB")
+              f"G MAC/s on {nt} dedicated core(s) ({cpu / max(cpu_np[fmt], 1e-9):.1f}x numpy's "
+              f"CPU time); peak RSS so far {_peak_rss_mib():.0f} MiB")
         # thread-count independence on a slice
         a, b = A[:32], B[:, :32]
         numba.set_num_threads(1)
