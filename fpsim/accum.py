@@ -1036,11 +1036,18 @@ def _check_inputs(model, arrays):
         if isinstance(mult, (ExactProduct, RoundedProduct)) or isinstance(model, FusedBlock):
             # exact products in float64 need <= 26 significant bits per input. A value
             # whose low 27 fraction bits are zero has at most 26 (normal or subnormal):
-            # one cheap pass over the bits, the exact test only for the others
-            low = (x.view(np.uint64) & np.uint64(2**27 - 1)) != 0
-            if not low.any():
+            # one cheap pass over the bits, in slices (no temporary the size of x), and
+            # the exact test only for the values it flags
+            flat = x.reshape(-1)
+            wide = []
+            for s0 in range(0, flat.size, 1 << 16):
+                part = flat[s0:s0 + (1 << 16)]
+                low = (part.view(np.uint64) & np.uint64(2**27 - 1)) != 0
+                if low.any():
+                    wide.append(part[low & np.isfinite(part)])
+            if not wide:
                 continue
-            finite = x[low & np.isfinite(x)]
+            finite = np.concatenate(wide)
             if finite.size:
                 m, _ = np.frexp(finite)
                 if np.any(m * 2.0**26 != np.round(m * 2.0**26)):
