@@ -260,13 +260,13 @@ def fused_f64(A, B, EA, EB, C, D, n, every, neab, p, ovf_lim, rtz_mask, min_norm
                     for k in range(lo, hi):
                         a = A[i, k]
                         ea = EA[i, k]
-                        Bk = B[k]
-                        EBk = EB[k]
+                        Bk = B[k, j0:j0 + nb]  # views: Bk[j] vectorises, Bk[j0 + j] not
+                        EBk = EB[k, j0:j0 + nb]
                         prk = pr[k - lo]
                         for j in range(nb):
-                            v = a * Bk[j0 + j]
+                            v = a * Bk[j]
                             prk[j] = v
-                            ep = ea + EBk[j0 + j]
+                            ep = ea + EBk[j]
                             ne = np.int64((f64_bits(v) >> np.uint64(52)) & np.uint64(0x7FF)) - 1023
                             mk[j] = max(mk[j], 2 * ep + (1 if ne > ep else 0))
                     # the quantum 2**q of each output's block, and c truncated at it
