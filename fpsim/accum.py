@@ -58,6 +58,7 @@ from .kernels import _modes as _C
 from .kernels._lazy import lazy_module
 
 _K = lazy_module('accum')  # numba is imported on first use, not by `import fpsim`
+_G = lazy_module('gemm')  # register-blocked GEMM kernels (same bits, BLAS-like speed)
 
 __all__ = [
     "BlockScaledFused",
@@ -1314,8 +1315,8 @@ def _check_inputs(model, arrays):
     for (what, x), fin in zip(arrays, fmts):
         if x.size == 0:
             continue
-        nan = np.isnan(x)
         if fin is not None:
+            nan = np.isnan(x)
             if nan.any() and not fin.has_nan:
                 raise ValueError(f"{what} holds NaN but the model's input format {fin.name} has "
                                  "no NaN")
@@ -1327,8 +1328,20 @@ def _check_inputs(model, arrays):
                                  f"format {fin.name}; round the inputs first with "
                                  f"fpsim.quantize(x, {fin.name!r})")
         if isinstance(mult, (ExactProduct, RoundedProduct)) or isinstance(model, FusedBlock):
-            # exact products in float64 need <= 26 significant bits per input
-            finite = x[np.isfinite(x) & (x != 0)]
+            # exact products in float64 need <= 26 significant bits per input. A value
+            # whose low 27 fraction bits are zero has at most 26 (normal or subnormal):
+            # one cheap pass over the bits, in slices (no temporary the size of x), and
+            # the exact test only for the values it flags
+            flat = x.reshape(-1)
+            wide = []
+            for s0 in range(0, flat.size, 1 << 16):
+                part = flat[s0:s0 + (1 << 16)]
+                low = (part.view(np.uint64) & np.uint64(2**27 - 1)) != 0
+                if low.any():
+                    wide.append(part[low & np.isfinite(part)])
+            if not wide:
+                continue
+            finite = np.concatenate(wide)
             if finite.size:
                 m, _ = np.frexp(finite)
                 if np.any(m * 2.0**26 != np.round(m * 2.0**26)):
@@ -1586,13 +1599,40 @@ def _fast_seq32(model):
     return None
 
 
+def _fused_chain(model):
+    """(inner FusedBlock, every, outer RoundParams) when ``model`` is a split-K / promoted
+    chain that :func:`fpsim.kernels.gemm.fused_f64` runs: FusedBlock chunks added into a
+    deterministic Sequential accumulator, with blocks whose truncated terms sum exactly in
+    float64 (always so for the GPU presets); else None."""
+    if not (isinstance(model, Blocked) and isinstance(model.inner, FusedBlock)
+            and isinstance(model.outer, Sequential) and model.outer.rounding != "stochastic"):
+        return None
+    inner = model.inner
+    if (inner.n + 1).bit_length() + 25 + inner.neab > 53:
+        return None
+    kind, po = _leaf_args(model.outer)
+    if kind != _C.SEQ:  # fp64 outer (native addition): the general path
+        return None
+    return inner, int(model.k), po
+
+
 def _matmul2(model, A, B, C, row0=0):
     M, K = A.shape
     N = B.shape[1]
     D = np.empty((M, N))
     fma = _fast_seq32(model)
     if fma is not None:
-        _K.gemm_seq_f32(A, np.ascontiguousarray(B), C, D, fma)
+        # float32 data: native float32 arithmetic is the model (returns 1 for other data)
+        if _G.seq_f32(A, B, C, D, fma) != 0:
+            _K.gemm_seq_f32(A, np.ascontiguousarray(B), C, D, fma)
+        return D
+    chain = _fused_chain(model)
+    if chain is not None and _FUSED_FAST and np.isfinite(A).all() and np.isfinite(B).all():
+        inner, every, po = chain
+        n, neab, emin_a, emin_b, p, lim = inner._kernel_args()
+        err = _G.fused_f64(A, B, _clamped(A, emin_a), _clamped(B, emin_b), C, D, n, every,
+                           neab, p, lim, *inner._rtz_args(), po)
+        _raise_nan(err, model.out_fmt)
         return D
     BT = np.ascontiguousarray(B.T)
     if (isinstance(model, FusedBlock) and _FUSED_FAST and np.isfinite(A).all()

@@ -1,0 +1,178 @@
+"""Register-blocked GEMM kernels (fpsim.kernels.gemm) against the reference kernels.
+
+The reference is the generic path of :func:`fpsim.dot` (one dot product per row, the leaf
+kernels that tests/test_accum.py checks against MPFR and float32 loops) and, for
+``fma=False``, a plain numpy float32 loop. Shapes are chosen so that tiles are partial
+(M not a multiple of 6, N not a multiple of 16) and K is not a multiple of any block.
+"""
+
+import numba
+import numpy as np
+import pytest
+
+import fpsim
+from fpsim import accum as A
+
+f32 = np.float32
+
+
+def same(x, y):
+    """Bit-identical, except that any NaN equals any NaN."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    nx, ny = np.isnan(x), np.isnan(y)
+    return (x.shape == y.shape and np.array_equal(nx, ny)
+            and np.array_equal(np.where(nx, 0.0, x).view(np.uint64),
+                               np.where(ny, 0.0, y).view(np.uint64)))
+
+
+def reference(a, b, c, model):
+    """Every output element as one dot product on the generic (row-by-row) path."""
+    return fpsim.dot(a[:, None, :], np.swapaxes(b, 0, 1)[None, :, :], c, model=model)
+
+
+def wide_f32(rng, shape, specials=True):
+    """float32 values over a wide exponent range, with zeros, subnormals, huge values
+    (products overflow), and inf/-inf/NaN when ``specials``."""
+    x = (rng.standard_normal(shape) * np.exp2(rng.integers(-30, 30, shape))).astype(f32)
+    flat = x.reshape(-1)
+    n = flat.size
+    pick = rng.integers(0, n, max(1, n // 8))
+    flat[pick[0::4]] = 0.0
+    flat[pick[1::4]] = (rng.standard_normal(pick[1::4].size) * 2.0**-135).astype(f32)
+    flat[pick[2::4]] = f32(3e37) * np.sign(rng.standard_normal(pick[2::4].size)).astype(f32)
+    if specials and n >= 8:
+        flat[pick[3::4][:3]] = np.array([np.inf, -np.inf, np.nan], dtype=f32)[:pick[3::4][:3].size]
+    return x.astype(np.float64)
+
+
+SHAPES = [(1, 1, 1), (7, 37, 19), (13, 70, 33)]
+
+
+@pytest.mark.parametrize("fma", [False, True], ids=["mul-add", "fma"])
+def test_seq_f32_matches_reference_kernels(fma):
+    rng = np.random.default_rng(5)
+    m = A.Sequential("fp32", fma=fma)
+    for M, K, N in SHAPES:
+        for specials in (False, True):
+            a, b = wide_f32(rng, (M, K), specials), wide_f32(rng, (K, N), specials)
+            c = wide_f32(rng, (M, N), False)
+            got = fpsim.matmul(a, b, c, model=m)
+            assert same(got, reference(a, b, c, m)), (M, K, N, specials)
+            if not fma:  # an independent oracle: a float32 loop
+                with np.errstate(all="ignore"):
+                    s = c.astype(f32)
+                    for k in range(K):
+                        s = s + a[:, k, None].astype(f32) * b[k].astype(f32)
+                assert same(got, s)
+
+
+def test_seq_f32_bf16_products_and_accumulation_order():
+    """bf16 inputs (the benchmark's case) where the order of the K loop shows in the bits."""
+    rng = np.random.default_rng(6)
+    a = fpsim.quantize(rng.standard_normal((9, 300)) * 100, "bf16")
+    b = fpsim.quantize(rng.standard_normal((300, 21)), "bf16")
+    for fma in (False, True):
+        m = A.Sequential("fp32", fma=fma)
+        got = fpsim.matmul(a, b, model=m)
+        assert same(got, reference(a, b, np.zeros((9, 21)), m))
+        # not the exact result: the sequential roundings are visible
+        assert not same(got, fpsim.matmul(a, b, model=A.Exact("fp32")))
+
+
+def test_seq_f32_non_contiguous_inputs_and_threads():
+    rng = np.random.default_rng(7)
+    big_a = wide_f32(rng, (30, 90), False)
+    big_b = wide_f32(rng, (40, 60), False)
+    a = big_a[::2, ::3]  # (15, 30), strided
+    b = big_b[::2, :].T[:30, :17].T.T  # a transposed view (30, 17)
+    assert not a.flags.c_contiguous and not b.flags.c_contiguous
+    m = A.Sequential("fp32", fma=True)
+    want = reference(np.ascontiguousarray(a), np.ascontiguousarray(b), np.zeros((15, 17)), m)
+    n0 = numba.get_num_threads()
+    try:
+        for nt in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(nt)
+            assert same(fpsim.matmul(a, b, model=m), want), nt
+    finally:
+        numba.set_num_threads(n0)
+
+
+@pytest.mark.parametrize("fma", [False, True], ids=["mul-add", "fma"])
+def test_seq_f32_data_outside_float32_uses_the_float64_kernel(fma):
+    """Values float32 cannot hold (26-bit inputs, float64 exponents, C not in fp32): the
+    float64 kernel; -inf stays -inf there (it used to become NaN)."""
+    a = np.array([[1 + 2.0**-25, 2.0**-200, -np.inf, 3.0]])
+    b = np.array([[3.0], [2.0**190], [1.0], [2.0**-25]])
+    c = np.array([[0.1]])
+    m = A.Sequential("fp32", fma=fma)
+    got = fpsim.matmul(a, b, c, model=m)
+    assert got[0, 0] == -np.inf
+    a[0, 2] = 5.0
+    assert same(fpsim.matmul(a, b, c, model=m), reference(a, b, c, m))
+
+
+def test_seq_f32_empty_k_returns_c():
+    c = np.array([[1.5, -0.0]])
+    got = fpsim.matmul(np.zeros((1, 0)), np.zeros((0, 2)), c, model=A.Sequential("fp32"))
+    assert same(got, c)
+
+
+# ---------------------------------------------------------------------------------------
+# Tensor-core chains: Promoted (FP8 recipe) and Blocked split-K over FusedBlock
+# ---------------------------------------------------------------------------------------
+
+def tc_inputs(rng, fmt, shape, specials=False):
+    """Values of ``fmt``: normal, subnormal, zero and the largest (products overflow)."""
+    f = fpsim.parse(fmt)
+    x = rng.standard_normal(shape) * np.exp2(rng.integers(-4, 4, shape))
+    flat = x.reshape(-1)
+    pick = rng.integers(0, flat.size, max(1, flat.size // 6))
+    flat[pick[0::4]] = 0.0
+    flat[pick[1::4]] = f.min_normal * rng.uniform(-1, 1, pick[1::4].size)
+    flat[pick[2::4]] = f.max * np.sign(rng.standard_normal(pick[2::4].size))
+    if specials:
+        flat[pick[3::4][:2]] = [np.inf, np.nan][:pick[3::4][:2].size]
+    return fpsim.quantize(x, fmt)
+
+
+CHAINS = {
+    "fp8_promoted": (fpsim.hardware.fp8_promoted(), "e4m3"),
+    "promoted-48-e5m2": (fpsim.hardware.fp8_promoted("H100", "e5m2", every=48), "e5m2"),
+    "blocked-20-bf16": (A.Blocked(20, fpsim.hardware.tensor_core("A100", "bf16"),
+                                  A.Sequential("fp32")), "bf16"),
+    "blocked-fp16-out": (A.Blocked(24, A.FusedBlock(8, 3, out_fmt="fp16", rounding="rne",
+                                                   in_fmt="fp16"), A.Sequential("fp16", "rtz")),
+                         "fp16"),
+}
+
+
+@pytest.mark.parametrize("name", list(CHAINS))
+def test_fused_chain_matches_reference_kernels(name):
+    m, fmt = CHAINS[name]
+    rng = np.random.default_rng(8)
+    for M, K, N in [(3, 1, 5), (7, 101, 19), (5, 130, 70)]:
+        a, b = tc_inputs(rng, fmt, (M, K)), tc_inputs(rng, fmt, (K, N))
+        c = fpsim.quantize(rng.standard_normal((M, N)) * 8, "fp16")
+        got = fpsim.matmul(a, b, c, model=m)
+        assert same(got, reference(a, b, c, m)), (name, M, K, N)
+
+
+def test_fused_chain_specials_threads_and_non_contiguous(monkeypatch):
+    m, fmt = CHAINS["fp8_promoted"]
+    rng = np.random.default_rng(9)
+    a = tc_inputs(rng, fmt, (9, 300))[:, ::2]  # strided (9, 150)
+    b = tc_inputs(rng, fmt, (19, 150)).T  # transposed view (150, 19)
+    want = reference(np.ascontiguousarray(a), np.ascontiguousarray(b), np.zeros((9, 19)), m)
+    n0 = numba.get_num_threads()
+    try:
+        for nt in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(nt)
+            assert same(fpsim.matmul(a, b, model=m), want), nt
+    finally:
+        numba.set_num_threads(n0)
+    # inf/NaN inputs take the general kernels, which agree with the fast chain elsewhere
+    a2, b2 = tc_inputs(rng, fmt, (4, 70), True), tc_inputs(rng, fmt, (70, 6))
+    got = fpsim.matmul(a2, b2, model=m)
+    monkeypatch.setattr(A, "_FUSED_FAST", False)
+    assert same(got, reference(a2, b2, np.zeros((4, 6)), m))
+    assert np.isnan(got).any()
