@@ -46,8 +46,10 @@ integer/fixed-point formats (with ``overflow="wrap"`` or ``"saturate"``).
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Union
 
 import numpy as np
@@ -213,9 +215,11 @@ def _leaf_kind(fmt: Format, rounding: str, kind: int) -> int:
                   and fmt.subnormals)
         if kind == _C.SEQ and is_f64 and rounding == "rne":
             return _C.NATIVE
+        if kind == _C.EXACT and is_f64 and rounding == "rne":
+            return _C.EXACT64
         raise ValueError(f"accumulator {fmt.name} has {fmt.man_bits + 1} significant bits: "
                          "supported are formats of at most 51 bits in every mode, and fp64 "
-                         "with Sequential(rounding='rne')")
+                         "with Sequential(rounding='rne') or Exact(rounding='rne')")
     if isinstance(fmt, FixedFormat) and fmt.bits > 52:
         raise ValueError(f"integer/fixed accumulator {fmt.name}: at most 52 bits are supported "
                          "(values are carried in float64)")
@@ -368,6 +372,13 @@ class Exact(_Simple):
     >>> x = np.array([1.0, 2.0**-30, -1.0])
     >>> float(fpsim.sum(x, model=fpsim.accum.Exact("bf16")))
     9.313225746154785e-10
+
+    ``Exact("fp64")`` (round-to-nearest-even only) is the exact reference: the exact sum
+    rounded once to float64, where plain float64 summation loses the small terms:
+
+    >>> y = np.array([1.0, 2.0**-60, 2.0**-60, -1.0])
+    >>> float(fpsim.sum(y, model=fpsim.accum.Exact("fp64"))), float(np.sum(y))
+    (1.734723475976807e-18, 0.0)
     """
 
     _KIND = _C.EXACT
@@ -1121,12 +1132,44 @@ def _eval(model, T, TA, TB, c, numpy_axis_last=True, row0=0, salt=0):
                                 out, p, _sr_stream(model.seed, salt), np.int64(row0))
         _raise_nan(err, model.out_fmt)
         return out
+    if kind == _C.EXACT64:
+        return _exact_f64_rows(np.asarray(T, dtype=np.float64), np.asarray(c, dtype=np.float64))
     if kind == _C.NUMPY and not numpy_axis_last:
         kind = _C.SEQ
     out = np.empty(R)
     T = np.ascontiguousarray(T)
     err = _K.leaf(T, T, c, out, kind, p, 1, 0, 0, 0, 0.0)
     _raise_nan(err, model.out_fmt)
+    return out
+
+
+def _exact_f64_rows(T, c):
+    """``Exact("fp64")``: each row's exact sum (with its ``c``) rounded once to fp64, RNE.
+
+    The kernels' exact accumulator rounds to odd at 53 bits first, which is only correct for
+    narrower targets; here :func:`math.fsum` (exact partials, one correct rounding) does it,
+    with the exact rational sum where its partials overflow. IEEE specials: NaN if any term
+    is NaN or infinities of both signs meet, else the infinity; an exact zero is +0 as in
+    the other exact accumulators.
+    """
+    out = np.empty(T.shape[0])
+    for r in range(T.shape[0]):
+        terms = [float(c[r])] + T[r].tolist()
+        if not all(map(math.isfinite, terms)):
+            pos = any(t == math.inf for t in terms)
+            neg = any(t == -math.inf for t in terms)
+            out[r] = math.nan if (any(map(math.isnan, terms)) or (pos and neg)) else (
+                math.inf if pos else -math.inf)
+            continue
+        try:
+            s = math.fsum(terms)
+        except OverflowError:  # partials beyond float64: the exact rational decides
+            q = builtins.sum(map(Fraction, terms))
+            try:
+                s = float(q)
+            except OverflowError:
+                s = math.inf if q > 0 else -math.inf
+        out[r] = s + 0.0  # -0 -> +0
     return out
 
 

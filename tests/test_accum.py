@@ -428,3 +428,52 @@ def test_stochastic_inside_composite_models_and_errors():
         fpsim.accum.Sequential("bf16", seed=3)
     with pytest.raises(TypeError, match="seed"):
         fpsim.accum.Sequential("bf16", rounding="stochastic", seed="x")
+
+
+# --- Exact("fp64"): the exact reference accumulator (issue 15) --------------------------------
+def _fraction_f64(terms):
+    from fractions import Fraction
+    q = sum(Fraction(float(t)) for t in terms)
+    try:
+        return float(q) + 0.0
+    except OverflowError:
+        return float("inf") if q > 0 else float("-inf")
+
+
+@pytest.mark.parametrize("kind", ["wide", "cancel", "huge", "tiny"])
+def test_exact_fp64_equals_exact_rationals(kind):
+    rng = np.random.default_rng(7)
+    R, K = 40, 33
+    if kind == "wide":
+        T = rng.standard_normal((R, K)) * 2.0 ** rng.integers(-80, 80, (R, K))
+    elif kind == "cancel":  # big terms cancel exactly, small ones decide
+        big = rng.standard_normal((R, K // 2)) * 2.0**60
+        T = np.concatenate([big, -big, rng.standard_normal((R, 1)) * 2.0**-70], 1)
+    elif kind == "huge":  # partials overflow float64 although some sums are finite
+        T = np.full((R, K), 1.6e308) * rng.choice([-1.0, 1.0], (R, K))
+    else:  # subnormal results
+        T = rng.integers(-9, 9, (R, K)) * 2.0**-1074
+    c = rng.standard_normal(R)
+    got = fpsim.sum(np.concatenate([c[:, None], T], 1), model=fpsim.accum.Exact("fp64"))
+    want = np.array([_fraction_f64([ci, *row]) for ci, row in zip(c, T)])
+    assert np.array_equal(got, want)
+    if kind == "cancel":  # plain float64 summation does lose it (the check is not vacuous)
+        assert not np.array_equal(got, T.sum(1) + c)
+
+
+def test_exact_fp64_dot_matmul_and_specials():
+    rng = np.random.default_rng(3)
+    A = fpsim.quantize(rng.standard_normal((5, 17)) * 2.0 ** rng.integers(-40, 40, (5, 17)), "bf16")
+    B = fpsim.quantize(rng.standard_normal((17, 4)), "bf16")
+    m = fpsim.accum.Exact("fp64")
+    D = fpsim.matmul(A, B, model=m)
+    want = np.array([[_fraction_f64(A[i] * B[:, j]) for j in range(4)] for i in range(5)])
+    assert np.array_equal(D, want)  # bf16 products are exact in float64
+    nan, inf = np.nan, np.inf
+    x = np.array([[1.0, inf, 2.0], [inf, -inf, 0.0], [nan, 1.0, 1.0], [-inf, 5.0, 1.0],
+                  [-0.0, -0.0, -0.0]])
+    got = fpsim.sum(x, model=m)
+    assert np.array_equal(got, [inf, nan, nan, -inf, 0.0], equal_nan=True)
+    assert not np.signbit(got[-1])
+    with pytest.raises(ValueError, match="Exact"):
+        fpsim.accum.Exact("fp64", rounding="rtz")

@@ -33,6 +33,7 @@ EXACT = 3  # Kulisch accumulator, rounded once
 FUSED = 4  # tensor-core multi-term fused adder, blocks of n chained through c
 NUMPY = 5  # numpy's pairwise_sum order (8-way unrolled blocks of 128)
 NATIVE = 6  # float64 accumulator, round-to-nearest-even: native float64 addition
+EXACT64 = 7  # exact sum rounded once to fp64 (RNE): evaluated in Python (math.fsum), no kernel
 
 # Accumulation multiplier kinds
 MUL_EXACT = 0
