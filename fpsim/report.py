@@ -61,9 +61,15 @@ def _section_rounding(out: Path, quick: bool):
     from .analysis.tables import rounding_error_summary, to_markdown
     from .formats import list_formats
 
-    names = [n for n in list_formats() if n not in ("fp64", "e8m0")]
-    n = 20_000 if quick else 200_000
+    # integer and codebook formats mean nothing unscaled: they get their usual scaling below
+    names = [n for n in list_formats()
+             if n not in ("fp64", "e8m0") and not n.startswith(("int", "uint", "dint", "nf"))]
+    n = 20_480 if quick else 200_000  # whole blocks of 16/32/64
     rows = rounding_error_summary(names, n=n)
+    srows = [dict(r, name=nm, scaling=_SCALED_FORMATS[nm])
+             for nm, r in zip(_SCALED_FORMATS, rounding_error_summary(list(_SCALED_FORMATS), n=n))]
+    srows = [{"name": r["name"], "scaling": r["scaling"],
+              **{k: v for k, v in r.items() if k.startswith("sqnr")}} for r in srows]
     fig, ax = plt.subplots(figsize=(9, 4))
     x = np.arange(len(rows))
     keys = [k for k in rows[0] if k.startswith("sqnr")]
@@ -85,8 +91,24 @@ def _section_rounding(out: Path, quick: bool):
             "shows the relative spacing ulp(x)/x of "
             f"{', '.join(_PRECISION_FORMATS)} against the magnitude x: flat in the normal range "
             "(2^-mantissa bits), growing in the subnormal range, ending at the format's max.\n\n"
-            + to_markdown(rows))
+            + to_markdown(rows)
+            + "\n\nBlock-scaled, scaled and codebook formats with the scaling each is used with "
+            "(same data; block scales computed by fpsim from each block's amax; integer formats "
+            "per tensor or per group of 32, absmax to the integer maximum):\n\n"
+            + to_markdown(srows))
     return "Rounding error", text, ["rounding_sqnr.png", "relative_precision.png"]
+
+
+#: Formats of the report's second SQNR table, with the scaling each is used with.
+_SCALED_FORMATS = {
+    "mxfp8_e4m3": "OCP MX: blocks of 32, E8M0 power-of-two scale",
+    "mxfp6_e3m2": "OCP MX: blocks of 32, E8M0 scale",
+    "mxfp4": "OCP MX: blocks of 32, E8M0 scale",
+    "nvfp4": "NVFP4: blocks of 16, E4M3 scale, fp32 tensor scale",
+    "block[nf4,64,fp32]": "QLoRA NF4: blocks of 64, absmax (fp32) scale",
+    "scaled[int8,tensor,fp32]": "int8, one absmax scale per tensor",
+    "scaled[int4,group,fp32,group=32]": "int4, absmax scale per group of 32",
+}
 
 
 # ---------------------------------------------------------------------------------------

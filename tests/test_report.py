@@ -89,6 +89,28 @@ def test_rounding_sqnr_matches_ml_dtypes(quick_report):
         assert abs(got - want) < 0.3, (name, got, want)  # different samples of one distribution
 
 
+def test_scaled_sqnr_table_matches_independent_scaling(quick_report):
+    """The second SQNR table (formats with their usual scaling) against MX / absmax scaling
+    written out with ml_dtypes and numpy rounding."""
+    md = (quick_report / "report.md").read_text()
+    tabs = _tables(_section(md, "Rounding error"))
+    unit = {r["name"] for r in tabs[0]}
+    assert not unit & {"int8", "int4", "uint8", "nf4", "dint4"}  # no longer shown unscaled
+    rows = {r["name"]: r for r in tabs[1]}
+    assert {"mxfp8_e4m3", "mxfp4", "nvfp4", "block[nf4,64,fp32]", "scaled[int8,tensor,fp32]"} <= set(rows)
+    x = np.random.default_rng(321).standard_normal(20_480)
+    b = x.reshape(-1, 32)  # OCP MX: scale 2^(floor(log2 amax) - emax_elem), elements clamp
+    s = 2.0 ** (np.floor(np.log2(np.abs(b).max(1, keepdims=True))) - 2)
+    q = np.clip(b / s, -6, 6).astype(ml_dtypes.float4_e2m1fn).astype(np.float64) * s
+    want = {"mxfp4": 10 * np.log10(np.sum(b * b) / np.sum((q - b) ** 2))}
+    si = np.abs(x).max() / 127  # int8 per tensor, absmax
+    q = np.rint(x / si) * si
+    want["scaled[int8,tensor,fp32]"] = 10 * np.log10(np.sum(x * x) / np.sum((q - x) ** 2))
+    for name, w in want.items():
+        got = float(rows[name]["sqnr_db[normal]"])
+        assert abs(got - w) < 0.5, (name, got, w)  # different samples of one distribution
+
+
 def _oracle_sequential(Ks, trials, dtype):
     """Median relative error of sequential FMA accumulation into ``dtype``, recomputed with
     ml_dtypes/numpy rounding and exact float64 arithmetic, on the report's data (its seed)."""
