@@ -106,6 +106,27 @@ def _kahan():
     return Kahan("fp32")
 
 
+def _seq32():
+    from .accum import Sequential
+    return Sequential("fp32")  # float32 data: the register-blocked GEMM kernel
+
+
+def _mfma():
+    from .hardware import mma
+    return mma("CDNA3", "v_mfma_f32_32x32x8_bf16")
+
+
+def _block_scaled():
+    from . import dot, matmul
+    from .hardware import mma
+    m = mma("Blackwell", "tcgen05.mma.m128n256k64.kind::mxf4nvf4.block16.f32.e2m1.e2m1.ue4m3")
+    from . import quantize
+    A, B = quantize(_exact_x((4, 64)), "e2m1"), quantize(_exact_x((64, 4)), "e2m1")
+    sa, sb = np.ones((4, 4)), np.ones((4, 4))
+    return (dot(A[0], B[:, 0], model=m, a_scale=sa[0], b_scale=sb[:, 0]),
+            matmul(A, B, model=m, a_scale=sa, b_scale=sb))
+
+
 def _torch_quantize():
     import torch
 
@@ -146,6 +167,12 @@ _FAMILIES = [
     Family("accum-promoted", "dot/matmul, Promoted (FP8 promote every 128)", 30, _acc(_promoted),
            common=True),
     Family("accum-exact", "dot/matmul, Exact accumulation", 10, _acc(_exact), common=True),
+    Family("accum-gemm-fp32", "matmul, Sequential fp32 on float32 data (blocked GEMM kernel)", 20,
+           _acc(_seq32), common=True),
+    Family("accum-mfma", "dot/matmul, AMD CDNA matrix cores (hardware.mma v_mfma_*)", 30,
+           _acc(_mfma)),
+    Family("accum-block-scaled", "dot/matmul, block-scaled MMA (MXFP8/MXFP4/NVFP4 kinds)", 30,
+           _block_scaled),
     Family("torch-quantize", "fpsim.torch.quantize (plain and block formats)", 60,
            _torch_quantize, torch=True),
     Family("torch-emulate", "fpsim.torch.emulate of a model (h100_fp8 profile)", 60,
