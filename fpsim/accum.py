@@ -596,8 +596,23 @@ def _fusedblock_init(self, n=8, neab=1, out_fmt="fp32", rounding="rtz", in_fmt=N
 FusedBlock.__init__ = _fusedblock_init
 
 
+class _Fp32Engine(Model):
+    """What the instruction-level engines share: fp32 output, exact products, (A, B) formats."""
+
+    @property
+    def out_fmt(self):
+        return _FP32
+
+    @property
+    def input_formats(self):
+        return self.in_fmt, (self.in_fmt_b if self.in_fmt_b is not None else self.in_fmt)
+
+    def _multiplier(self):
+        return ExactProduct()
+
+
 @dataclass(frozen=True)
-class BlockScaledFused(Model):
+class BlockScaledFused(_Fp32Engine):
     """Block-scaled tensor-core dot-add (Blackwell ``kind::mxf8f6f4``, ``kind::mxf4``,
     ``kind::mxf4nvf4``; the model of MMA-Sim, Xie et al. 2025, checked bit for bit in
     ``tests/test_mmasim.py``).
@@ -663,17 +678,6 @@ class BlockScaledFused(Model):
         if self.in_fmt_b is not None and self.in_fmt_b == self.in_fmt:
             object.__setattr__(self, "in_fmt_b", None)
 
-    @property
-    def out_fmt(self):
-        return _FP32
-
-    @property
-    def input_formats(self):
-        return self.in_fmt, (self.in_fmt_b if self.in_fmt_b is not None else self.in_fmt)
-
-    def _multiplier(self):
-        return ExactProduct()
-
     def __repr__(self):
         return (f"BlockScaledFused<{self.name}>" if self.name else "BlockScaledFused") + (
             f"(L={self.L}, F={self.F}, block={self.block}, group={self.group}, "
@@ -681,7 +685,7 @@ class BlockScaledFused(Model):
 
 
 @dataclass(frozen=True)
-class MFMA(Model):
+class MFMA(_Fp32Engine):
     """AMD matrix-core dot-add (CDNA1-3 ``v_mfma_*``; the models of MMA-Sim, Xie et al.
     2025, checked bit for bit in ``tests/test_mmasim.py``). Blocks of ``L`` products and the
     accumulator c are chained (c <- d); the result is fp32. ``variant``:
@@ -745,17 +749,6 @@ class MFMA(Model):
                 object.__setattr__(self, nm, f)
         if self.in_fmt_b is not None and self.in_fmt_b == self.in_fmt:
             object.__setattr__(self, "in_fmt_b", None)
-
-    @property
-    def out_fmt(self):
-        return _FP32
-
-    @property
-    def input_formats(self):
-        return self.in_fmt, (self.in_fmt_b if self.in_fmt_b is not None else self.in_fmt)
-
-    def _multiplier(self):
-        return ExactProduct()
 
     def __repr__(self):
         return (f"MFMA<{self.name}>" if self.name else "MFMA") + (

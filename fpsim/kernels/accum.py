@@ -332,6 +332,16 @@ def _exp_of(x):
 
 
 @njit(cache=True, inline="always")
+def _scaled_q(S, q):
+    """float64(S) * 2**q for an int64 sum S of units 2**q (in two steps when 2**q alone
+    would leave float64's normal range)."""
+    v = np.float64(S)
+    if q < -1022 or q > 1023:
+        return v * pow2(q + 600) * pow2(-600) if q < 0 else v * pow2(q - 600) * pow2(600)
+    return v * pow2(q)
+
+
+@njit(cache=True, inline="always")
 def _trunc_q(x, q):
     """sign(x) * floor(|x| / 2**q) as int64 (|x| / 2**q < 2**62 assumed)."""
     b = f64_bits(x)
@@ -404,11 +414,7 @@ def fused_block(ar, br, lo, hi, c, neab, emin_a, emin_b, p, ovf_lim):
         S += _trunc_q(a * b, q)
     if S == 0:
         return rnd1(0.0, p)
-    v = np.float64(S)
-    if q < -1022 or q > 1023:
-        v = v * pow2(q + 600) * pow2(-600) if q < 0 else v * pow2(q - 600) * pow2(600)
-    else:
-        v = v * pow2(q)
+    v = _scaled_q(S, q)
     if abs(v) >= ovf_lim:
         return (-np.inf if v < 0.0 else np.inf), 0
     r, e = rnd1(v, p)
@@ -779,11 +785,7 @@ def _scaled_step(s, T, X, lo, hi, F, e_zero, p, ovf_lim):
             S += _trunc_q(T[k], q)
     if S == 0:
         return 0.0, 0
-    v = np.float64(S)
-    if q < -1022 or q > 1023:
-        v = v * pow2(q + 600) * pow2(-600) if q < 0 else v * pow2(q - 600) * pow2(600)
-    else:
-        v = v * pow2(q)
+    v = _scaled_q(S, q)
     if abs(v) >= ovf_lim:
         return (-np.inf if v < 0.0 else np.inf), 0
     r, e = rnd1(v, p)
