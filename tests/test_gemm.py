@@ -49,6 +49,16 @@ SHAPES = [(1, 1, 1), (7, 37, 19), (13, 70, 33)]
 
 
 @pytest.mark.parametrize("fma", [False, True], ids=["mul-add", "fma"])
+def _same_for_1_and_2_threads(a, b, m, want):
+    n0 = numba.get_num_threads()
+    try:
+        for nt in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+            numba.set_num_threads(nt)
+            assert same(fpsim.matmul(a, b, model=m), want), nt
+    finally:
+        numba.set_num_threads(n0)
+
+
 def test_seq_f32_matches_reference_kernels(fma):
     rng = np.random.default_rng(5)
     m = A.Sequential("fp32", fma=fma)
@@ -88,13 +98,7 @@ def test_seq_f32_non_contiguous_inputs_and_threads():
     assert not a.flags.c_contiguous and not b.flags.c_contiguous
     m = A.Sequential("fp32", fma=True)
     want = reference(np.ascontiguousarray(a), np.ascontiguousarray(b), np.zeros((15, 17)), m)
-    n0 = numba.get_num_threads()
-    try:
-        for nt in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
-            numba.set_num_threads(nt)
-            assert same(fpsim.matmul(a, b, model=m), want), nt
-    finally:
-        numba.set_num_threads(n0)
+    _same_for_1_and_2_threads(a, b, m, want)
 
 
 @pytest.mark.parametrize("fma", [False, True], ids=["mul-add", "fma"])
@@ -163,13 +167,7 @@ def test_fused_chain_specials_threads_and_non_contiguous(monkeypatch):
     a = tc_inputs(rng, fmt, (9, 300))[:, ::2]  # strided (9, 150)
     b = tc_inputs(rng, fmt, (19, 150)).T  # transposed view (150, 19)
     want = reference(np.ascontiguousarray(a), np.ascontiguousarray(b), np.zeros((9, 19)), m)
-    n0 = numba.get_num_threads()
-    try:
-        for nt in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
-            numba.set_num_threads(nt)
-            assert same(fpsim.matmul(a, b, model=m), want), nt
-    finally:
-        numba.set_num_threads(n0)
+    _same_for_1_and_2_threads(a, b, m, want)
     # inf/NaN inputs take the general kernels, which agree with the fast chain elsewhere
     a2, b2 = tc_inputs(rng, fmt, (4, 70), True), tc_inputs(rng, fmt, (70, 6))
     got = fpsim.matmul(a2, b2, model=m)
