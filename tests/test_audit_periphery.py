@@ -198,11 +198,13 @@ def test_sweep_refuses_repl_and_lambda_functions_before_starting():
     assert "define fn in a module" in r.stdout and "BrokenProcessPool" not in r.stderr
 
 
-# The driver restores Python's own Ctrl-C handler: a child inherits an *ignored* SIGINT
-# across exec, and in a full suite run some earlier test's library leaves the pytest process
+# The driver restores Python's own Ctrl-C handler: a child inherits an *ignored* (or
+# blocked) SIGINT across exec, and in a full suite run some earlier test's library leaves the
+# pytest process
 # with SIGINT ignored (the test then timed out only in full runs, never alone).
 _DRIVER = r'''
 import os, signal, sys, time
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 signal.signal(signal.SIGINT, signal.default_int_handler)
 import fpsim.analysis as fa
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
