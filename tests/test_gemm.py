@@ -48,7 +48,6 @@ def wide_f32(rng, shape, specials=True):
 SHAPES = [(1, 1, 1), (7, 37, 19), (13, 70, 33)]
 
 
-@pytest.mark.parametrize("fma", [False, True], ids=["mul-add", "fma"])
 def _same_for_1_and_2_threads(a, b, m, want):
     n0 = numba.get_num_threads()
     try:
@@ -59,6 +58,7 @@ def _same_for_1_and_2_threads(a, b, m, want):
         numba.set_num_threads(n0)
 
 
+@pytest.mark.parametrize("fma", [False, True], ids=["mul-add", "fma"])
 def test_seq_f32_matches_reference_kernels(fma):
     rng = np.random.default_rng(5)
     m = A.Sequential("fp32", fma=fma)
