@@ -466,6 +466,20 @@ class Integer(Model):
         return ExactProduct()
 
 
+def _set_input_formats(model, who, examples):
+    """Resolve ``in_fmt``/``in_fmt_b`` of an engine model: float formats of at most 10
+    mantissa and 8 exponent bits; equal A and B formats collapse to the plain form."""
+    for nm in ("in_fmt", "in_fmt_b"):
+        if getattr(model, nm) is not None:
+            f = as_format(getattr(model, nm))
+            if not isinstance(f, FloatFormat) or f.man_bits > 10 or f.exp_bits > 8:
+                raise ValueError(f"{who} input {f.name}: allowed float formats with at most "
+                                 f"10 mantissa and 8 exponent bits (fp16, bf16, tf32, {examples})")
+            object.__setattr__(model, nm, f)
+    if model.in_fmt_b is not None and model.in_fmt_b == model.in_fmt:
+        object.__setattr__(model, "in_fmt_b", None)  # one format: the plain form
+
+
 @dataclass(frozen=True)
 class FusedBlock(Model):
     """Tensor-core multi-term fused adder (Fasi et al. 2021; Khattak & Mikaitis 2025).
@@ -526,16 +540,7 @@ class FusedBlock(Model):
             object.__setattr__(self, "in_fmt", self.in_fmt[0])
         if self.in_fmt_b is not None and self.in_fmt is None:
             raise ValueError("FusedBlock: in_fmt_b needs in_fmt (A's format) too")
-        for nm in ("in_fmt", "in_fmt_b"):
-            if getattr(self, nm) is not None:
-                fi = as_format(getattr(self, nm))
-                if not isinstance(fi, FloatFormat) or fi.man_bits > 10 or fi.exp_bits > 8:
-                    raise ValueError(f"FusedBlock input {fi.name}: allowed float formats with at "
-                                     "most 10 mantissa and 8 exponent bits (fp16, bf16, tf32, "
-                                     "e4m3, e5m2, e2m1, ...)")
-                object.__setattr__(self, nm, fi)
-        if self.in_fmt_b is not None and self.in_fmt_b == self.in_fmt:
-            object.__setattr__(self, "in_fmt_b", None)  # one format: the plain form
+        _set_input_formats(self, "FusedBlock", "e4m3, e5m2, e2m1, ...")
         if 23 + self.neab + (self.n.bit_length() + 3) > 60:
             raise ValueError("FusedBlock: n too large for the 64-bit aligned sum")
 
@@ -739,16 +744,7 @@ class MFMA(_Fp32Engine):
             raise ValueError(f"MFMA(variant='gtr'): L={self.L} must be even (odd/even halves)")
         if not (self.F <= 40 and self.F2 <= 40):
             raise ValueError(f"MFMA: F={self.F}, F2={self.F2}: allowed at most 40 bits")
-        for nm in ("in_fmt", "in_fmt_b"):
-            if getattr(self, nm) is not None:
-                f = as_format(getattr(self, nm))
-                if not isinstance(f, FloatFormat) or f.man_bits > 10 or f.exp_bits > 8:
-                    raise ValueError(f"MFMA input {f.name}: allowed float formats with at most "
-                                     "10 mantissa and 8 exponent bits (fp16, bf16, tf32, "
-                                     "e4m3fnuz, e5m2fnuz)")
-                object.__setattr__(self, nm, f)
-        if self.in_fmt_b is not None and self.in_fmt_b == self.in_fmt:
-            object.__setattr__(self, "in_fmt_b", None)
+        _set_input_formats(self, "MFMA", "e4m3fnuz, e5m2fnuz")
 
     def __repr__(self):
         return (f"MFMA<{self.name}>" if self.name else "MFMA") + (
