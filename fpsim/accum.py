@@ -54,6 +54,7 @@ from typing import Union
 
 import numpy as np
 
+from . import lowering as _L
 from . import rounding as _R
 from .formats import FixedFormat, FloatFormat, Format, as_format
 from .kernels import _modes as _C
@@ -168,7 +169,7 @@ def _as_multiplier(m, default=None):
 # ---------------------------------------------------------------------------------------
 
 def _mode(rounding, stochastic=False) -> str:
-    r = _R._enum(_R.Rounding, rounding, "rounding")
+    r = _L.enum_value(_R.Rounding, rounding, "rounding")
     if r is _R.Rounding.STOCHASTIC and not stochastic:
         raise ValueError("stochastic rounding inside accumulation models is supported by "
                          "Sequential (also as the inner/outer model of Blocked and Permuted); "
@@ -191,7 +192,7 @@ def _precision(f: Format) -> int:
 def _params(fmt: Format, rounding: str, overflow=None):
     """Kernel RoundParams (float64 domain)."""
     mode = _R.Rounding(rounding)
-    ovf = _R._enum(_R.Overflow, overflow if overflow is not None else fmt.default_overflow,
+    ovf = _L.enum_value(_R.Overflow, overflow if overflow is not None else fmt.default_overflow,
                    "overflow")
     if ovf is _R.Overflow.WRAP and not isinstance(fmt, FixedFormat):
         raise ValueError("overflow='wrap' is only for integer and fixed-point accumulators")
@@ -201,7 +202,7 @@ def _params(fmt: Format, rounding: str, overflow=None):
         raise ValueError(f"overflow='nan' needs a format with NaN; {fmt.name} has none")
     nanp = _R.NaNPolicy.PROPAGATE if fmt.has_nan else _R.NaNPolicy.RAISE
     subn = bool(getattr(fmt, "subnormals", True))
-    p = _R._round_params(fmt, _R._F64, mode, ovf, nanp, subn, False, 0)
+    p = _L.round_params(fmt, _L.F64, mode, ovf, nanp, subn, False, 0)
     if p is None:
         raise ValueError(f"{fmt.name} cannot be used as an accumulator (its range does not fit "
                          "float64)")
@@ -1165,7 +1166,7 @@ def _exact_f64_rows(T, c):
 def _sr_stream(seed, salt) -> np.uint64:
     """The random stream of one stochastic leaf: the model's seed mixed with the salt of its
     place in a composite model (a fresh seed per call when ``seed`` is None)."""
-    base = int(_R._seed(seed, _R.Rounding.STOCHASTIC))
+    base = int(_L.seed(seed, _R.Rounding.STOCHASTIC))
     return np.uint64((base + salt * 0xD1B54A32D192ED03) % 2**64)
 
 

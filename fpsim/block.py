@@ -42,6 +42,7 @@ from typing import Optional
 
 import numpy as np
 
+from . import lowering as _L
 from . import rounding as _r
 from .formats import (FixedFormat, FloatFormat, Format, as_format, check_flag, parse,
                       read_int_option, register_name)
@@ -365,7 +366,7 @@ class BlockFormat(Format):
         with np.errstate(invalid="ignore"):
             out = (ev * full).reshape(ecodes.shape)
         if np.dtype(dtype) != np.float64:
-            out = _r._cast_back(out, np.dtype(dtype), self)
+            out = _L.cast_back(out, np.dtype(dtype), self)
         return out[()] if ecodes.ndim == 0 and not isinstance(codes[0], np.ndarray) else out
 
 
@@ -398,7 +399,7 @@ def _check_elem_opts(overflow, nan, daz, subnormals=None):
 
 def _block_input(x):
     """(float32/float64 array, restore, shape, the input's dtype)."""
-    arr, restore = _r._as_input(x)
+    arr, restore = _L.as_input(x)
     shape, dt = arr.shape, arr.dtype
     if arr.dtype not in (np.float32, np.float64):  # float16 / bfloat16: exact in float32
         arr = arr.astype(np.float32)
@@ -408,7 +409,7 @@ def _block_input(x):
 def _to_dtype(vals, fmt, dt):
     """Cast results back to the input's dtype where the format allows it (exactly)."""
     want = out_dtype(fmt, dt)
-    return vals if vals.dtype == want else _r._cast_back(vals, want, fmt)
+    return vals if vals.dtype == want else _L.cast_back(vals, want, fmt)
 
 
 @functools.lru_cache(maxsize=256)
@@ -475,7 +476,7 @@ def out_dtype(fmt: BlockFormat, dtype) -> np.dtype:
         return dtype
     prec = _precision(fmt.elem) + _scale_extra_bits(fmt.scale, fmt.scale_rounding) + (
         _precision(fmt.tensor_scale) if fmt.tensor_scale is not None else 0)
-    return dtype if prec <= _r._DTYPES[dtype].M + 1 else np.dtype(np.float64)
+    return dtype if prec <= _L.DTYPES[dtype].M + 1 else np.dtype(np.float64)
 
 
 # Smallest element value for float32 lanes: a scaled element below float32's normal range
@@ -490,16 +491,16 @@ def _params(fmt: BlockFormat, rounding, subnormals, srbits, g=1.0, clip=1.0, rul
     nan = "propagate" if elem.has_nan else "raise"
     table = _is_table(elem)
     if table:  # elements are rounded by fpsim.quantize in _run_table: options checked there
-        eopts = (_r._enum(_r.Rounding, rounding, "rounding"),)
+        eopts = (_L.enum_value(_r.Rounding, rounding, "rounding"),)
         ep = None
     else:
-        eopts = _r._options(elem, rounding, "saturate", nan, subnormals, False, srbits)
-        ep = _r._round_params(elem, _r._F64, *eopts)
+        eopts = _L.options(elem, rounding, "saturate", nan, subnormals, False, srbits)
+        ep = _L.round_params(elem, _L.F64, *eopts)
     srule = fmt.scale_rounding
     smode = srule if srule in VALUE_RULES else "rne"
-    sopts = _r._options(scale, smode, "saturate", "propagate" if scale.has_nan else "raise",
+    sopts = _L.options(scale, smode, "saturate", "propagate" if scale.has_nan else "raise",
                         None, False, None)
-    sp = _r._round_params(scale, _r._F64, *sopts)
+    sp = _L.round_params(scale, _L.F64, *sopts)
     if rule is None:
         rule = POW2_RULES.get(srule, _C.RULE_VALUE)
     # power-of-two scales: exponent range of the scale format
@@ -522,13 +523,13 @@ def _params(fmt: BlockFormat, rounding, subnormals, srbits, g=1.0, clip=1.0, rul
     if table:
         return q, None, None, None, sp, eopts[0]
     if fp is None:  # a placeholder of the right type (unused)
-        fp = _fast_params(_r._round_params(elem, _r._F64, *_r._options(
+        fp = _fast_params(_L.round_params(elem, _L.F64, *_L.options(
             elem, "rne", "saturate", nan, subnormals, False, None)))
     # float32 lanes (block_round._f32_ok): float32 in and out, rne, a float32 fast path
     p32 = None
     if (np.dtype(dtype) == np.float32 and not want_codes and eopts[0] is _r.Rounding.RNE
             and elem.min_subnormal >= _F32_LANES_MIN_ELEM):
-        p32 = _rne32_params(_r._round_params(elem, _r._DTYPES[np.dtype(np.float32)], *eopts))
+        p32 = _rne32_params(_L.round_params(elem, _L.DTYPES[np.dtype(np.float32)], *eopts))
     if p32 is not None:
         q = q._replace(f32=1)
     else:
@@ -540,7 +541,7 @@ def _params(fmt: BlockFormat, rounding, subnormals, srbits, g=1.0, clip=1.0, rul
 def _p32_placeholder():
     """Rne32Params of the right type for calls that do not use float32 lanes (unused)."""
     e4m3 = parse("e4m3")
-    return _rne32_params(_r._round_params(e4m3, _r._DTYPES[np.dtype(np.float32)], *_r._options(
+    return _rne32_params(_L.round_params(e4m3, _L.DTYPES[np.dtype(np.float32)], *_L.options(
         e4m3, "rne", "saturate", "propagate", None, False, None)))
 
 
@@ -557,7 +558,7 @@ def _tensor_scale(fmt: BlockFormat, arr) -> float:
     q = _k.BlockParams(rule=_C.RULE_VALUE, emax_elem=0, mbits=0, max_frac=0, smin=0, smax=0,
                        zero_scale=1.0, div=fmt.elem.max * fmt.scale.max, clip=1.0, g=1.0,
                        elem_nan=0.0, want_codes=0, fast=0, f32=0)
-    sp = _r._round_params(ts, _r._F64, *_r._options(ts, "rne", "saturate", "propagate", None,
+    sp = _L.round_params(ts, _L.F64, *_L.options(ts, "rne", "saturate", "propagate", None,
                                                     False, None))
     out = np.empty(1)
     _k.scales_from_amax(np.array([amax]), np.zeros(1, np.int64), q, sp, out)
@@ -620,7 +621,7 @@ def _run_grid(fmt, arr, layout, k, rounding, subnormals, seed, srbits, want_code
     if given is None:
         given = np.zeros(1)
     gstr = np.asarray(gstride, dtype=np.int64)
-    sd = _r._seed(seed, mode)
+    sd = _L.seed(seed, mode)
     if n:
         if B == 1:
             err = _k.block_round_rows(x, out, ebits, scales, given, gstr, A, L, k, q, ep, fp, p32,
@@ -651,14 +652,14 @@ def _run_chunked(fmt, arr, layout, k, rounding, want_codes, one, chunk, given, g
     nb = -(-L // k) if L else 0
     n = A * L * B
     cdt = _r.code_dtype(fmt.elem)
-    sr = _r._enum(_r.Rounding, rounding, "rounding") is _r.Rounding.STOCHASTIC
+    sr = _L.enum_value(_r.Rounding, rounding, "rounding") is _r.Rounding.STOCHASTIC
     x3 = arr.reshape(A, L, B)
     if chunk is None or n <= chunk or sr:
         v, s = one(x3, layout, given)
         if want_codes:
             v = _elem_codes(v, fmt.elem)
         elif v.dtype != odt:
-            v = _r._cast_back(v, odt, fmt)
+            v = _L.cast_back(v, odt, fmt)
         return v, s.reshape(A, nb, B)
     per_block = k * B
     if per_block <= chunk:
@@ -690,7 +691,7 @@ def _run_chunked(fmt, arr, layout, k, rounding, want_codes, one, chunk, given, g
                 if want_codes:
                     v = _elem_codes(v, fmt.elem)
                 elif v.dtype != odt:
-                    v = _r._cast_back(v, odt, fmt)
+                    v = _L.cast_back(v, odt, fmt)
                 if v is not dest:
                     vals[a0:a1, l0:l1, b0:b1] = v.reshape(lay)
                 sval[a0:a1, j0:j1, b0:b1] = s.reshape(a1 - a0, j1 - j0, b1 - b0)
@@ -755,7 +756,7 @@ def _elem_codes(ebits, elem):
         k = (ebits.view(np.float64) * math.ldexp(1.0, elem.frac_bits)).astype(np.int64)
         return (k & (2**elem.bits - 1)).astype(cdt)
     out = np.empty(ebits.size, dtype=np.int64)
-    codes_from_bits(ebits, out, _r._code_params(elem, _r._F64))
+    codes_from_bits(ebits, out, _L.code_params(elem, _L.F64))
     return out.astype(cdt)
 
 

@@ -35,7 +35,7 @@ _ALIASES = {"gfx908": "CDNA1", "gfx90a": "CDNA2", "gfx940": "CDNA3", "gfx941": "
             "sm_120": "RTX Blackwell", "rtx_blackwell": "RTX Blackwell"}
 
 # PTX type names -> fpsim format names
-_TYPES = {"f16": "fp16", "bf16": "bf16", "tf32": "tf32", "f32": "fp32", "e4m3": "e4m3",
+OPERAND_FORMATS = {"f16": "fp16", "bf16": "bf16", "tf32": "tf32", "f32": "fp32", "e4m3": "e4m3",
           "e5m2": "e5m2", "e2m1": "e2m1", "e3m2": "e3m2", "e2m3": "e2m3",
           # AMD ISA type names (v_mfma_*): xf32 is tf32, fp8/bf8 the fnuz FP8 formats
           "xf32": "tf32", "fp8": "e4m3fnuz", "bf8": "e5m2fnuz"}
@@ -267,7 +267,7 @@ def parse_instruction(text: str) -> Instruction:
         block, rest = rest[0], rest[1:]
     if rest and rest[-1] in ("ue8m0", "ue4m3"):
         scale, rest = rest[-1], rest[:-1]
-    ptx_types = [t for t in _TYPES if t not in _AMD_ONLY]
+    ptx_types = [t for t in OPERAND_FORMATS if t not in _AMD_ONLY]
     if len(rest) not in (3, 4) or any(t not in ptx_types for t in rest):
         raise ValueError(f"instruction {text!r}: expected the types of D, A, B (and C) after "
                          f"the shape, from {', '.join(ptx_types)}; got "
@@ -318,7 +318,7 @@ def lookup(arch, instruction) -> Engine:
     if (ins.block or ins.scale) and not scaled:
         raise ValueError(f"{instruction!r}: block scales belong to the kinds mxf8f6f4, mxf4 and "
                          f"mxf4nvf4, not kind::{ins.kind or '(none)'}")
-    fa, fb, fd = _TYPES[ins.a], _TYPES[ins.b], _TYPES[ins.d]
+    fa, fb, fd = OPERAND_FORMATS[ins.a], OPERAND_FORMATS[ins.b], OPERAND_FORMATS[ins.d]
     for e in ENGINES:
         # A and B may differ within one family of 8/6/4-bit inputs (e4m3 x e5m2, e2m1 x e4m3)
         if (e.arch == a and e.opcode == ins.opcode and e.kind == ins.kind and ins.k in e.ks

@@ -228,7 +228,7 @@ def mma(arch: str, instruction: str):
     from . import engines as _E
     ins = _E.parse_instruction(instruction)
     e = _E.lookup(arch, instruction)
-    fa, fb, fout = _E._TYPES[ins.a], _E._TYPES[ins.b], _E._TYPES[ins.d]
+    fa, fb, fout = _E.OPERAND_FORMATS[ins.a], _E.OPERAND_FORMATS[ins.b], _E.OPERAND_FORMATS[ins.d]
     if e.variant == "fma":  # fp32 MFMA: one fused multiply-add per product
         return _A.Sequential("fp32", fma=True)
     if e.variant:  # AMD matrix cores

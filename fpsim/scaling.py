@@ -26,6 +26,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import block as _b
+from . import lowering as _L
 from . import rounding as _r
 from .formats import FloatFormat, Format, as_format, read_int_option, register_name
 from .kernels import _modes as _C
@@ -207,7 +208,7 @@ class ScaledFormat(Format):
         with np.errstate(invalid="ignore"):
             out = np.asarray(ev * sv).reshape(ecodes.shape)  # 0-d stays an array
         if np.dtype(dtype) != np.float64:
-            out = _r._cast_back(out, np.dtype(dtype), self)
+            out = _L.cast_back(out, np.dtype(dtype), self)
         return out[()] if ecodes.ndim == 0 and not isinstance(codes[0], np.ndarray) else out
 
 

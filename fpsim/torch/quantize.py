@@ -21,6 +21,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from .. import lowering as _L
 from .. import rounding as _R
 from ..formats import CodebookFormat, DIntFormat, FixedFormat, FloatFormat, as_format
 from ..kernels import _modes as K
@@ -65,9 +66,9 @@ def is_block_format(fmt) -> bool:
 def _to_numpy(t: torch.Tensor):
     """A numpy array sharing ``t``'s memory (t must be contiguous, on CPU)."""
     if t.dtype == torch.bfloat16:
-        if _R._BF16 is None:  # pragma: no cover - ml_dtypes is a core dependency
+        if _L.BF16 is None:  # pragma: no cover - ml_dtypes is a core dependency
             raise TypeError("bfloat16 tensors need ml_dtypes installed")
-        return t.view(torch.int16).numpy().view(_R._BF16)
+        return t.view(torch.int16).numpy().view(_L.BF16)
     return t.numpy()
 
 
@@ -299,27 +300,27 @@ def _float_of(bits, dtype):
 
 def _layout(dtype):
     if dtype == torch.bfloat16:
-        return _R._DTYPES[_R._BF16]
-    return _R._DTYPES[_NP_OF[dtype]]
+        return _L.DTYPES[_L.BF16]
+    return _L.DTYPES[_NP_OF[dtype]]
 
 
 def _quantize_torch(t, fmt, opts):
     if isinstance(fmt, (CodebookFormat, DIntFormat)):
         return _quantize_table_torch(t, fmt, opts)
-    o = _R._options(fmt, opts["rounding"], opts["overflow"], opts["nan"], opts["subnormals"],
+    o = _L.options(fmt, opts["rounding"], opts["overflow"], opts["nan"], opts["subnormals"],
                     opts["daz"], opts["srbits"])
     x = t.detach()
     dt = _layout(x.dtype)
-    p = _R._round_params(fmt, dt, *o)
+    p = _L.round_params(fmt, dt, *o)
     carrier = x.dtype
     if p is None:  # the format's limits need a float64 carrier
         x = x.to(torch.float64)
-        dt = _R._F64
-        p = _R._round_params(fmt, dt, *o)
+        dt = _L.F64
+        p = _L.round_params(fmt, dt, *o)
     b = _bits_of(x.contiguous()).reshape(-1)
     rnd = None
     if o[0] is _R.Rounding.STOCHASTIC:
-        rnd = _random_bits(int(_R._seed(opts["seed"], o[0])), b.numel(), b.device)
+        rnd = _random_bits(int(_L.seed(opts["seed"], o[0])), b.numel(), b.device)
     r, err = _round_bits_torch(b, p, rnd)
     if r is None:
         raise ValueError(f"{fmt.name} has no NaN but the input holds {err} NaN value(s); pass "
