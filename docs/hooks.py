@@ -28,7 +28,7 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         markdown = markdown.replace(ENGINES_TABLE, to_markdown(table()))
     if TORCH_COVERAGE in markdown or TORCH_VALIDATION in markdown:
         # the op-coverage contract and the profile validation labels of fpsim.torch
-        from fpsim.torch.coverage import markdown_tables
+        from fpsim.torch.handlers import markdown_tables
 
         cov, val = markdown_tables()
         markdown = markdown.replace(TORCH_COVERAGE, cov).replace(TORCH_VALIDATION, val)

@@ -9,7 +9,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 import fpsim.torch as ft  # noqa: E402
-import fpsim.torch.mode as ft_mode  # noqa: E402
+import fpsim.torch.handlers as ft_handlers  # noqa: E402
 from fpsim.torch import Policy  # noqa: E402
 from fpsim.torch import coverage  # noqa: E402
 
@@ -46,9 +46,9 @@ def test_contract_classifies_every_op_of_the_rule():
 
 
 def test_contract_fails_when_an_op_leaves_the_emulated_set(monkeypatch):
-    handlers = dict(ft_mode._HANDLERS)
-    del handlers[torch.conv3d]
-    monkeypatch.setattr(ft_mode, "_HANDLERS", handlers)
+    table = dict(ft_handlers.HANDLERS)
+    del table[torch.conv3d]
+    monkeypatch.setattr(ft_handlers, "HANDLERS", table)
     row = next(r for r in ft.coverage_table() if r[0] == "torch.conv3d")
     assert row[1] == "pass-through" and "not classified" in row[2]
     # ... and at run time it is a loud pass-through, not a silent one

@@ -17,7 +17,7 @@ import fpsim  # noqa: E402
 import fpsim.torch as ft  # noqa: E402
 from fpsim.torch import Policy, Scaled  # noqa: E402
 import fpsim.torch.conv as ft_conv  # noqa: E402
-import fpsim.torch.mode as ft_mode  # noqa: E402
+import fpsim.torch.gemm_ops as ft_gemm_ops  # noqa: E402
 from fpsim.torch.gemm import gemm as real_gemm  # noqa: E402
 
 PROFILES = ["mxfp8", "mxfp4", "nvfp4", "dint4_w4a8", "h100_fp8", "a100_bf16"]
@@ -83,7 +83,7 @@ def recorded(monkeypatch):
         calls.append((a.detach().clone(), b.detach().clone(), pol, roles, out.detach().clone(), what))
         return out
 
-    monkeypatch.setattr(ft_mode, "gemm", rec)
+    monkeypatch.setattr(ft_gemm_ops, "gemm", rec)
     monkeypatch.setattr(ft_conv, "gemm", rec)
     return calls
 

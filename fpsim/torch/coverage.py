@@ -155,30 +155,3 @@ def candidates() -> dict:
         if matches_rule(n):
             out.setdefault(n, f)
     return out
-
-
-def markdown_tables() -> tuple:
-    """(coverage markdown, profile-validation markdown) for the docs (docs/hooks.py), built
-    from the contract and the profiles of the installed torch and fpsim.
-
-    >>> cov, val = markdown_tables()
-    >>> "torch.conv3d" in cov and "a100_bf16" in val
-    True
-    """
-    from . import mode, profiles
-    rows = mode.coverage_table()
-    em = [n for n, s, _ in rows if s == "emulated"]
-    extra = sorted(set(mode.supported_ops()) - set(em))  # handled ops outside torch.overrides
-    comp = [n for n, s, _ in rows if s == "composite"]
-    pt = [(n, why) for n, s, why in rows if s == "pass-through"]
-    code = lambda ns: ", ".join(f"`{n}`" for n in ns)  # noqa: E731
-    out = [f"**Emulated under every profile** ({len(em)} ops of the rule): {code(em)}.", "",
-           f"Also handled (kernels the composites call): {code(extra)}.", "",
-           f"**Composites** run inside the emulation, so the ops they call are handled "
-           f"({len(comp)}): {code(comp)}.", "",
-           f"**Pass-through** ({len(pt)}: raise under `strict=True`, else run natively in fp32 "
-           "with one warning per op name and profile):", "", "| op | reason |", "|---|---|"]
-    out += [f"| `{n}` | {why} |" for n, why in pt]
-    val = ["| profile | what the claim stands on |", "|---|---|"]
-    val += [f"| `{n}` | {profiles.validation(n)} |" for n in profiles.names()]
-    return "\n".join(out), "\n".join(val)
