@@ -1,7 +1,7 @@
 """Tensor-core fused multi-term adders: :class:`FusedBlock` (NVIDIA, bit-exact to the GPU).
 
 The instruction-level engines with an fp32 output (AMD's :class:`~fpsim.accum.MFMA`,
-Blackwell's :class:`~fpsim.accum.BlockScaledFused`) are in :mod:`fpsim.accum.engines`.
+Blackwell's :class:`~fpsim.accum.BlockScaledFused`) are in :mod:`fpsim.accum.mma`.
 """
 
 from __future__ import annotations
