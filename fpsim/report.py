@@ -132,39 +132,14 @@ def _accum_models():
     }
 
 
-def _error_growth(models, Ks, trials, seed=0, in_fmt="bf16"):
-    """``{name: median relative error per K}`` of ``fpsim.dot`` for each model.
-
-    Inputs uniform in [0, 1) rounded into ``in_fmt`` (and into a model's own input format,
-    if it has one); the reference is ``math.fsum`` of the products, which are exact in
-    float64 (inputs of at most 26 significant bits), so it is the correctly rounded sum.
-    """
-    import math
-
-    from . import accum as A
-    from .rounding import quantize
-
-    rng = np.random.default_rng(seed)
-    out = {name: [] for name in models}
-    for K in Ks:
-        a = quantize(rng.random((trials, K)), in_fmt)
-        b = quantize(rng.random((trials, K)), in_fmt)
-        for name, m in models.items():
-            fin = getattr(m, "in_fmt", None)
-            aa, bb = (a, b) if fin is None else (quantize(a, fin), quantize(b, fin))
-            ref = np.array([math.fsum(r) for r in aa * bb])
-            d = A.dot(aa, bb, model=m)
-            out[name].append(float(np.median(np.abs(d - ref) / ref)))
-    return {k: np.array(v) for k, v in out.items()}
-
-
 def _section_accumulation(out: Path, quick: bool):
+    from .accum import error_growth
     from .analysis.tables import to_markdown
 
     Ks = (16, 64, 256, 1024) if quick else (16, 64, 256, 1024, 4096, 16384)
     trials = 8 if quick else 32
     models = _accum_models()
-    errs = _error_growth(models, Ks, trials, seed=0, in_fmt="bf16")
+    errs = error_growth(models, Ks, trials, seed=0, in_fmt="bf16", statistic="median")
 
     fig, ax = _figure((8, 5))
     for name, e in errs.items():

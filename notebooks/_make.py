@@ -93,12 +93,13 @@ else:
     print("tensor-core data not found: skipped")"""),
         ("md", "Error growth with the dot-product length K (small sizes):"),
         ("code", """\
+import fpsim.analysis as fa  # figures live in fpsim.analysis (the core draws nothing)
 models = {"Sequential fp32": A.Sequential("fp32", fma=True),
           "Sequential bf16": A.Sequential("bf16", fma=True),
           "A100 bf16 tensor core": fpsim.hardware.tensor_core("A100", "bf16"),
           "H100 FP8 (13-bit acc.)": fpsim.hardware.tensor_core("H100", "e4m3"),
           "H100 FP8, promoted /128": fpsim.hardware.fp8_promoted("H100")}
-fig = A.plot_error_growth(models, Ks=(64, 256, 1024, 4096), trials=8)
+fig = fa.plot_error_growth(models, Ks=(64, 256, 1024, 4096), trials=8)
 fig"""),
         ("md", "Split-K changes the result bits (this is what batch size does on a GPU):"),
         ("code", """\

@@ -403,7 +403,7 @@ def test_sequential_stochastic_is_reproducible_and_independent_of_threads_and_ch
         assert np.array_equal(d1, fpsim.matmul(a, b, model=m))
     finally:
         numba.set_num_threads(n)
-    monkeypatch.setattr(acc, "_CHUNK_TERMS", 200 * 5)  # 5 output rows per chunk
+    monkeypatch.setattr(acc.models, "_CHUNK_TERMS", 200 * 5)  # 5 output rows per chunk
     assert np.array_equal(d1, fpsim.matmul(a, b, model=m))
     # dot over the same rows draws the same bits as matmul (row index = output index)
     assert np.array_equal(d1[0], fpsim.dot(a[0][:, None, :], b.T[None], model=m))

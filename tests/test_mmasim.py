@@ -124,7 +124,7 @@ def test_presets_equal_mmasim(arch, cls, instr, preset, K, monkeypatch):
     a, b = np.concatenate([a1, a2], 1), np.concatenate([b1, b2], 1)
     finite = kinds != "special"
     for fast in (True, False):
-        monkeypatch.setattr(A, "_FUSED_FAST", fast)
+        monkeypatch.setattr(A.fused, "_FUSED_FAST", fast)
         for aa, bb, want in [(a1, b1, want1), (a, b, want2)]:
             bad = ~_same(fpsim.dot(aa, bb, c, model=m), want)
             assert not bad.any(), (fast, sorted(set(kinds[bad])), aa[bad][:1], bb[bad][:1],
@@ -145,14 +145,14 @@ def test_overflow_in_an_early_block_stays_inf():
     a[0], b[0] = 2.0**100, 2.0**100  # 2**200 overflows fp32 in block 1 (products 0..7)
     a[8], b[8] = 1.0, -3.0           # block 2: finite products keep +inf
     for fast in (True, False):
-        A._FUSED_FAST = fast
+        A.fused._FUSED_FAST = fast
         try:
             assert fpsim.dot(a, b, 1.0, model=m) == np.inf
             assert fpsim.dot(-a, b, 1.0, model=m) == -np.inf
             D = fpsim.matmul(np.stack([a, -a]), np.stack([b, b]).T, model=m)
             assert D[0, 0] == np.inf and D[1, 1] == -np.inf
         finally:
-            A._FUSED_FAST = True
+            A.fused._FUSED_FAST = True
 
 
 # ---------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ EXPECTED = {
 @needs_data
 @pytest.mark.parametrize("fast", [True, False], ids=["fast-kernel", "general-kernel"])
 def test_every_captured_file_matches_its_recorded_expectation(fast, monkeypatch):
-    monkeypatch.setattr(A, "_FUSED_FAST", fast)
+    monkeypatch.setattr(A.fused, "_FUSED_FAST", fast)
     res = fpsim.hardware.validate(DATA)
     assert set(res) == set(EXPECTED), "record an expectation for every captured file"
     for key, r in res.items():

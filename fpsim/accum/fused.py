@@ -1,0 +1,182 @@
+"""Tensor-core fused multi-term adders: :class:`FusedBlock` (NVIDIA, bit-exact to the GPU).
+
+The instruction-level engines with an fp32 output (AMD's :class:`~fpsim.accum.MFMA`,
+Blackwell's :class:`~fpsim.accum.BlockScaledFused`) are in :mod:`fpsim.accum.mma`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..formats import FloatFormat, Format, as_format
+from ._common import C as _C, G as _G, K as _K
+from ._common import check_int, mode, params, raise_nan, set_input_formats
+from .models import Model
+from .products import ExactProduct
+
+__all__ = ["FusedBlock"]
+
+#: Use the fast tensor-core kernels for finite inputs (tests switch this off to compare
+#: them with the general kernel).
+_FUSED_FAST = True
+
+
+def _clamped(X, emin_in):
+    E = np.empty(X.shape, dtype=np.int64)
+    _K._clamped_exps(np.ascontiguousarray(X), emin_in, E)
+    return E
+
+
+@dataclass(frozen=True)
+class FusedBlock(Model):
+    """Tensor-core multi-term fused adder (Fasi et al. 2021; Khattak & Mikaitis 2025).
+
+    For each block of ``n`` products plus the running accumulator c: products are exact;
+    a product's exponent is ``ea + eb`` (input exponents clamped at ``in_fmt``'s emin) with
+    significand ``sa * sb`` in [0, 4); one extra alignment bit is granted when the largest
+    product significand (among the products of largest exponent) is >= 2 and that exponent
+    is not below c's; products whose significand is >= 2 are normalised; every term (c
+    included) is truncated toward zero at ``2**(E - 23 - neab')``, E the largest exponent
+    (no sticky bit); the integers are summed exactly, normalised once and rounded into
+    ``out_fmt`` with ``rounding`` (``"rtz"``: truncation, where an overflow gives inf as on
+    the GPU); the blocks are chained (c <- d). With ``neab < 0`` (FP8 on Ada) the result
+    keeps only ``man_bits + neab`` mantissa bits when ``rounding="rtz"``. c is a value of
+    the output format: a subnormal c counts with that format's smallest normal exponent. A
+    block whose c or products hold inf or NaN gives their IEEE sum (so an accumulator that
+    overflowed to inf meets the next block's infinite products); a nonzero sum that rounds
+    to zero gives +0. These details follow MMA-Sim's bit-accurate models (checked against
+    them on random inputs, ``tests/test_mmasim.py``).
+
+    ``in_fmt`` is one format, or a pair (A's format, B's format) for mixed operands (then
+    stored as ``in_fmt`` and ``in_fmt_b``).
+
+    >>> import numpy as np, fpsim
+    >>> m = fpsim.accum.FusedBlock(4, 0, in_fmt="fp16")      # V100-like
+    >>> # no guard digits: 1 + 2**-24 + 2**-24 is truncated at 2**-23 per term
+    >>> a = np.array([1.0, 2.0**-12, 2.0**-12, 0.0]); b = np.array([1.0, 2.0**-12, 2.0**-12, 0.0])
+    >>> float(fpsim.dot(a, b, model=m))
+    1.0
+    >>> m.out_fmt.name
+    'fp32'
+    """
+
+    n: int = 8
+    neab: int = 1
+    # a field here (every other model derives out_fmt from its fields): the class default
+    # shadows Model's abstract property, the instance holds the resolved Format
+    out_fmt: Format = "fp32"
+    rounding: str = "rtz"
+    in_fmt: Format | None = None
+    name: str = ""
+    in_fmt_b: Format | None = None
+
+    def __post_init__(self):
+        check_int(self, ("n", "neab"))
+        if self.n < 1:
+            raise ValueError(f"FusedBlock.n={self.n}: the block size must be >= 1")
+        if not -20 <= self.neab <= 8:
+            raise ValueError(f"FusedBlock.neab={self.neab}: allowed -20..8 extra alignment bits")
+        f = as_format(self.out_fmt)
+        if not (isinstance(f, FloatFormat) and f.family == "ieee" and f.man_bits <= 23
+                and f.exp_bits <= 8):
+            raise ValueError(f"FusedBlock output {f.name}: allowed IEEE-style float formats with "
+                             "at most fp32's range and precision (fp32, fp16, bf16, ...)")
+        object.__setattr__(self, "out_fmt", f)
+        object.__setattr__(self, "rounding", mode(self.rounding))
+        if isinstance(self.in_fmt, (tuple, list)):  # (A's format, B's format)
+            if len(self.in_fmt) != 2 or self.in_fmt_b is not None:
+                raise ValueError("FusedBlock in_fmt: one format, or a pair (A's format, B's "
+                                 f"format), got {self.in_fmt!r}")
+            object.__setattr__(self, "in_fmt_b", self.in_fmt[1])
+            object.__setattr__(self, "in_fmt", self.in_fmt[0])
+        if self.in_fmt_b is not None and self.in_fmt is None:
+            raise ValueError("FusedBlock: in_fmt_b needs in_fmt (A's format) too")
+        set_input_formats(self, "FusedBlock", "e4m3, e5m2, e2m1, ...")
+        if 23 + self.neab + (self.n.bit_length() + 3) > 60:
+            raise ValueError("FusedBlock: n too large for the 64-bit aligned sum")
+
+    def __repr__(self):
+        if self.name:
+            return (f"FusedBlock<{self.name}>(n={self.n}, neab={self.neab}, "
+                    f"out={self.out_fmt.name}, rounding={self.rounding!r})")
+        fi = None if self.in_fmt is None else self.in_fmt.name
+        if self.in_fmt_b is not None:
+            fi = (fi, self.in_fmt_b.name)
+        return (f"FusedBlock(n={self.n}, neab={self.neab}, out_fmt={self.out_fmt.name!r}, "
+                f"rounding={self.rounding!r}, in_fmt={fi!r})")
+
+    @property
+    def input_formats(self):
+        """(A's format, B's format); both ``in_fmt`` unless ``in_fmt_b`` is set."""
+        return self.in_fmt, (self.in_fmt_b if self.in_fmt_b is not None else self.in_fmt)
+
+    def _multiplier(self):
+        return ExactProduct()
+
+    def _kernel_args(self):
+        """(n, neab, emin_a, emin_b, RoundParams, overflow limit) of the fused kernels."""
+        f = self.out_fmt
+        m_eff = f.man_bits + min(self.neab, 0) if self.rounding == "rtz" else f.man_bits
+        m_eff = max(m_eff, 0)
+        fe = FloatFormat(f.exp_bits, m_eff, subnormals=f.subnormals)
+        p = params(fe, self.rounding, "inf")
+        emin_a, emin_b = (fi.emin if fi is not None else -126 for fi in self.input_formats)
+        ovf_lim = 2.0 ** (f.emax + 1) if self.rounding == "rtz" else math.inf
+        return int(self.n), int(self.neab), int(emin_a), int(emin_b), p, float(ovf_lim)
+
+    def _rtz_args(self):
+        """(mask of dropped float64 fraction bits, smallest normal) for truncating output."""
+        if self.rounding != "rtz":
+            return 0, 0.0
+        f = self.out_fmt
+        m_eff = max(f.man_bits + min(self.neab, 0), 0)
+        return (1 << (52 - m_eff)) - 1, float(f.min_normal)
+
+    def _kernel_params(self):
+        return self._kernel_args() + self._rtz_args()
+
+    def _evaluate(self, T, TA, TB, c, row0=0, salt=0, axis_last=True):
+        # summed terms (fpsim.sum, the outer model of Blocked) are products with 1
+        A = np.ascontiguousarray(TA if TA is not None else T)
+        B = np.ascontiguousarray(TB if TB is not None else np.ones_like(T))
+        n, neab, emin_a, emin_b, p, lim = self._kernel_args()
+        c = np.ascontiguousarray(c, dtype=np.float64)
+        out = np.empty(T.shape[0])
+        if _FUSED_FAST and np.isfinite(A).all() and np.isfinite(B).all() and np.isfinite(c).all():
+            err = _K.rows_fused_fast(A, B, _clamped(A, emin_a), _clamped(B, emin_b), c, out,
+                                     n, neab, p, lim, *self._rtz_args())
+        else:
+            err = _K.leaf(A, B, c, out, _C.FUSED, p, n, neab, emin_a, emin_b, lim)
+        raise_nan(err, self.out_fmt)
+        return out
+
+    def _matmul(self, A, B, C, row0=0):
+        if not (_FUSED_FAST and np.isfinite(A).all() and np.isfinite(B).all()
+                and np.isfinite(C).all()):
+            return super()._matmul(A, B, C, row0)  # inf/NaN: the general kernel, by rows
+        D = np.empty((A.shape[0], B.shape[1]))
+        n, neab, emin_a, emin_b, p, lim = self._kernel_args()
+        err = _K.gemm_fused_vec(A, np.ascontiguousarray(B), _clamped(A, emin_a),
+                                _clamped(B, emin_b), C, D, n, neab, p, lim, *self._rtz_args())
+        raise_nan(err, self.out_fmt)
+        return D
+
+    def _matmul_split_k(self, A, B, C, every, outer_params, out_fmt):
+        """``A @ B + C`` as chunks of ``every`` products, each by this fused adder, added
+        into a deterministic sequential accumulator of format ``out_fmt`` (``outer_params``):
+        the one kernel of split-K / promoted chains, or None where it does not apply (then
+        the caller takes the general path). It needs the truncated terms of a block to sum
+        exactly in float64 (always so for the GPU presets) and finite inputs."""
+        if (self.n + 1).bit_length() + 25 + self.neab > 53:
+            return None
+        if not (_FUSED_FAST and np.isfinite(A).all() and np.isfinite(B).all()):
+            return None
+        D = np.empty((A.shape[0], B.shape[1]))
+        n, neab, emin_a, emin_b, p, lim = self._kernel_args()
+        err = _G.fused_f64(A, B, _clamped(A, emin_a), _clamped(B, emin_b), C, D, n, every,
+                           neab, p, lim, *self._rtz_args(), outer_params)
+        raise_nan(err, out_fmt)
+        return D

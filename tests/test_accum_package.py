@@ -1,0 +1,102 @@
+"""fpsim.accum as a package: the model protocol, FusedBlock as a plain dataclass, the
+error-growth numbers and their figure (drawn by fpsim.analysis, never by the core)."""
+
+import dataclasses
+import pickle
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import fpsim
+from fpsim import accum as A
+
+
+@dataclass(frozen=True)
+class _Reversed(A.Model):
+    """A model written outside fpsim: the terms summed last to first by ``inner``."""
+
+    inner: A.Model
+
+    @property
+    def out_fmt(self):
+        return self.inner.out_fmt
+
+    def _multiplier(self):
+        return self.inner._multiplier()
+
+    def _evaluate(self, T, TA, TB, c, row0=0, salt=0, axis_last=True):
+        rev = (lambda X: None if X is None else X[:, ::-1])
+        return self.inner._evaluate(rev(T), rev(TA), rev(TB), c, row0=row0, salt=salt)
+
+
+def test_a_new_model_is_one_dataclass_with_its_evaluation():
+    rng = np.random.default_rng(0)
+    a = fpsim.quantize(rng.standard_normal((5, 70)), "bf16")
+    b = fpsim.quantize(rng.standard_normal((70, 3)), "bf16")
+    seq = A.Sequential("bf16", fma=True)
+    want = A.Permuted(seq, order=list(range(69, -1, -1)))
+    m = _Reversed(seq)
+    assert np.array_equal(fpsim.matmul(a, b, model=m), fpsim.matmul(a, b, model=want))
+    assert np.array_equal(fpsim.dot(a, b.T[:, None], model=m), fpsim.dot(a, b.T[:, None], model=want))
+    assert np.array_equal(fpsim.sum(a, model=m), fpsim.sum(a, model=want))
+    # composable like any model: reversing inside each split-K chunk is a permutation
+    a64, b64 = a[:, :64], b[:64]
+    perm = [16 * j + 15 - i for j in range(4) for i in range(16)]
+    got = fpsim.matmul(a64, b64, model=A.Blocked(16, m, A.Exact("fp32")))
+    assert np.array_equal(got, fpsim.matmul(
+        a64, b64, model=A.Permuted(A.Blocked(16, seq, A.Exact("fp32")), order=perm)))
+    with pytest.raises(TypeError, match="not a leaf model"):
+        A.kernel_params(m)
+
+
+def test_fusedblock_is_a_plain_dataclass():
+    m = fpsim.hardware.tensor_core("H100", "e4m3")
+    assert isinstance(m.out_fmt, fpsim.FloatFormat) and m.out_fmt.name == "fp32"
+    assert [f.name for f in dataclasses.fields(A.FusedBlock)] == [
+        "n", "neab", "out_fmt", "rounding", "in_fmt", "name", "in_fmt_b"]
+    m2 = pickle.loads(pickle.dumps(m))
+    assert m2 == m and hash(m2) == hash(m) and repr(m2) == repr(m)
+    r = dataclasses.replace(m, n=16)
+    assert (r.n, r.out_fmt, r.name) == (16, m.out_fmt, m.name)
+    assert A.FusedBlock(8, 1, "bf16") == A.FusedBlock(n=8, neab=1, out_fmt="bf16")
+    assert repr(A.FusedBlock(4, 0, in_fmt=("fp16", "bf16"))) == (
+        "FusedBlock(n=4, neab=0, out_fmt='fp32', rounding='rtz', in_fmt=('fp16', 'bf16'))")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.out_fmt = "fp16"
+    with pytest.raises(ValueError, match="FusedBlock output e4m3"):
+        A.FusedBlock(out_fmt="e4m3")
+
+
+def test_error_growth_takes_models_and_a_statistic():
+    models = {"seq bf16": A.Sequential("bf16", fma=True), "exact": A.Exact("fp32")}
+    mean = A.error_growth(models, Ks=(16, 64), trials=6)
+    median = A.error_growth(models, Ks=(16, 64), trials=6, statistic="median")
+    assert set(mean) == set(models) and mean["seq bf16"].shape == (2,)
+    assert np.all(mean["seq bf16"] > 0) and not np.array_equal(mean["seq bf16"], median["seq bf16"])
+    # the reference is the correctly rounded dot product: Exact fp32 errs by < 2**-24
+    assert np.all(mean["exact"] <= 2.0**-24)
+    with pytest.raises(TypeError, match="error_growth_models"):
+        A.error_growth(None)
+    with pytest.raises(ValueError, match="statistic"):
+        A.error_growth(models, statistic="max")
+
+
+def test_error_growth_figure_is_detached_and_the_core_draws_nothing():
+    code = """
+import sys, fpsim
+e = fpsim.accum.error_growth({"s": fpsim.accum.Sequential("fp32")}, Ks=(8,), trials=2)
+assert 'matplotlib' not in sys.modules, 'the core imported matplotlib'
+assert not hasattr(fpsim.accum, 'plot_error_growth')
+import fpsim.analysis as fa
+fig = fa.plot_error_growth({"s": fpsim.accum.Sequential("fp32")}, Ks=(8, 16), trials=2)
+from matplotlib.figure import Figure
+assert type(fig) is Figure and 'matplotlib.pyplot' not in sys.modules
+assert len(fig.axes[0].lines) == 2  # the model and the K*u guide
+print(sorted(fa.error_growth_models())[0])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[0] == "A100 tensor core (bf16)"
