@@ -274,9 +274,7 @@ def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, 
         if np.any(~(s >= 0) & ~np.isnan(s)):
             raise ValueError("scales must be >= 0")
     else:
-        if amax is None:
-            if fmt.granularity == "group":
-                raise AssertionError("unreachable")
+        if amax is None:  # per tensor or channel (groups of the data's own amax ran above)
             a, bad = _amax(arr, red)
         else:
             a = _given(amax, "amax", sshape, fmt, shape)

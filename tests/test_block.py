@@ -579,3 +579,22 @@ def test_table_elements_per_channel_group_and_nan_blocks():
     assert np.isnan(fpsim.decode((e, sc), "block[nf4,16,fp32]")[1]).sum() == 16
     with pytest.raises(TypeError, match="positive and negative"):
         fpsim.BlockFormat(fpsim.CodebookFormat([0.0, 0.5, 1.0]), 16, "fp32")
+
+
+def test_values_beyond_the_float16_and_bfloat16_range_say_so():
+    # never a silent inf: float16 results are cast exactly (a clear error), bfloat16 ones warn
+    # (the range check reads bfloat16's largest number from the carrier's bit layout)
+    import ml_dtypes
+    f16, bf16 = np.float16, ml_dtypes.bfloat16
+    x16 = np.full(32, float(np.finfo(f16).max)).astype(f16)
+    with pytest.raises(ValueError, match="not representable in float16"):
+        fpsim.quantize(x16, "mxfp8_e4m3[scale_rounding=ceil]")
+    xb = np.full(32, float(ml_dtypes.finfo(bf16).max)).astype(bf16)
+    with pytest.warns(RuntimeWarning, match="32 quantized value.*exceed the range of bfloat16"):
+        q = fpsim.quantize(xb, "mxfp4[scale_rounding=ceil]")
+    assert q.dtype == np.dtype(bf16) and np.all(np.isinf(q.astype(np.float64)))
+    for x, name in ((x16, "mxfp8_e4m3"), (xb, "mxfp4")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the floor rule stays in range: no warning
+            q = fpsim.quantize(x, name)
+        assert q.dtype == x.dtype and np.all(np.isfinite(q.astype(np.float64)))
