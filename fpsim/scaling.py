@@ -235,7 +235,7 @@ def _scales_from(fmt: ScaledFormat, amax, bad):
 
 def _given(v, what, sshape, fmt, shape):
     """A given scale or amax as float64, broadcast to the scale shape (or a clear error)."""
-    a, _ = _r.real_input(v, what)
+    a, _ = _L.real_input(v, what)
     try:
         return np.broadcast_to(a.astype(np.float64), sshape)
     except ValueError:

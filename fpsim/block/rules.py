@@ -93,7 +93,7 @@ def out_dtype(fmt, dtype) -> np.dtype:
     else float64.
 
     >>> import numpy as np, fpsim
-    >>> fpsim.block.out_dtype(fpsim.parse("mxfp8_e4m3"), np.float32), fpsim.block.out_dtype(fpsim.parse("nvfp4"), np.float32)
+    >>> out_dtype(fpsim.parse("mxfp8_e4m3"), np.float32), out_dtype(fpsim.parse("nvfp4"), np.float32)
     (dtype('float32'), dtype('float64'))
     """
     dtype = np.dtype(dtype)
