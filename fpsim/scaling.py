@@ -25,10 +25,12 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
-from . import block as _b
 from . import lowering as _L
 from . import rounding as _r
-from .formats import FloatFormat, Format, as_format, read_int_option, register_name
+from .block import engine
+from .block.descriptor import BlockCodes, BlockFormat, ElementOnly
+from .block.rules import default_scale_rounding
+from .formats import Format, as_format, read_int_option, register_name
 from .kernels import _modes as _C
 from .kernels._lazy import lazy_module
 
@@ -71,6 +73,9 @@ class ScaledFormat(Format):
     clip : float
         Clipping ratio in (0, 1]: the scale is taken from ``clip * amax``.
 
+    A scaled format has no ``values()``: its values depend on the scales (see
+    ``.elem.values()``).
+
     Examples
     --------
     >>> import numpy as np, fpsim
@@ -106,22 +111,24 @@ class ScaledFormat(Format):
         if not 0.0 < clip <= 1.0:
             raise ValueError(f"clip={self.clip!r}: the clipping ratio must lie in (0, 1]")
         # the block descriptor does the validation of elem/scale/rounding/axis
-        bf = _b.BlockFormat(self.elem, grp or 1, self.scale, axis=self.axis,
-                            scale_rounding=self.scale_rounding)
+        bf = BlockFormat(self.elem, grp or 1, self.scale, axis=self.axis,
+                         scale_rounding=self.scale_rounding)
         for nm, v in (("elem", bf.elem), ("granularity", gran), ("scale", bf.scale),
                       ("axis", bf.axis), ("group", grp), ("scale_rounding", bf.scale_rounding),
                       ("clip", clip)):
             object.__setattr__(self, nm, v)
 
     kind = "scaled"
+    values = ElementOnly()
+    code_table = ElementOnly()
     has_inf = False
     has_zero = True
     default_overflow = "saturate"
 
     @property
-    def _block(self) -> "_b.BlockFormat":
-        return _b.BlockFormat(self.elem, self.group or 1, self.scale, axis=self.axis,
-                              scale_rounding=self.scale_rounding)
+    def _block(self) -> BlockFormat:
+        return BlockFormat(self.elem, self.group or 1, self.scale, axis=self.axis,
+                           scale_rounding=self.scale_rounding)
 
     @property
     def bits(self) -> int:
@@ -140,11 +147,6 @@ class ScaledFormat(Format):
     def has_nan(self) -> bool:
         return self.scale.has_nan
 
-    def values(self):
-        raise TypeError(f"{self.name} is a scaled format: see .elem.values()")
-
-    code_table = values
-
     @property
     def name(self) -> str:
         opts = [self.elem.name, self.granularity, self.scale.name]
@@ -152,7 +154,7 @@ class ScaledFormat(Format):
             opts.append(f"group={self.group}")
         if self.granularity != "tensor" and self.axis != -1:
             opts.append(f"axis={self.axis}")
-        if self.scale_rounding != ("floor" if self.scale.family == "e8m0" else "rne"):
+        if self.scale_rounding != default_scale_rounding(self.scale):
             opts.append(f"scale_rounding={self.scale_rounding}")
         if self.clip != 1.0:
             opts.append(f"clip={self.clip!r}")
@@ -164,7 +166,7 @@ class ScaledFormat(Format):
             args.append(f"axis={self.axis}")
         if self.group is not None:
             args.append(f"group={self.group}")
-        if self.scale_rounding != ("floor" if self.scale.family == "e8m0" else "rne"):
+        if self.scale_rounding != default_scale_rounding(self.scale):
             args.append(f"scale_rounding={self.scale_rounding!r}")
         if self.clip != 1.0:
             args.append(f"clip={self.clip!r}")
@@ -173,18 +175,18 @@ class ScaledFormat(Format):
     # -- behaviour -------------------------------------------------------------------------
     def _quantize(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                   daz=False, nan=None, seed=None, srbits=None):
-        _b._check_elem_opts(overflow, nan, daz, subnormals)
+        engine.check_elem_opts(overflow, nan, daz, subnormals)
         return scale_tensor(x, self, axis=axis, rounding=rounding, subnormals=subnormals,
                             seed=seed, srbits=srbits).values
 
     def _encode(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                 daz=False, nan=None, seed=None, srbits=None):
-        _b._check_elem_opts(overflow, nan, daz, subnormals)
+        engine.check_elem_opts(overflow, nan, daz, subnormals)
         ecodes, scales, shape, ax = _apply(x, self, axis, None, None, rounding, subnormals, seed,
                                            srbits, want_codes=True)
         ecodes = ecodes.reshape(shape)
         scodes = _r.encode(scales, self.scale).reshape(np.shape(scales))  # keep 0-d
-        return _b.BlockCodes(ecodes, scodes, None, ax)
+        return BlockCodes(ecodes, scodes, None, ax)
 
     def _decode(self, codes, *, dtype=np.float64, axis=None):
         if not isinstance(codes, (tuple, list)) or len(codes) != 2:
@@ -194,9 +196,9 @@ class ScaledFormat(Format):
         if axis is None:
             axis = getattr(codes, "axis", self.axis)
         if self.granularity == "group":
-            return self._block._decode(codes, dtype=dtype, axis=axis)
+            return _r.decode(codes, self._block, dtype=dtype, axis=axis)
         shape = ecodes.shape if ecodes.ndim else (1,)
-        ax = _b._norm_axis(axis, len(shape))
+        ax = engine.norm_axis(axis, len(shape))
         sv = _r.decode(np.asarray(codes[1]), self.scale)
         want = () if self.granularity == "tensor" else (shape[ax],)
         if sv.shape != want:
@@ -222,7 +224,7 @@ def _amax(a, axes):
 
 def _scales_from(fmt: ScaledFormat, amax, bad):
     bf = fmt._block
-    q, _, _, _, sp, _ = _b._params(bf, "rne", None, None, clip=fmt.clip)
+    q, _, _, _, sp, _ = engine.params(bf, "rne", None, None, clip=fmt.clip)
     if q.rule == _C.RULE_VALUE and q.zero_scale != 0.0:
         q = q._replace(zero_scale=0.0) if fmt.scale.has_zero else q
     out = np.empty(amax.size)
@@ -233,7 +235,7 @@ def _scales_from(fmt: ScaledFormat, amax, bad):
 
 def _given(v, what, sshape, fmt, shape):
     """A given scale or amax as float64, broadcast to the scale shape (or a clear error)."""
-    a, _ = _r.real_input(v, what)
+    a, _ = _L.real_input(v, what)
     try:
         return np.broadcast_to(a.astype(np.float64), sshape)
     except ValueError:
@@ -244,18 +246,19 @@ def _given(v, what, sshape, fmt, shape):
 
 def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, srbits,
            want_codes):
-    arr, _, shape, dt = _b._block_input(x)
+    arr, _, shape, dt = engine.block_input(x)
     nd = len(shape)
-    ax = _b._norm_axis(fmt.axis if axis is None else axis, nd)
+    ax = engine.norm_axis(fmt.axis if axis is None else axis, nd)
     shp = shape if nd else (1,)
     arr = arr.reshape(shp)
     bf = fmt._block
     if fmt.granularity == "group" and scale is None and amax is None:
-        res = _b._run(bf, arr, ax, rounding, subnormals, seed, srbits, want_codes, clip=fmt.clip)
+        res = engine.run(bf, arr, ax, rounding, subnormals, seed, srbits, want_codes,
+                         clip=fmt.clip)
         if want_codes:
             return res[0], res[1], shape, ax
-        out = _b._to_dtype(res[0], bf, dt)
-        _b._check_range(out, arr, res[1], bf)
+        out = engine.to_dtype(res[0], bf, dt)
+        engine.check_range(out, arr, res[1], bf)
         return out.reshape(shape), res[1], shape, ax
     # scales: given, from a given amax, or from the data
     if fmt.granularity == "tensor":
@@ -271,9 +274,7 @@ def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, 
         if np.any(~(s >= 0) & ~np.isnan(s)):
             raise ValueError("scales must be >= 0")
     else:
-        if amax is None:
-            if fmt.granularity == "group":
-                raise AssertionError("unreachable")
+        if amax is None:  # per tensor or channel (groups of the data's own amax ran above)
             a, bad = _amax(arr, red)
         else:
             a = _given(amax, "amax", sshape, fmt, shape)
@@ -285,26 +286,26 @@ def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, 
     G = _C.RULE_GIVEN
     if fmt.granularity == "tensor":
         flat = arr.reshape(-1)
-        res = _b._run(bf, flat, 0, rounding, subnormals, seed, srbits, want_codes, given=sflat,
-                      gstride=(0, 0, 0), rule=G, block=_CHUNK)
+        res = engine.run(bf, flat, 0, rounding, subnormals, seed, srbits, want_codes,
+                         given=sflat, gstride=(0, 0, 0), rule=G, block=_CHUNK)
     elif fmt.granularity == "channel":
         P = int(np.prod(shp[:ax], dtype=np.int64))
         C, Q = shp[ax], int(np.prod(shp[ax + 1:], dtype=np.int64))
         if Q == 1:  # channel is the last axis: blocks of rows, scale indexed by b
-            res = _b._run(bf, arr.reshape(P, C), 0, rounding, subnormals, seed, srbits, want_codes,
-                          given=sflat, gstride=(0, 0, 1), rule=G, block=64)
+            res = engine.run(bf, arr.reshape(P, C), 0, rounding, subnormals, seed, srbits,
+                             want_codes, given=sflat, gstride=(0, 0, 1), rule=G, block=64)
         else:
-            res = _b._run(bf, arr.reshape(P, C, Q), 1, rounding, subnormals, seed, srbits,
-                          want_codes, given=sflat, gstride=(0, 1, 0), rule=G, block=1)
+            res = engine.run(bf, arr.reshape(P, C, Q), 1, rounding, subnormals, seed, srbits,
+                             want_codes, given=sflat, gstride=(0, 1, 0), rule=G, block=1)
     else:
         B = int(np.prod(shp[ax + 1:], dtype=np.int64))
         nb = sshape[ax]
-        res = _b._run(bf, arr, ax, rounding, subnormals, seed, srbits, want_codes, given=sflat,
-                      gstride=(nb * B, B, 1), rule=G)
+        res = engine.run(bf, arr, ax, rounding, subnormals, seed, srbits, want_codes,
+                         given=sflat, gstride=(nb * B, B, 1), rule=G)
     if want_codes:
         return res[0], s, shape, ax
-    out = _b._to_dtype(res[0], bf, dt)
-    _b._check_range(out, arr, s, bf)
+    out = engine.to_dtype(res[0], bf, dt)
+    engine.check_range(out, arr, s, bf)
     return out.reshape(shape), s, shape, ax
 
 
@@ -324,7 +325,7 @@ def scale_tensor(x, fmt, *, scale=None, amax=None, axis=None, rounding="rne", su
     ([0.5, -1.0, 3.0], 0.0078125)
     """
     fmt = as_format(fmt)
-    if isinstance(fmt, _b.BlockFormat):
+    if isinstance(fmt, BlockFormat):
         fmt = ScaledFormat(fmt.elem, "group", fmt.scale, axis=fmt.axis, group=fmt.block,
                            scale_rounding=fmt.scale_rounding)
     if not isinstance(fmt, ScaledFormat):

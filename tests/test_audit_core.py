@@ -354,7 +354,7 @@ def test_memory_block_table_pieces_match_the_exact_reference(name, k, monkeypatc
     # block formats with table elements run in pieces of whole blocks (block[nf4,64,fp32]
     # peaked at 21x its input); tiny pieces here, checked against the exact-rational reference
     from test_block import _table_ref
-    import fpsim.block as B
+    import fpsim.block.engine as B
     monkeypatch.setattr(B, "TABLE_BLOCK_CHUNK", 2 * k)
     rng = np.random.default_rng(k)
     x = (rng.standard_normal((6, 5 * k)) * np.exp2(rng.integers(-20, 20, (6, 1)))).astype(np.float32)
@@ -406,7 +406,7 @@ def _mxfp8_ref(x, axis):
 
 def test_memory_block_pieces_match_ml_dtypes(monkeypatch):
     # tiny pieces (BLOCK_CHUNK) change no bit: MX against ml_dtypes, NVFP4 against one piece
-    import fpsim.block as B
+    import fpsim.block.engine as B
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((6, 160)) * np.exp2(rng.integers(-20, 20, (6, 1)))).astype(np.float32)
     x[2, :32] = 0.0

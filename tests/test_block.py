@@ -325,8 +325,12 @@ def test_descriptor_properties():
     assert (f.bits, f.elem_bits, f.scale_bits, f.block, f.max) == (4.25, 4, 8, 32, 6.0 * 2.0**127)
     assert fpsim.parse("nvfp4").bits == 4.5
     assert fpsim.parse("mxfp4_e2m1") == f
-    with pytest.raises(TypeError, match="block format"):
+    # no values of its own (they depend on the block scale): absent, not a method that raises
+    assert not hasattr(f, "values") and not hasattr(f, "code_table")
+    assert not hasattr(fpsim.as_format("scaled[int8,tensor,fp32]"), "values")
+    with pytest.raises(AttributeError, match="mxfp4 has no values.*elem.values"):
         f.values()
+    assert f.elem.values().size == 15
 
 
 @settings(max_examples=40, deadline=None)
@@ -407,13 +411,51 @@ def test_bad_input_errors():
 def test_plot_block_error_returns_figure(tmp_path):
     from matplotlib.figure import Figure
 
+    from fpsim.analysis import plot_block_error
+
     x = np.random.default_rng(0).standard_normal((8, 64))
-    fig = fpsim.block.plot_block_error(x, ["mxfp4", "mxfp8_e4m3"])
+    fig = plot_block_error(x, ["mxfp4", "mxfp8_e4m3"])
     assert isinstance(fig, Figure)
     fig.savefig(tmp_path / "e.png")
     assert (tmp_path / "e.png").stat().st_size > 1000
     err = fpsim.block.block_errors(x, "mxfp4")
     assert err.shape == (8, 2) and np.all((err > 0) & (err < 0.5))
+    assert not hasattr(fpsim.block, "plot_block_error")  # figures live in fpsim.analysis
+
+
+def test_callers_of_values_say_why_for_block_and_scaled_formats(capsys):
+    from fpsim.analysis import format_table, plot_value_grid
+    from fpsim.cli import main
+
+    assert main(["values", "mxfp4"]) == 0  # the element values, with a note on the scale
+    out = capsys.readouterr().out
+    assert "block format, 32 elements share one e8m0 scale" in out and "0x7  0111  6.0" in out
+    assert main(["values", "scaled[e2m1,group,e8m0,group=16]"]) == 0
+    assert "scaled format" in capsys.readouterr().out
+    rows = format_table(["mxfp4", "scaled[int8,channel,fp32]"])
+    assert [r["values"] for r in rows] == [None, None]
+    for name in ("mxfp4", "scaled[int8,tensor,fp32]"):
+        with pytest.raises(TypeError, match="no value grid of its own.*element format"):
+            plot_value_grid([name])
+
+
+def test_core_block_modules_import_no_matplotlib_and_no_block_privates():
+    import ast
+    import pathlib
+    import subprocess
+    import sys
+
+    code = ("import sys; import fpsim, fpsim.block, fpsim.scaling; "
+            "assert not any(m.startswith('matplotlib') for m in sys.modules), 'matplotlib'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    # scaling reaches the block engine through its public-internal names only
+    tree = ast.parse(pathlib.Path(fpsim.scaling.__file__).read_text())
+    used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
+            and isinstance(n.value, ast.Name) and n.value.id == "engine"}
+    assert used and not [u for u in used if u.startswith("_")], used
+    imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                and (n.module or "").startswith("block") for a in n.names]
+    assert imported and not [a for a in imported if a.startswith("_")], imported
 
 
 def _extreme_f32(rng, shape):
@@ -537,3 +579,22 @@ def test_table_elements_per_channel_group_and_nan_blocks():
     assert np.isnan(fpsim.decode((e, sc), "block[nf4,16,fp32]")[1]).sum() == 16
     with pytest.raises(TypeError, match="positive and negative"):
         fpsim.BlockFormat(fpsim.CodebookFormat([0.0, 0.5, 1.0]), 16, "fp32")
+
+
+def test_values_beyond_the_float16_and_bfloat16_range_say_so():
+    # never a silent inf: float16 results are cast exactly (a clear error), bfloat16 ones warn
+    # (the range check reads bfloat16's largest number from the carrier's bit layout)
+    import ml_dtypes
+    f16, bf16 = np.float16, ml_dtypes.bfloat16
+    x16 = np.full(32, float(np.finfo(f16).max)).astype(f16)
+    with pytest.raises(ValueError, match="not representable in float16"):
+        fpsim.quantize(x16, "mxfp8_e4m3[scale_rounding=ceil]")
+    xb = np.full(32, float(ml_dtypes.finfo(bf16).max)).astype(bf16)
+    with pytest.warns(RuntimeWarning, match="32 quantized value.*exceed the range of bfloat16"):
+        q = fpsim.quantize(xb, "mxfp4[scale_rounding=ceil]")
+    assert q.dtype == np.dtype(bf16) and np.all(np.isinf(q.astype(np.float64)))
+    for x, name in ((x16, "mxfp8_e4m3"), (xb, "mxfp4")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the floor rule stays in range: no warning
+            q = fpsim.quantize(x, name)
+        assert q.dtype == x.dtype and np.all(np.isfinite(q.astype(np.float64)))

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-import fpsim
+from fpsim.analysis import plot_block_error
 
 HERE = Path(__file__).parent
 
@@ -13,8 +13,8 @@ def main():
     rng = np.random.default_rng(0)
     # 4096 values, heavy-tailed (Student t, 3 dof) with a slowly varying magnitude
     x = rng.standard_t(3, 4096) * np.exp2(np.sin(np.arange(4096) / 400.0) * 4)
-    fig = fpsim.block.plot_block_error(x, ["mxfp4", "nvfp4", "mxfp6_e2m3", "mxfp8_e4m3"],
-                                       title="Per-block relative RMS error (Student-t data)")
+    fig = plot_block_error(x, ["mxfp4", "nvfp4", "mxfp6_e2m3", "mxfp8_e4m3"],
+                           title="Per-block relative RMS error (Student-t data)")
     fig.savefig(HERE / "block_error.png", dpi=110)
     print("wrote", HERE / "block_error.png")
 

@@ -26,7 +26,7 @@ _FUSED_FAST = True
 
 def _clamped(X, emin_in):
     E = np.empty(X.shape, dtype=np.int64)
-    _K._clamped_exps(np.ascontiguousarray(X), emin_in, E)
+    _K.clamped_exps(np.ascontiguousarray(X), emin_in, E)
     return E
 
 

@@ -1,5 +1,6 @@
-"""Analysis tools (SPEC §6): error metrics and format comparisons, accumulation error
-growth, reproducibility drift, quantisation-error propagation, loss sharpness, and
+"""Analysis tools (SPEC §6): error metrics and format comparisons, per-block errors of block
+formats, accumulation error growth, reproducibility drift, quantisation-error propagation,
+loss sharpness, and
 resumable parameter sweeps.
 
 Every analysis returns a small result object with ``to_records()`` / ``to_markdown()`` and a
@@ -12,6 +13,7 @@ take a model (:func:`propagation`, :func:`sharpness`), so this package imports w
 """
 
 from .accum_plots import error_growth_models, plot_error_growth
+from .block_plots import plot_block_error
 from .drift import (DeploymentAudit, DriftReport, deployment_audit, deployment_configs, div_index,
                     drift, drift_configs, flip_rate, greedy_runner, length_std, logit_diff,
                     plot_deployment_audit, plot_drift, std_at_acc, top1_prob_std)
@@ -32,7 +34,7 @@ __all__ = [
     "abs_error", "rel_error", "ulp", "ulp_error", "sqnr", "bias", "sample", "DISTRIBUTIONS",
     "ErrorStats", "error_stats", "format_errors", "ErrorHistogram", "error_histogram",
     "ClipSearch", "clip_search", "FormatComparison", "compare_formats", "plot_value_grid",
-    "plot_relative_precision", "plot_dynamic_range",
+    "plot_relative_precision", "plot_dynamic_range", "plot_block_error",
     # accumulation
     "error_growth_models", "plot_error_growth",
     # reproducibility drift

@@ -84,6 +84,9 @@ def plot_value_grid(formats):
     fig, ax = new_figure(figsize=(8, 0.6 + 0.5 * len(fs)))
     a = ax[0, 0]
     for i, f in enumerate(fs):
+        if not hasattr(f, "values"):  # block/scaled formats: their values depend on the scales
+            raise TypeError(f"{f.name} has no value grid of its own (its values depend on its "
+                            f"scales); plot its element format {f.elem.name!r}")
         if f.bits > MAX_TABLE_BITS:
             raise ValueError(f"{f.name} has {f.bits} bits; value grids need at most {MAX_TABLE_BITS}")
         v = f.values()
