@@ -99,6 +99,7 @@ from . import profiles
 from .collectives import ALLREDUCE, allreduce, sequential_sum, with_grad_of
 from .gemm import gemm, prepare
 from .policy import Scaled
+from .splitkernels import split_kv_attention, split_norm
 
 __all__ = ["Deployment", "KERNELS", "ALLREDUCE", "DTYPES", "SMS", "ROW_PARALLEL", "FP8_GPUS",
            "allreduce"]
@@ -276,7 +277,7 @@ class Deployment:
         """
         if self.kernels == "batch_invariant":
             return 1
-        kv = self.kv_block or (256 if head_dim <= 64 else 128 if head_dim <= 128 else 64)
+        kv = self.kv_block or _kv_block(head_dim)
         bhm = batch_heads * math.ceil(L / self.q_block)
         n_blocks, slots = math.ceil(S / kv), 2 * self.sms
         if bhm >= 0.8 * slots:
@@ -355,6 +356,11 @@ class Deployment:
                           "nothing; pass row_parallel= with the names of the attention output "
                           "and MLP down projections", RuntimeWarning, stacklevel=3)
         return _policy(self, pats)
+
+
+def _kv_block(head_dim):
+    """FlashAttention-2's keys per block for a head dimension."""
+    return 256 if head_dim <= 64 else 128 if head_dim <= 128 else 64
 
 
 @lru_cache(maxsize=64)
@@ -437,74 +443,16 @@ class _Kernels:
         return allreduce(parts, self.dep.allreduce, self.dep.comm_dtype)
 
     def attention(self, s, v, pol):
-        """softmax(s) @ v as a split-KV kernel: the keys cut into ``kv_splits`` chunks (of
-        whole ``kv_block`` s), each giving its row max ``m_j``, ``l_j = sum exp(s - m_j)`` and
-        ``o_j = exp(s - m_j) @ v_j`` (a GEMM under the policy; P rounded like any GEMM
-        operand), combined as ``sum exp(m_j - m) o_j / sum exp(m_j - m) l_j`` in fp32."""
+        """softmax(s) @ v as a split-KV kernel with ``kv_splits`` key chunks
+        (:func:`fpsim.torch.splitkernels.split_kv_attention`)."""
         *lead, L, S = s.shape
         n = self.dep.kv_splits(math.prod(lead), L, S, v.shape[-1])
-        kv = self.dep.kv_block or (256 if v.shape[-1] <= 64 else 128 if v.shape[-1] <= 128 else 64)
-        step = kv * math.ceil(math.ceil(S / kv) / n)
-        s = s.float()
-        ms, ls, os_ = [], [], []
-        for j in range(0, S, step):
-            sj = s[..., j:j + step]
-            m = sj.amax(-1, keepdim=True)
-            # a chunk fully masked for a row: its terms are exp(-inf) = 0, weight 0 below
-            e = torch.exp(sj - torch.where(torch.isinf(m), torch.zeros_like(m), m))
-            ms.append(m)
-            ls.append(e.sum(-1, keepdim=True))
-            os_.append(gemm(e.to(v.dtype), v[..., j:j + step, :], pol, roles=("activation", "activation"),
-                            what="sdpa PV (split-KV)").float())
-        mx = torch.stack(ms).amax(0)
-        w = [torch.exp(m - mx) for m in ms]
-        num = sum(wi * o for wi, o in zip(w, os_))
-        den = sum(wi * li for wi, li in zip(w, ls))
-        return (num / den).to(v.dtype)
+        return split_kv_attention(s, v, pol, n, self.dep.kv_block or _kv_block(v.shape[-1]))
 
     def norm(self, func, args, kwargs):
-        """layer_norm / rms_norm over the last dimension with the row sums split into
-        ``norm_splits(rows, d)`` chunks (each summed by torch in fp32, the chunk sums added
-        in order); NotImplemented for other ops (they run as under the profile)."""
-        name = getattr(func, "__name__", "")
-        if name not in ("layer_norm", "rms_norm"):
-            return NotImplemented
-        x = args[0] if args else kwargs.get("input")
-        shape = args[1] if len(args) > 1 else kwargs.get("normalized_shape")
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        if len(shape) != 1 or not x.is_floating_point():
-            return NotImplemented
-        rest = list(args[2:]) + [None] * 3
-        if name == "layer_norm":
-            w, b, eps = (kwargs.get("weight", rest[0]), kwargs.get("bias", rest[1]),
-                         kwargs.get("eps", rest[2] if rest[2] is not None else 1e-5))
-        else:
-            w, b = kwargs.get("weight", rest[0]), None
-            eps = kwargs.get("eps", rest[1])
-            eps = torch.finfo(torch.float32).eps if eps is None else eps
-        d = x.shape[-1]
-        n = self.dep.norm_splits(x.numel() // max(d, 1), d)
-        step = math.ceil(d / n)
-        xf = x.float()
-
-        def rowsum(t):
-            parts = [t[..., j:j + step].sum(-1, keepdim=True) for j in range(0, d, step)]
-            s = parts[0]
-            for p in parts[1:]:
-                s = s + p
-            return s
-        if name == "layer_norm":
-            mean = rowsum(xf) / d
-            xc = xf - mean
-            var = rowsum(xc * xc) / d
-        else:
-            xc, var = xf, rowsum(xf * xf) / d
-        y = xc * torch.rsqrt(var + eps)
-        if w is not None:
-            y = y * w.float()
-        if b is not None:
-            y = y + b.float()
-        return y.to(x.dtype)
+        """layer_norm / rms_norm with the row sums split into ``norm_splits(rows, d)`` chunks
+        (:func:`fpsim.torch.splitkernels.split_norm`)."""
+        return split_norm(func, args, kwargs, self.dep.norm_splits)
 
     def _local(self, a, b, pol, roles, what, M, N, K, batch, scales=None):
         """One GPU's GEMM under the kernel rule (``scales``: (sa, sb, dtype) of operands
