@@ -424,7 +424,7 @@ class _Kernels:
         K, N = a.shape[-1], b.shape[-1]
         # scaled operands (fp8): one scale per whole operand, before K is sharded or sliced;
         # the GEMMs below then run on the element values and each result is scaled
-        scales, pol = None, pol
+        scales = None
         if any(isinstance(pol.role_fmt(r), Scaled) for r in roles):
             dtype = a.dtype
             a, b = a.float(), b.float()
@@ -471,8 +471,8 @@ class _Kernels:
         L = dep.slice_length(M, N, K, batch)  # "output": partials in the output format
         base = dep.base_model()
         parts = [run(a[..., j:j + L], b[..., j:j + L, :], base) for j in range(0, K, L)]
-        if len(parts) == 1:
-            return parts[0]
+        if len(parts) == 1:  # no split: the in-place scheme still writes it in the output format
+            return sequential_sum(parts, out_fmt)
         value = sequential_sum([p.detach() for p in parts], out_fmt)
         if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
             # the slices are the forward's arithmetic only: training's backward GEMMs are
