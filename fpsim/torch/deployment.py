@@ -42,10 +42,14 @@ plausible, not verified on a GPU by fpsim):
     (``fpsim.hardware.fp8_promoted``); ``fast_accum=True``: no promotion. Split-K works at
     the FP8 grain (``k_grain`` 128), so a slice is a whole number of promotion blocks and
     split-K reorders the fp32 additions of the block sums: ``((c0 + c1) + c2) + c3`` unsplit,
-    ``(c0 + c1) + (c2 + c3)`` in two slices. Outputs and the all-reduce are bf16. *Fact*:
-    cuBLASLt promotes FP8 accumulation periodically unless ``CUBLASLT_MATMUL_DESC_FAST_ACCUM``
-    is set; FP8 serving (vLLM, TensorRT-LLM) writes the FP8 GEMMs' outputs in bf16.
-    *Assumption*: the promotion interval 128 (DeepSeek-V3's; cuBLAS does not publish its).
+    ``(c0 + c1) + (c2 + c3)`` in two slices. Outputs and the all-reduce are bf16. A dynamic
+    per-tensor activation scale depends on every row of the batch, so the batch size also
+    acts through it, even with ``batch_invariant`` kernels (``scaling="row"``: per-token and
+    per-channel scales, which do not). *Fact*: cuBLASLt promotes FP8 accumulation
+    periodically unless ``CUBLASLT_MATMUL_DESC_FAST_ACCUM`` is set; FP8 serving (vLLM,
+    TensorRT-LLM) writes the FP8 GEMMs' outputs in the model's 16-bit dtype. *Assumptions*:
+    the promotion interval 128 (DeepSeek-V3's; cuBLAS does not publish its), attention's
+    GEMMs in FP8 too (as under ``h100_fp8``).
 ``tp`` -- tensor parallelism (Megatron-LM layout)
     column-parallel layers (QKV, MLP up) need no cross-rank sum: their bits are unchanged.
     A row-parallel layer (module name matching ``row_parallel``: attention output and MLP
