@@ -1,6 +1,6 @@
 """Study 7: drift of greedy outputs across deployments -- batch size, tensor parallelism and
-GPU type -- in bf16, fp32 and LayerCast, each against the same precision's batch-1 / tp-1
-run.
+GPU type -- in bf16, fp32 and LayerCast (and FP8, beyond the paper), each against the same
+precision's batch-1 / tp-1 run.
 
 Paper: "Give Me FP32 or Give Me Death? Challenges and Solutions for Reproducible Reasoning"
 (Yuan et al., 2025). Claims: the same model's greedy outputs diverge when only the batch
@@ -16,7 +16,11 @@ layers (attention output, MLP down projection) over the ranks and sums the ranks
 a ring all-reduce in the dtype (bf16 for bf16, fp32 for fp32/LayerCast); the GPU type
 changes the tensor-core model (``fpsim.hardware.tensor_core``: A100 vs H100, bit-exact
 models validated on captured outputs); attention is a split-KV kernel whose number of key
-chunks follows FlashAttention-2's heuristic. The GPU is scaled down with the model (8 SMs,
+chunks follows FlashAttention-2's heuristic. FP8 (not in the paper) runs every GEMM on
+per-tensor-scaled E4M3 operands on the GPU's FP8 tensor core, promoted into fp32 every 128
+products (not scaled down: K <= 128 here, one block), with split-K at the FP8 grain
+(scaled down like the 16-bit one, to twice its grain) and bf16
+outputs and all-reduce; its GPU axis is H100 vs B200 (the A100 has no FP8). The GPU is scaled down with the model (8 SMs,
 16x16 tiles, a K grain of 16, key blocks of 4) so that a width-32 model's GEMMs sit in the regime of a large
 model's at batch 1..N. A tiny GPT trained on a synthetic Markov language with near-ties
 greedy-decodes the same prompts under every deployment (``fpsim.analysis.deployment_audit``).
@@ -34,6 +38,8 @@ PAPER = ("Yuan et al., *Give Me FP32 or Give Me Death? Challenges and Solutions 
          "Reasoning*, arXiv:2506.09501 (2025)")
 #: the GPU scaled down with the model (see the docstring)
 TINY_GPU = dict(sms=8, tile_m=16, tile_n=16, k_grain=16, splitk_reduction="output", kv_block=4)
+#: FP8's grain is twice the 16-bit one (128 vs 64 on the GPU), scaled down alike
+FP8_GRAIN = 32
 
 
 def main(argv=None):
@@ -42,7 +48,7 @@ def main(argv=None):
     rep.add(__doc__.split("\n\n", 2)[2].rsplit("Run::", 1)[0])
     import torch
 
-    from fpsim.analysis import deployment_audit
+    from fpsim.analysis import DeploymentAudit, deployment_audit
 
     text = MarkovText(vocab=24, p_main=0.55, alts=1, seed=args.seed)
     n_prompts, new, d = (3, 3, 16) if args.smoke else (12, 10, 32)
@@ -55,19 +61,26 @@ def main(argv=None):
 
     if args.smoke:
         grid = dict(dtypes=("bf16", "fp32"), batch_sizes=(1, n_prompts), tps=(1, 2), gpus=("h100",))
+        fp8_grid = dict(grid, dtypes=("fp8",), tps=(1,))
     else:
         grid = dict(dtypes=("bf16", "fp32", "layercast"), batch_sizes=(1, n_prompts),
                     tps=(1, 2, 4), gpus=("h100", "a100"))
+        fp8_grid = dict(grid, dtypes=("fp8",), gpus=("h100", "b200"))
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        audit = deployment_audit(model, prompts, judge=judge, max_new_tokens=new, **grid, **TINY_GPU)
+        main_audit = deployment_audit(model, prompts, judge=judge, max_new_tokens=new, **grid, **TINY_GPU)
+        fp8 = deployment_audit(model, prompts, judge=judge, max_new_tokens=new, **fp8_grid,
+                               **dict(TINY_GPU, k_grain=FP8_GRAIN))
     finally:
         torch.set_num_threads(n)
+    audit = DeploymentAudit(main_audit.rows + fp8.rows, main_audit.groups + fp8.groups,
+                            {**main_audit.div, **fp8.div}, main_audit.max_new_tokens)
     rep.add(f"Model: GPT d={d}, 2 layers, trained {len(losses)} steps (final loss "
             f"{losses[-5:].mean():.3f}, entropy floor {text.entropy():.3f}); {n_prompts} prompts of 8 "
             f"tokens, {new} greedy tokens; accuracy is the share of generated tokens equal to the "
-            f"true most likely continuation (partial credit, so it can vary). Grid: {grid}; every deployment is compared with "
+            f"true most likely continuation (partial credit, so it can vary). Grid: {grid}; FP8: "
+            f"{fp8_grid}; every deployment is compared with "
             "the baseline of its own dtype (first batch size, tp 1, first GPU).")
     groups, rows = audit.group_records(), audit.to_records()
     rep.table(groups, caption="Per dtype, across its deployments (Std@Acc = std_acc)")
@@ -107,6 +120,29 @@ def main(argv=None):
     else:
         rep.verdict("LayerCast between bf16 and fp32", "LayerCast close to fp32",
                     "LayerCast: not run at this size", "not run")
+    gpus = grid["gpus"]
+    if len(gpus) > 1 and axis("bf16", "gpu")[1] == 0:
+        # why the GPU axis can show nothing: the cores differ, bf16 outputs hide it
+        import numpy as np
+
+        import fpsim
+        rng = np.random.default_rng(args.seed)
+        A = fpsim.quantize(rng.standard_normal((64, 128)), "bf16")
+        B = fpsim.quantize(rng.standard_normal((128, 32)), "bf16")
+        ys = [fpsim.matmul(A, B, model=fpsim.hardware.tensor_core(gp, "bf16")) for gp in gpus[:2]]
+        rep.add(f"GPU type in bf16: the {gpus[0].upper()} and {gpus[1].upper()} bf16 tensor cores "
+                f"do differ ({100 * np.mean(ys[0] != ys[1]):.0f}% of the fp32 outputs of a random "
+                f"64x128x32 bf16 GEMM), but rounding each output to bf16 leaves "
+                f"{100 * np.mean(fpsim.quantize(ys[0], 'bf16') != fpsim.quantize(ys[1], 'bf16')):.0f}% "
+                "of them different; in this run no such difference survived into the logits.")
+    e = g["fp8"]
+    v = axis("fp8", "batch_size")
+    rep.add(f"FP8 (beyond the paper): divergent prompts {100 * e['div_rate']:.0f}% across its "
+            f"deployments, Std@Acc {100 * e['std_acc']:.2f}%, max |Δlogit| {e['max_logit_diff']:.3g}"
+            + (f"; batch size alone: up to {100 * v[0]:.0f}% of prompts diverge, max |Δ top-1 "
+               f"prob| {v[1]:.3g}" if v else "") + ". The per-tensor activation scale depends on "
+            "the whole batch, so FP8 outputs change with the batch size through the scale as well "
+            "as through split-K.")
     rep.add("Reading: in this model LayerCast computes in fp32 with fp32 all-reduce, so it "
             "drifts exactly like fp32 (fp32 rounding differences only); the paper's LayerCast "
             "sits between because its activations and KV cache stay 16-bit in places this "

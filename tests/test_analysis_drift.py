@@ -188,3 +188,40 @@ def test_greedy_runner_matches_hand_decoding():
     assert r["flip_rate"] == np.mean([w[0] != 3 for w in want])
     with pytest.raises(ValueError, match="prompts must be"):
         fa.greedy_runner(lm, [1, 2, 3])
+
+
+def test_deployment_audit_on_a_dask_cluster_equals_serial():
+    """A real dask.distributed run: two worker processes (one thread each) run the
+    deployments; the audit's numbers are those of the serial run, bit for bit. Small grid
+    (fp32, 2 prompts, 2 tokens, 3 deployments) so that it stays well under a minute."""
+    torch = pytest.importorskip("torch")
+    distributed = pytest.importorskip("distributed")
+    import fpsim.torch as ft
+
+    torch.manual_seed(0)
+    lm = ft.TinyGPT(vocab=12, d=16, heads=2, layers=1, ctx=8).eval()
+    kw = dict(max_new_tokens=2, dtypes=("fp32",), batch_sizes=(1, 2), tps=(1, 2),
+              judge=lambda i, t: t[0] % 2 == 0, sms=4, tile_m=4, tile_n=16, k_grain=16)
+    prompts = [[1, 2, 3], [4, 5, 6]]
+    with distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        cluster.scale(2)  # the workers start (import torch) while the serial run computes
+        serial = fa.deployment_audit(lm, prompts, executor="serial", **kw)
+        client.wait_for_workers(2, timeout=120)
+        dask = fa.deployment_audit(lm, prompts, executor=client, **kw)
+        assert len(client.scheduler_info()["workers"]) == 2
+    assert dask.to_records() == serial.to_records()
+    assert dask.group_records() == serial.group_records()
+    assert dask.div == serial.div
+    assert [r["config"] for r in serial.to_records()] == ["baseline", "batch_size=2", "tp=2"]
+
+
+def test_deployment_audit_checks_the_grid_first():
+    pytest.importorskip("torch")
+    with pytest.raises(ValueError, match=r"fp8 on a100 .*no FP8 tensor cores"):
+        fa.deployment_audit(None, [[1, 2]], dtypes=("fp8",), gpus=("h100", "a100"), tps=(1,),
+                            batch_sizes=(1,))
+    with pytest.raises(ValueError, match="allreduce"):
+        fa.deployment_audit(None, [[1, 2]], dtypes=("bf16",), tps=(1, 2), batch_sizes=(1,),
+                            allreduce="nccl")

@@ -240,3 +240,233 @@ def test_norm_split_follows_rows():
     with ft.emulate(inv):
         assert torch.equal(torch.cat([F.layer_norm(x[i:i + 1], (64,), w, b) for i in range(8)]),
                            F.layer_norm(x, (64,), w, b))
+
+
+# -- fp8 deployments ------------------------------------------------------------------------
+
+def _fp8_operands(M):
+    """K = 512 = 4 promotion blocks of 128 whose block sums are c = (64, 0, 2^-18, 2^-18);
+    448 (E4M3's max) in each operand where the other is 0, so both per-tensor scales are
+    amax / 448 = 1 and the element values are the operands themselves."""
+    x, w = torch.zeros(M, 512), torch.zeros(512, 1)
+    x[:, 0], w[0, 0] = 1.0, 64.0
+    for k in (300, 400):  # blocks 2 and 3: one product 2^-9 * 2^-9 (E4M3's smallest) each
+        x[:, k], w[k, 0] = 2.0 ** -9, 2.0 ** -9
+    x[:, 511], w[510, 0] = 448.0, 448.0
+    return x, w
+
+
+@pytest.mark.parametrize("sms, M, slices", [(2, 1, 2), (2, 16, 2), (2, 32, 1), (4, 1, 4)])
+def test_fp8_split_k_at_the_fp8_grain(sms, M, slices):
+    """The H100 FP8 core sums each block of 128 exactly here (one product each); the fp32
+    additions of the block sums follow the rule: unsplit ((c0 + c1) + c2) + c3 = 64 (two
+    ties to even); two slices of 256: (c0 + c1) + (c2 + c3) = 64 + 2^-17; four slices of
+    one grain (128) each: the unsplit order again."""
+    dep = ft.Deployment("h100", "fp8", sms=sms, tile_m=16, tile_n=16)
+    assert dep.k_grain == 128 and dep.splits(M, 1, 512) == slices
+    c = [Fraction(64), Fraction(0), Fraction(2) ** -18, Fraction(2) ** -18]
+    whole = _seq_fp32(c)
+    two = _fp32(_seq_fp32(c[:2]) + _seq_fp32(c[2:]))
+    assert whole == 64 and two == 64 + Fraction(2) ** -17
+    x, w = _fp8_operands(M)
+    got = gemm(x, w, dep.policy())
+    assert torch.all(got == float(two if slices == 2 else whole)), got.ravel()[:3]
+    inv = ft.Deployment("h100", "fp8", sms=sms, tile_m=16, tile_n=16, kernels="batch_invariant")
+    assert torch.all(gemm(x, w, inv.policy()) == 64.0)
+    # without promotion (fast accumulation) the narrow accumulator is the whole reduction
+    fast = ft.Deployment("h100", "fp8", fast_accum=True, kernels="batch_invariant")
+    assert fast.base_model() == fpsim.hardware.tensor_core("h100", "e4m3")
+
+
+@pytest.mark.parametrize("gpu", ["h100", "ada"])
+def test_fp8_rule_is_the_named_model(gpu):
+    """Random E4M3 operands (each row and the weight hold 448: scales 1): every batch size's
+    GEMM equals fpsim.matmul with Promoted(Promoted(core, 128), slice) when split, the
+    promoted core otherwise; the scaled path equals the tensor-core profile's bits."""
+    from fpsim import accum
+    dep = ft.Deployment(gpu, "e4m3", sms=4, tile_m=16, tile_n=16)
+    core = fpsim.hardware.tensor_core(gpu, "e4m3")
+    base = accum.Promoted(core, every=128)
+    rng = np.random.default_rng(3)
+    X = fpsim.quantize(rng.standard_normal((64, 640)) * 8, "e4m3")
+    W = fpsim.quantize(rng.standard_normal((640, 8)) * 8, "e4m3")
+    X[:, 7], W[9, :] = 448.0, 448.0
+    for M, model in [(1, accum.Promoted(base, every=256)), (16, accum.Promoted(base, every=256)),
+                     (64, base)]:
+        assert dep.gemm_model(M, 8, 640) == model
+        got = gemm(torch.tensor(X[:M], dtype=torch.float32), torch.tensor(W, dtype=torch.float32),
+                   dep.policy())
+        np.testing.assert_array_equal(got.numpy().astype(np.float64),
+                                      fpsim.matmul(X[:M], W, model=model))
+    # arbitrary scales: the deployment's scaled GEMM is the h100_fp8 profile's when unsplit
+    if gpu == "h100":
+        a, b = torch.randn(64, 640), torch.randn(640, 8)
+        np.testing.assert_array_equal(gemm(a, b, dep.policy()).numpy(),
+                                      gemm(a, b, ft.profiles.get("h100_fp8")).numpy())
+
+
+def test_fp8_batch_invariant_same_bits_every_batch():
+    torch.manual_seed(0)
+    x, w = torch.randn(64, 256), torch.randn(256, 8)
+    x[:, 3] = 10.0  # every batch has the same amax: the same per-tensor scale
+    for kw in ({}, {"scaling": "row"}):
+        inv = ft.Deployment("h100", "fp8", kernels="batch_invariant", sms=4, tile_m=16, tile_n=16, **kw)
+        full = gemm(x, w, inv.policy())
+        for n in (1, 3, 16):
+            assert torch.equal(gemm(x[:n], w, inv.policy()), full[:n]), (kw, n)
+    sd = ft.Deployment("h100", "fp8", sms=4, tile_m=16, tile_n=16, k_grain=64).policy()
+    assert not torch.equal(gemm(x[:1], w, sd), gemm(x, w, sd)[:1])  # shape-dependent: differs
+    # per-token scales: batch invariant for any rows; a per-tensor scale couples the rows
+    y = torch.randn(8, 256)
+    row = ft.Deployment("h100", "fp8", kernels="batch_invariant", scaling="row").policy()
+    assert torch.equal(gemm(y[:1], w, row), gemm(y, w, row)[:1])
+
+
+def test_fp8_needs_an_fp8_gpu():
+    with pytest.raises(ValueError, match=r"no FP8 tensor cores.*'h100'"):
+        ft.Deployment("a100", "fp8")
+    for g in ft.deployment.FP8_GPUS:  # the list matches the hardware table
+        fpsim.hardware.tensor_core(g, "e4m3")
+    for g in set(ft.deployment.SMS) - set(ft.deployment.FP8_GPUS):
+        with pytest.raises(ValueError):
+            fpsim.hardware.tensor_core(g, "e4m3")
+    with pytest.raises(ValueError, match="fast_accum"):
+        ft.Deployment("h100", "bf16", fast_accum=True)
+    with pytest.raises(ValueError, match="scaling"):
+        ft.Deployment("h100", "bf16", scaling="row")
+    assert ft.Deployment("h100", "e4m3") == ft.Deployment("h100", "fp8")
+
+
+# -- NCCL's double binary tree --------------------------------------------------------------
+
+def test_double_binary_tree_shape():
+    from fpsim.torch.collectives import btree, double_binary_tree
+    assert btree(8) == {0: (-1, (4,)), 1: (2, ()), 2: (4, (1, 3)), 3: (2, ()), 4: (0, (2, 6)),
+                        5: (6, ()), 6: (4, (5, 7)), 7: (6, ())}
+    t0, t1 = double_binary_tree(8)  # mirror r -> 7 - r
+    assert t1 == {7: (-1, (3,)), 6: (5, ()), 5: (3, (6, 4)), 4: (5, ()), 3: (7, (5, 1)),
+                  2: (1, ()), 1: (3, (2, 0)), 0: (1, ())}
+    for p in (2, 3, 4, 5, 6, 8):
+        t0, t1 = double_binary_tree(p)
+        assert sorted(t0) == sorted(t1) == list(range(p))
+        for t in (t0, t1):  # each a tree: every parent lists the rank as its child
+            assert all(r in t[u][1] for r, (u, _) in t.items() if u != -1)
+        inner = [{r for r, (_, k) in t.items() if k} for t in (t0, t1)]
+        if p % 2 == 0:  # mirrored: complementary, no rank is an inner node of both trees
+            assert not inner[0] & inner[1], (p, inner)
+    assert double_binary_tree(3)[1] == {1: (-1, (0,)), 2: (0, ()), 0: (1, (2,))}  # shift r -> r + 1
+
+
+def _dbt_by_hand(x, p):
+    """Element 0 through tree 0, element 1 through tree 1, in float32, the order written out."""
+    a = [np.float32(v[0]) for v in x]
+    b = [np.float32(v[1]) for v in x]
+    if p == 2:
+        return a[0] + a[1], b[1] + b[0]
+    if p == 4:
+        return a[0] + ((a[2] + a[1]) + a[3]), b[3] + ((b[1] + b[2]) + b[0])
+    s2, s6 = (a[2] + a[1]) + a[3], (a[6] + a[5]) + a[7]
+    t5, t1 = (b[5] + b[6]) + b[4], (b[1] + b[2]) + b[0]
+    return a[0] + ((a[4] + s2) + s6), b[7] + ((b[3] + t5) + t1)
+
+
+@pytest.mark.parametrize("p", [2, 4, 8])
+def test_double_binary_tree_allreduce_order(p):
+    from fpsim.torch.collectives import allreduce
+    rng = np.random.default_rng(p)
+    hits = 0
+    for _ in range(200):
+        x = [torch.tensor(np.float32(rng.standard_normal(2) * 2.0 ** rng.integers(-12, 12, 2)))
+             for _ in range(p)]
+        got = allreduce(x, "double_binary_tree", "fp32")
+        want = _dbt_by_hand([t.numpy() for t in x], p)
+        assert got.tolist() == [float(v) for v in want]
+        hits += got.tolist() != allreduce(x, "ring", "fp32").tolist()
+    assert p == 2 or hits > 0  # the orders differ, so the test could fail
+
+
+def test_double_binary_tree_in_a_model():
+    net = _Net(4)
+    w = torch.tensor([1.0, 1.0, BIG, 0.0]).expand(4, 4)
+    with torch.no_grad():
+        net.proj.weight.copy_(w)
+        net.qkv.weight.copy_(w)
+    dep = ft.Deployment("a100", "fp32", tp=4, allreduce="double_binary_tree", kernels="batch_invariant")
+    # elements 0, 1 (tree 0): x0 + ((x2 + x1) + x3) = 1 + (2^24 + 1) = 2^24 (ties);
+    # elements 2, 3 (tree 1): x3 + ((x1 + x2) + x0) = 0 + ((1 + 2^24) + 1) = 2^24 too
+    assert ft.convert(net, dep)(torch.ones(1, 4))[1].ravel().tolist() == [BIG] * 4
+    with pytest.raises(ValueError, match="allreduce"):
+        ft.Deployment("h100", allreduce="nccl")
+
+
+# -- backward GEMMs, each with its own shape ------------------------------------------------
+
+def _dw_case(B):
+    """x = ones (B, 64, 16); dY: 2^24 at row 0 and ones at rows 40 and 50 of sample 0, ones
+    at rows 6 and 10 of sample 1: dW = X^T dY reduces the B * 64 rows."""
+    g = torch.zeros(B, 64, 16)
+    g[0, 0], g[0, 40], g[0, 50] = BIG, 1.0, 1.0
+    if B > 1:
+        g[1, 6], g[1, 10] = 1.0, 1.0
+    return g
+
+
+@pytest.mark.parametrize("B, kernels, want", [
+    (1, "shape_dependent", BIG),          # M = 64 rows: one grain, no split: 2^24 (ties)
+    (2, "shape_dependent", BIG + 2),      # M = 128: 2 slices of 64: 2^24 + (1 + 1)
+    (2, "batch_invariant", BIG),          # one sequential fp32 sum over the 128 rows
+])
+def test_backward_dw_split_follows_the_batch(B, kernels, want):
+    """dW's GEMM is (K=16, N=16, M=B*64): its split-K, min(16, sms // 1, M // 64), grows
+    with the batch, while the forward GEMM (M, 16, 16) never splits (K < one grain)."""
+    dep = ft.Deployment("a100", "fp32", kernels=kernels, **SMALL)
+    lin = torch.nn.Linear(16, 16, bias=False)
+    x = torch.ones(B, 64, 16, requires_grad=True)
+    with ft.emulate(dep):
+        y = lin(x)
+        (y * _dw_case(B)).sum().backward()
+    assert dep.splits(B * 64, 16, 16) == 1
+    assert dep.splits(16, 16, B * 64) == (B if kernels == "shape_dependent" else 1)
+    assert torch.all(lin.weight.grad == want), lin.weight.grad[:2, :2]
+    # dX = dY W^T is (M, 16, 16): no split either way; equal to the exact product here
+    np.testing.assert_array_equal(x.grad.numpy(), (_dw_case(B) @ lin.weight.detach()).numpy())
+
+
+def test_backward_models_by_shape_and_fp8():
+    from fpsim import accum
+    dep = ft.Deployment("h100", "fp8", sms=4, tile_m=16, tile_n=16)
+    mixed = dep.base_model(backward=True)
+    assert mixed.inner.in_fmt is None and mixed.every == 128  # e4m3 x e5m2 products
+    # dX of a (16, 512) x (512, 16) GEMM is (16, 512, 16): K = 16 < one grain, no split;
+    # dW is (512, 16, 16): 4 x 1 tiles fill the 4 SMs, no split; a (16, 16, 512) GEMM splits
+    assert dep.gemm_model(16, 512, 16, backward=True) == mixed
+    assert dep.gemm_model(16, 16, 512, backward=True) == accum.Promoted(mixed, every=128)
+    # a training step under an fp8 deployment: gradients flow and are finite
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 16)
+    x = torch.randn(4, 256, requires_grad=True)
+    with ft.emulate(dep):
+        lin(x).square().sum().backward()
+    assert torch.isfinite(lin.weight.grad).all() and lin.weight.grad.abs().sum() > 0
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_tensor_parallel_and_output_splitk_train():
+    """The row-parallel all-reduce and the "output" split-K reduction carry gradients: the
+    gradient of the sum to every rank's (every slice's) GEMM, whose backward GEMMs run with
+    their own shapes; equal to fp32 torch up to rounding."""
+    torch.manual_seed(0)
+    net = _Net(8)
+    x = torch.randn(3, 4)
+    ref = [p.detach().clone() for p in net.proj.parameters()]
+    net(x)[1].square().sum().backward()
+    want = [p.grad.clone() for p in net.proj.parameters()]
+    for dep in (ft.Deployment("a100", "fp32", tp=2, allreduce="double_binary_tree"),
+                ft.Deployment("a100", "bf16", splitk_reduction="output", sms=4, tile_m=16, tile_n=16,
+                              k_grain=2)):
+        net.zero_grad()
+        with ft.emulate(dep, model=net):
+            net(x)[1].square().sum().backward()
+        for p, r, w in zip(net.proj.parameters(), ref, want):
+            assert torch.equal(p.detach(), r)
+            torch.testing.assert_close(p.grad, w, rtol=0.05, atol=0.05)

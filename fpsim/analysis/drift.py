@@ -523,6 +523,21 @@ def _audit_point(dtype, gpu, batch_size, tp, *, model, prompts, max_new_tokens, 
     return {"tokens": out["tokens"], "top1_prob": out["top1_prob"], "logits": out["logits"].tolist()}
 
 
+def _check_deployments(cfgs, options):
+    """Build every deployment once before any run, so that a bad option or a dtype a GPU
+    lacks (fp8 on an A100) fails at once, in this process, not on a worker mid-grid."""
+    import fpsim.torch as ft
+    bad = []
+    for c in cfgs:
+        try:
+            ft.Deployment(c["gpu"], c["dtype"], tp=c["tp"], **options)
+        except (TypeError, ValueError) as e:
+            bad.append(f"{c['dtype']} on {c['gpu']} (tp={c['tp']}): {e}")
+    if bad:
+        raise ValueError("deployment_audit: some deployments of the grid cannot be built:\n  "
+                         + "\n  ".join(dict.fromkeys(bad)))
+
+
 def _top1_diff(pa, pb, d):
     """max |Δ top-1 probability| over every prompt's steps before its outputs diverge (any
     bit that changed in the logits of any step shows here)."""
@@ -637,6 +652,7 @@ def deployment_audit(model, prompts, *, judge=None, max_new_tokens: int = 16, eo
     from .sweep import sweep
 
     cfgs = deployment_configs(dtypes=dtypes, batch_sizes=batch_sizes, tps=tps, gpus=gpus, full=full)
+    _check_deployments(cfgs, options)
     ids = [list(map(int, p)) for p in prompts]
     fn = functools.partial(_audit_point, model=model, prompts=ids, max_new_tokens=int(max_new_tokens),
                            eos=eos, options=dict(options))

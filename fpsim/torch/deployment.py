@@ -23,25 +23,45 @@ plausible, not verified on a GPU by fpsim):
     K into ``s = min(max_splits, sms // tiles, K // k_grain)`` slices of a multiple of
     ``k_grain`` products; each slice is accumulated by the GPU's tensor core (fp32 partial),
     and the partials are added in fp32 in slice order:
-    ``fpsim.accum.Promoted(tensor_core, every=slice)``. *Fact*: cuBLAS/CUTLASS use split-K
+    ``fpsim.accum.Promoted(tensor_core, every=slice)``. The rule is applied to every GEMM
+    with its own shape, the two backward GEMMs of training included (``dX = dY W^T`` is
+    (M, K, N): N reduced; ``dW = X^T dY`` is (K, N, M): the batch x length rows reduced,
+    so the batch size changes dW's split). *Fact*: cuBLAS/CUTLASS use split-K
     for small-M GEMMs and combine the fp32 partials in a separate reduction (CUTLASS
     ``GemmSplitKParallel``, cuBLASLt ``CUBLASLT_ALGO_CONFIG_SPLITK_NUM``); the K grain of 64
     products for fp16/bf16 and 128 for FP8 is the granularity reported for cuBLAS.
     *Assumptions*: the tile sizes, the one-wave threshold and the in-order fp32 combination
     (cuBLAS's heuristics are not published).
+``dtype="fp8"`` (or ``"e4m3"``) -- FP8 GEMMs (Ada, Hopper, Blackwell)
+    every GEMM runs on per-tensor-scaled E4M3 operands (E5M2 gradients) as the
+    ``h100_fp8`` profile: one fp32 amax scale per operand, computed on the whole tensor
+    before K is sharded or sliced (as Transformer Engine reduces the amax over the
+    tensor-parallel group), the two scales multiplying each fp32 result in the epilogue.
+    The unsplit GEMM is the GPU's FP8 tensor core (``fpsim.hardware.tensor_core(gpu,
+    "e4m3")``, a narrow fused accumulator) promoted into fp32 every 128 products
+    (``fpsim.hardware.fp8_promoted``); ``fast_accum=True``: no promotion. Split-K works at
+    the FP8 grain (``k_grain`` 128), so a slice is a whole number of promotion blocks and
+    split-K reorders the fp32 additions of the block sums: ``((c0 + c1) + c2) + c3`` unsplit,
+    ``(c0 + c1) + (c2 + c3)`` in two slices. Outputs and the all-reduce are bf16. A dynamic
+    per-tensor activation scale depends on every row of the batch, so the batch size also
+    acts through it, even with ``batch_invariant`` kernels (``scaling="row"``: per-token and
+    per-channel scales, which do not). *Fact*: cuBLASLt promotes FP8 accumulation
+    periodically unless ``CUBLASLT_MATMUL_DESC_FAST_ACCUM`` is set; FP8 serving (vLLM,
+    TensorRT-LLM) writes the FP8 GEMMs' outputs in the model's 16-bit dtype. *Assumptions*:
+    the promotion interval 128 (DeepSeek-V3's; cuBLAS does not publish its), attention's
+    GEMMs in FP8 too (as under ``h100_fp8``).
 ``tp`` -- tensor parallelism (Megatron-LM layout)
     column-parallel layers (QKV, MLP up) need no cross-rank sum: their bits are unchanged.
     A row-parallel layer (module name matching ``row_parallel``: attention output and MLP
     down projections) splits K into ``tp`` equal contiguous shards; each rank runs its own
     GEMM (M, N, K/tp) under the kernel rule, rounds the result into ``comm_dtype`` and the
-    ranks' results are summed by an all-reduce: ``"ring"`` (reduce-scatter: output chunk
-    ``c`` of ``tp`` equal chunks of the flattened output is accumulated starting at rank
-    ``c+1`` and going round the ring to rank ``c``) or ``"tree"`` (pairwise halves), every
-    addition rounded into ``comm_dtype``; the bias is added after the all-reduce. *Fact*:
-    Megatron-LM's row/column split and the all-reduce of row-parallel outputs in the
-    activation dtype (bf16 by default); NCCL's ring reduce-scatter adds each chunk rank by
-    rank. *Assumption*: the chunk-to-start-rank mapping and the tree shape (NCCL's double
-    binary tree is not modelled).
+    ranks' results are summed by an all-reduce (:mod:`fpsim.torch.collectives`):
+    ``"ring"`` (the default), ``"double_binary_tree"`` (NCCL's trees) or ``"tree"``
+    (pairwise halves), every addition rounded into ``comm_dtype``; the bias is added after
+    the all-reduce. *Fact*: Megatron-LM's row/column split and the all-reduce of
+    row-parallel outputs in the activation dtype (bf16 by default). The facts and
+    assumptions of each order, and which one NCCL picks, are in
+    :mod:`fpsim.torch.collectives`.
 
 ``attention`` -- split-KV (flash-decoding)
     ``scaled_dot_product_attention`` runs as a split-KV kernel: the keys are cut into
@@ -66,6 +86,8 @@ plausible, not verified on a GPU by fpsim):
 'h100/bf16/tp2/shape_dependent'
 >>> d.splits(1, 4096, 4096), d.splits(8192, 4096, 4096)  # split-K for a batch-1 GEMM only
 (4, 1)
+>>> ft.Deployment("h100", "fp8").k_grain
+128
 """
 
 from __future__ import annotations
@@ -76,14 +98,21 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["Deployment", "KERNELS", "ALLREDUCE", "DTYPES", "SMS", "ROW_PARALLEL"]
+from .. import accum, hardware
+from . import profiles
+from .collectives import ALLREDUCE, allreduce, sequential_sum, with_grad_of
+from .gemm import gemm, prepare
+from .policy import Scaled
+from .splitkernels import split_kv_attention, split_norm
+
+__all__ = ["Deployment", "KERNELS", "ALLREDUCE", "DTYPES", "SMS", "ROW_PARALLEL", "FP8_GPUS",
+           "allreduce"]
 
 #: Kernel behaviours of a deployment.
 KERNELS = ("batch_invariant", "shape_dependent")
-#: All-reduce orders of tensor-parallel partial sums.
-ALLREDUCE = ("ring", "tree")
-#: Deployment dtypes: the fpsim.torch profile each starts from.
-DTYPES = ("bf16", "fp16", "fp32", "layercast")
+#: Deployment dtypes: the fpsim.torch profile each starts from ("fp8": module docstring;
+#: ``"e4m3"`` is accepted as its other name).
+DTYPES = ("bf16", "fp16", "fp32", "layercast", "fp8")
 #: Streaming multiprocessors per GPU (NVIDIA data sheets; H100/H200 SXM, A100 SXM).
 SMS = {"v100": 80, "a100": 108, "a2": 10, "a30": 56, "ada": 128, "l40s": 142, "h100": 132,
        "h200": 132, "b200": 148}
@@ -91,6 +120,10 @@ SMS = {"v100": 80, "a100": 108, "a2": 10, "a30": 56, "ada": 128, "l40s": 142, "h
 #: down projections; GPT-2/Llama/BERT/TinyGPT names).
 ROW_PARALLEL = ("proj", "*.proj", "*o_proj", "*down_proj", "*out_proj", "*c_proj", "*fc2",
                 "*.mlp.2", "*dense_4h_to_h", "*attention.dense", "*attention.output.dense")
+#: GPUs of :data:`SMS` whose tensor cores take FP8 (E4M3/E5M2) inputs: Ada, Hopper, Blackwell.
+FP8_GPUS = ("ada", "l40s", "h100", "h200", "b200")
+#: Products per split-K grain (cuBLAS, as reported): 16-bit and fp32 inputs, FP8 inputs.
+K_GRAIN = {"fp8": 128}
 
 
 @dataclass(frozen=True)
@@ -100,22 +133,32 @@ class Deployment:
     Parameters
     ----------
     gpu : str
-        GPU whose tensor core runs the 16-bit GEMMs (``fpsim.hardware.GPUS``, any case).
-    dtype : {"bf16", "fp16", "fp32", "layercast"}
+        GPU whose tensor core runs the 16-bit and FP8 GEMMs (a key of :data:`SMS`, any case).
+    dtype : {"bf16", "fp16", "fp32", "layercast", "fp8"}
         The serving precision: the fpsim.torch profile of that name (``"layercast"``: bf16
         weights computed in fp32). fp32 GEMMs are CUDA-core FMA chains (sequential fp32).
+        ``"fp8"`` (or ``"e4m3"``): per-tensor-scaled E4M3 GEMMs with bf16 outputs, on the
+        GPUs of :data:`FP8_GPUS` only (module docstring).
     tp : int
         Tensor-parallel degree (1: one GPU).
     kernels : {"shape_dependent", "batch_invariant"}
         Whether the reduction order of a GEMM depends on its shape (split-K) or is fixed.
-    allreduce : {"ring", "tree"}
-        Order of the cross-rank sum of row-parallel layers.
+    allreduce : {"ring", "double_binary_tree", "tree"}
+        Order of the cross-rank sum of row-parallel layers (:mod:`fpsim.torch.collectives`).
     comm_dtype : str, optional
-        Format of the all-reduce (default: the dtype's activation format, fp32 for
-        fp32/layercast).
+        Format of the all-reduce (default: the dtype's activation format: bf16 for fp8, fp32
+        for fp32/layercast).
     sms, tile_m, tile_n, k_grain, max_splits : int, optional
         The split-K rule (module docstring). ``sms`` defaults to the GPU's SM count,
-        ``k_grain`` to 64 (16-bit and fp32 inputs).
+        ``k_grain`` to 64 (16-bit and fp32 inputs) or 128 (fp8).
+    fast_accum : bool
+        fp8 only: the tensor core accumulates all of K without promotion into fp32 (cuBLASLt
+        ``CUBLASLT_MATMUL_DESC_FAST_ACCUM``).
+    scaling : {"tensor", "row"}
+        fp8 only: one dynamic amax scale per operand (``"tensor"``, as ``h100_fp8``) or per
+        token / output channel (``"row"``). A per-tensor activation scale depends on every
+        row of the batch, so with it even ``batch_invariant`` kernels change bits with the
+        batch (unless its amax is the same); per-row scales do not.
     splitk_reduction : {"compute", "output"}
         How split-K partials are combined: ``"compute"`` in fp32, in slice order (cuBLASLt
         ``CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE``); ``"output"``: each partial rounded into
@@ -139,7 +182,7 @@ class Deployment:
     sms: int | None = None
     tile_m: int = 128
     tile_n: int = 128
-    k_grain: int = 64
+    k_grain: int | None = None
     max_splits: int = 16
     splitk_reduction: str = "compute"
     kv_block: int | None = None
@@ -147,6 +190,8 @@ class Deployment:
     norm_grain: int = 256
     norm_max_splits: int = 8
     row_parallel: tuple = ROW_PARALLEL
+    fast_accum: bool = False
+    scaling: str = "tensor"
     name: str = field(default="", compare=False)
 
     def __post_init__(self):
@@ -154,8 +199,21 @@ class Deployment:
         if gpu not in SMS:
             raise ValueError(f"Deployment gpu={self.gpu!r} is not known; choose one of {sorted(SMS)}")
         object.__setattr__(self, "gpu", gpu)
+        if self.dtype == "e4m3":
+            object.__setattr__(self, "dtype", "fp8")
         if self.dtype not in DTYPES:
-            raise ValueError(f"Deployment dtype={self.dtype!r}; choose one of {DTYPES}")
+            raise ValueError(f"Deployment dtype={self.dtype!r}; choose one of {DTYPES} (or 'e4m3')")
+        if self.dtype == "fp8" and gpu not in FP8_GPUS:
+            raise ValueError(f"Deployment gpu={gpu!r} has no FP8 tensor cores: dtype='fp8' needs "
+                             f"one of {FP8_GPUS} (Ada, Hopper, Blackwell)")
+        if not isinstance(self.fast_accum, bool) or (self.fast_accum and self.dtype != "fp8"):
+            raise ValueError(f"Deployment fast_accum={self.fast_accum!r}: a bool, True only with "
+                             "dtype='fp8' (FP8 accumulation without promotion into fp32)")
+        if self.scaling not in ("tensor", "row") or (self.scaling != "tensor" and self.dtype != "fp8"):
+            raise ValueError(f"Deployment scaling={self.scaling!r}: 'tensor' or 'row' (per-token "
+                             "and per-channel amax scales), 'row' only with dtype='fp8'")
+        if self.k_grain is None:
+            object.__setattr__(self, "k_grain", K_GRAIN.get(self.dtype, 64))
         if self.kernels not in KERNELS:
             raise ValueError(f"Deployment kernels={self.kernels!r}; choose one of {KERNELS}")
         if self.splitk_reduction not in ("compute", "output"):
@@ -172,7 +230,8 @@ class Deployment:
         if self.sms is None:
             object.__setattr__(self, "sms", SMS[gpu])
         if self.comm_dtype is None:
-            object.__setattr__(self, "comm_dtype", self.dtype if self.dtype in ("bf16", "fp16") else "fp32")
+            object.__setattr__(self, "comm_dtype", {"fp16": "fp16", "bf16": "bf16", "fp8": "bf16"}
+                               .get(self.dtype, "fp32"))
         if self.comm_dtype not in ("bf16", "fp16", "fp32"):
             raise ValueError(f"Deployment comm_dtype={self.comm_dtype!r}; choose bf16, fp16 or fp32")
         if isinstance(self.row_parallel, str):
@@ -222,7 +281,7 @@ class Deployment:
         """
         if self.kernels == "batch_invariant":
             return 1
-        kv = self.kv_block or (256 if head_dim <= 64 else 128 if head_dim <= 128 else 64)
+        kv = self.kv_block or _kv_block(head_dim)
         bhm = batch_heads * math.ceil(L / self.q_block)
         n_blocks, slots = math.ceil(S / kv), 2 * self.sms
         if bhm >= 0.8 * slots:
@@ -252,26 +311,28 @@ class Deployment:
             return 1
         return max(1, min(self.norm_max_splits, self.sms // rows, d // self.norm_grain))
 
-    def base_model(self):
+    def base_model(self, backward: bool = False):
         """The accumulation model of one unsplit GEMM: the GPU's tensor core on 16-bit
-        inputs, a sequential fp32 FMA chain for fp32 and LayerCast.
+        inputs, a sequential fp32 FMA chain for fp32 and LayerCast, the FP8 tensor core
+        promoted into fp32 every 128 products for fp8 (``backward``: the same core taking
+        the mixed E4M3 x E5M2 operands of the backward GEMMs).
 
         >>> Deployment("a100", "bf16").base_model().name
         'A100 bf16'
+        >>> Deployment("h100", "fp8").base_model().every
+        128
         """
-        from .. import accum, hardware
-        if self.dtype in ("bf16", "fp16"):
-            return hardware.tensor_core(self.gpu, self.dtype)
-        return accum.Sequential("fp32", fma=True)
+        return _base_model(self, bool(backward))
 
-    def gemm_model(self, M: int, N: int, K: int, batch: int = 1):
-        """The accumulation model the rule picks for a GEMM of this shape.
+    def gemm_model(self, M: int, N: int, K: int, batch: int = 1, backward: bool = False):
+        """The accumulation model the rule picks for a GEMM of this shape (``backward``: a
+        backward GEMM, from :meth:`base_model` ``(backward=True)``).
 
         >>> d = Deployment("a100", "fp32", sms=4, tile_m=16, tile_n=16)
         >>> type(d.gemm_model(64, 16, 256)).__name__, d.gemm_model(1, 16, 256).every
         ('Sequential', 64)
         """
-        return _gemm_model(self, M, N, K, batch)
+        return _gemm_model(self, M, N, K, batch, bool(backward))
 
     # -- as a policy ----------------------------------------------------------------------
     def policy(self, model=None):
@@ -301,14 +362,48 @@ class Deployment:
         return _policy(self, pats)
 
 
+def _kv_block(head_dim):
+    """FlashAttention-2's keys per block for a head dimension."""
+    return 256 if head_dim <= 64 else 128 if head_dim <= 128 else 64
+
+
+@lru_cache(maxsize=64)
+def _base_model(dep: Deployment, backward: bool):
+    if dep.dtype in ("bf16", "fp16"):
+        return hardware.tensor_core(dep.gpu, dep.dtype)
+    if dep.dtype != "fp8":
+        return accum.Sequential("fp32", fma=True)
+    core = hardware.tensor_core(dep.gpu, "e4m3")
+    if backward:  # the same fused adder on e4m3 x e5m2 products (as the h100_fp8 profile)
+        core = accum.FusedBlock(core.n, core.neab, out_fmt=core.out_fmt, rounding=core.rounding,
+                                in_fmt=None, name=f"{core.name} mixed fp8")
+    return core if dep.fast_accum else accum.Promoted(core, every=128)
+
+
 @lru_cache(maxsize=4096)
-def _gemm_model(dep: Deployment, M, N, K, batch):
-    from .. import accum
-    base = dep.base_model()
+def _gemm_model(dep: Deployment, M, N, K, batch, backward=False):
+    base = dep.base_model(backward)
     L = dep.slice_length(M, N, K, batch)
     if L >= K:
         return base
     return accum.Promoted(base, every=L)
+
+
+@dataclass(frozen=True)
+class _Backward:
+    """The ``backward_accum`` of the policy a deployment's GEMM runs under:
+    :mod:`fpsim.torch.gemm` asks :meth:`plan_backward` for the model of each backward GEMM
+    ``x @ y``, which the rule picks by that GEMM's own shape."""
+
+    dep: Deployment
+
+    @property
+    def name(self):
+        return self.dep.name + " backward"
+
+    def plan_backward(self, x, y):
+        batch = math.prod(torch.broadcast_shapes(x.shape[:-2], y.shape[:-2]))
+        return self.dep.gemm_model(x.shape[-2], y.shape[-1], x.shape[-1], batch, backward=True)
 
 
 @dataclass(frozen=True)
@@ -325,174 +420,91 @@ class _Kernels:
         return self.dep.name + (" row-parallel" if self.row_parallel else "")
 
     def plan_gemm(self, a, b, pol, roles, what):
-        from .gemm import gemm
         if b.dim() == 2 and a.dim() > 2:
             M, batch = math.prod(a.shape[:-1]), 1
         else:
             M = a.shape[-2]
             batch = math.prod(torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
         K, N = a.shape[-1], b.shape[-1]
+        # scaled operands (fp8): one scale per whole operand, before K is sharded or sliced;
+        # the GEMMs below then run on the element values and each result is scaled
+        scales = None
+        if any(isinstance(pol.role_fmt(r), Scaled) for r in roles):
+            dtype = a.dtype
+            a, b = a.float(), b.float()
+            (a, sa), (b, sb) = (prepare(a, pol.role_fmt(roles[0]), pol.rounding, -1),
+                                prepare(b, pol.role_fmt(roles[1]), pol.rounding, -2))
+            scales, pol = (sa, sb, dtype), _unscaled(pol, tuple(roles))
         tp = self.dep.tp if self.row_parallel else 1
         if tp == 1:
-            return self._local(a, b, pol, roles, what, M, N, K, batch)
+            return self._local(a, b, pol, roles, what, M, N, K, batch, scales)
         if K % tp:
             raise ValueError(f"{what}: K={K} is not divisible by tp={tp}: a row-parallel layer "
                              "shards K equally over the ranks")
         k = K // tp
         parts = [self._local(a[..., r * k:(r + 1) * k], b[..., r * k:(r + 1) * k, :], pol, roles,
-                             what, M, N, k, batch) for r in range(tp)]
-        return allreduce(parts, self.dep.allreduce, self.dep.comm_dtype).to(parts[0].dtype)
+                             what, M, N, k, batch, scales) for r in range(tp)]
+        return allreduce(parts, self.dep.allreduce, self.dep.comm_dtype)
 
     def attention(self, s, v, pol):
-        """softmax(s) @ v as a split-KV kernel: the keys cut into ``kv_splits`` chunks (of
-        whole ``kv_block`` s), each giving its row max ``m_j``, ``l_j = sum exp(s - m_j)`` and
-        ``o_j = exp(s - m_j) @ v_j`` (a GEMM under the policy; P rounded like any GEMM
-        operand), combined as ``sum exp(m_j - m) o_j / sum exp(m_j - m) l_j`` in fp32."""
-        from .gemm import gemm
+        """softmax(s) @ v as a split-KV kernel with ``kv_splits`` key chunks
+        (:func:`fpsim.torch.splitkernels.split_kv_attention`)."""
         *lead, L, S = s.shape
         n = self.dep.kv_splits(math.prod(lead), L, S, v.shape[-1])
-        kv = self.dep.kv_block or (256 if v.shape[-1] <= 64 else 128 if v.shape[-1] <= 128 else 64)
-        step = kv * math.ceil(math.ceil(S / kv) / n)
-        s = s.float()
-        ms, ls, os_ = [], [], []
-        for j in range(0, S, step):
-            sj = s[..., j:j + step]
-            m = sj.amax(-1, keepdim=True)
-            # a chunk fully masked for a row: its terms are exp(-inf) = 0, weight 0 below
-            e = torch.exp(sj - torch.where(torch.isinf(m), torch.zeros_like(m), m))
-            ms.append(m)
-            ls.append(e.sum(-1, keepdim=True))
-            os_.append(gemm(e.to(v.dtype), v[..., j:j + step, :], pol, roles=("activation", "activation"),
-                            what="sdpa PV (split-KV)").float())
-        mx = torch.stack(ms).amax(0)
-        w = [torch.exp(m - mx) for m in ms]
-        num = sum(wi * o for wi, o in zip(w, os_))
-        den = sum(wi * li for wi, li in zip(w, ls))
-        return (num / den).to(v.dtype)
+        return split_kv_attention(s, v, pol, n, self.dep.kv_block or _kv_block(v.shape[-1]))
 
     def norm(self, func, args, kwargs):
-        """layer_norm / rms_norm over the last dimension with the row sums split into
-        ``norm_splits(rows, d)`` chunks (each summed by torch in fp32, the chunk sums added
-        in order); NotImplemented for other ops (they run as under the profile)."""
-        name = getattr(func, "__name__", "")
-        if name not in ("layer_norm", "rms_norm"):
-            return NotImplemented
-        x = args[0] if args else kwargs.get("input")
-        shape = args[1] if len(args) > 1 else kwargs.get("normalized_shape")
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        if len(shape) != 1 or not x.is_floating_point():
-            return NotImplemented
-        rest = list(args[2:]) + [None] * 3
-        if name == "layer_norm":
-            w, b, eps = (kwargs.get("weight", rest[0]), kwargs.get("bias", rest[1]),
-                         kwargs.get("eps", rest[2] if rest[2] is not None else 1e-5))
-        else:
-            w, b = kwargs.get("weight", rest[0]), None
-            eps = kwargs.get("eps", rest[1])
-            eps = torch.finfo(torch.float32).eps if eps is None else eps
-        d = x.shape[-1]
-        n = self.dep.norm_splits(x.numel() // max(d, 1), d)
-        step = math.ceil(d / n)
-        xf = x.float()
+        """layer_norm / rms_norm with the row sums split into ``norm_splits(rows, d)`` chunks
+        (:func:`fpsim.torch.splitkernels.split_norm`)."""
+        return split_norm(func, args, kwargs, self.dep.norm_splits)
 
-        def rowsum(t):
-            parts = [t[..., j:j + step].sum(-1, keepdim=True) for j in range(0, d, step)]
-            s = parts[0]
-            for p in parts[1:]:
-                s = s + p
-            return s
-        if name == "layer_norm":
-            mean = rowsum(xf) / d
-            xc = xf - mean
-            var = rowsum(xc * xc) / d
-        else:
-            xc, var = xf, rowsum(xf * xf) / d
-        y = xc * torch.rsqrt(var + eps)
-        if w is not None:
-            y = y * w.float()
-        if b is not None:
-            y = y + b.float()
-        return y.to(x.dtype)
-
-    def _local(self, a, b, pol, roles, what, M, N, K, batch):
-        """One GPU's GEMM under the kernel rule."""
-        from .gemm import gemm
+    def _local(self, a, b, pol, roles, what, M, N, K, batch, scales=None):
+        """One GPU's GEMM under the kernel rule (``scales``: (sa, sb, dtype) of operands
+        already divided by their scales)."""
         dep = self.dep
-        out_fmt = pol.output if dep.dtype in ("bf16", "fp16") else None
+
+        def run(x, y, model):
+            out = gemm(x, y, _concrete(pol, model, dep), roles, what)
+            if scales is None:
+                return out
+            sa, sb, dtype = scales  # the epilogue of a scaled GEMM, as fpsim.torch.gemm does
+            return (out * sa.to(out.dtype) * sb.to(out.dtype)).to(dtype)
+        out_fmt = pol.output if dep.dtype in ("bf16", "fp16", "fp8") else None
         if dep.splitk_reduction == "compute" or out_fmt is None:
-            return gemm(a, b, _concrete(pol, dep.gemm_model(M, N, K, batch)), roles, what)
+            return run(a, b, dep.gemm_model(M, N, K, batch))
         L = dep.slice_length(M, N, K, batch)  # "output": partials in the output format
-        base = _concrete(pol, dep.base_model())
-        parts = [gemm(a[..., j:j + L], b[..., j:j + L, :], base, roles, what) for j in range(0, K, L)]
-        return _sequential(parts, out_fmt).to(parts[0].dtype)
+        base = dep.base_model()
+        parts = [run(a[..., j:j + L], b[..., j:j + L, :], base) for j in range(0, K, L)]
+        if len(parts) == 1:  # no split: the in-place scheme still writes it in the output format
+            return sequential_sum(parts, out_fmt)
+        value = sequential_sum([p.detach() for p in parts], out_fmt)
+        if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+            # the slices are the forward's arithmetic only: training's backward GEMMs are
+            # those of the whole GEMM (each with its own split, fpsim.torch.gemm)
+            value = with_grad_of(value, run(a, b, base))
+        return value
 
 
 @lru_cache(maxsize=4096)
-def _concrete(pol, model):
-    return pol.replace(accum=model, backward_accum=None)
+def _concrete(pol, model, dep):
+    return pol.replace(accum=model, backward_accum=_Backward(dep))
 
 
-def allreduce(parts, order="ring", comm_dtype="bf16"):
-    """Sum of the ranks' partial results as an all-reduce computes it, every value and
-    every addition rounded into ``comm_dtype``.
-
-    ``"ring"``: the flattened output is cut into ``len(parts)`` equal chunks (the last may
-    be shorter); chunk ``c`` is accumulated as ``((x[c+1] + x[c+2]) + ...) + x[c]`` (ranks
-    mod ``p``), the reduce-scatter of a ring. ``"tree"``: pairwise halves
-    ``(x0 + x1) + (x2 + x3)`` for every element.
-
-    >>> import torch
-    >>> x = [torch.tensor([1.0, 1.0]), torch.tensor([2.0**-8, 2.0**-8]), torch.tensor([2.0**-8, 2.0**-8])]
-    >>> allreduce(x, "ring", "bf16").tolist()  # chunk 0: (x1+x2)+x0, chunk 1: (x2+x0)+x1
-    [1.0078125, 1.0]
-    """
-    from .quantize import quantize
-    if order not in ALLREDUCE:
-        raise ValueError(f"allreduce order={order!r}; choose one of {ALLREDUCE}")
-    p = len(parts)
-    shape = parts[0].shape
-
-    def rnd(t):  # float64 sums of two comm-format values round once into the format (exact
-        # sum, or innocuous double rounding: float64 has > 2p+2 bits of any comm format)
-        return quantize(t, comm_dtype)
-
-    xs = [rnd(t.detach().to(torch.float64)).reshape(-1) for t in parts]
-    if p == 1:
-        return xs[0].reshape(shape)
-    if order == "tree":
-        def tree(lo, hi):
-            if hi - lo == 1:
-                return xs[lo]
-            mid = lo + (hi - lo) // 2
-            return rnd(tree(lo, mid) + tree(mid, hi))
-        return tree(0, p).reshape(shape)
-    n = xs[0].numel()
-    step = math.ceil(n / p)
-    out = torch.empty(n, dtype=torch.float64)
-    for c in range(p):
-        sl = slice(c * step, min(n, (c + 1) * step))
-        if sl.start >= n:
-            break
-        s = xs[(c + 1) % p][sl]
-        for j in range(2, p + 1):
-            s = rnd(s + xs[(c + j) % p][sl])
-        out[sl] = s
-    return out.reshape(shape)
-
-
-def _sequential(parts, fmt):
-    """``((p0 + p1) + p2) + ...`` with every value and sum rounded into ``fmt``."""
-    from .quantize import quantize
-    s = quantize(parts[0].detach().to(torch.float64), fmt)
-    for p in parts[1:]:
-        s = quantize(s + quantize(p.detach().to(torch.float64), fmt), fmt)
-    return s
+@lru_cache(maxsize=256)
+def _unscaled(pol, roles):
+    """``pol`` with the scaled formats of ``roles`` replaced by their element formats."""
+    return pol.replace(**{r: pol.role_fmt(r).fmt for r in set(roles)
+                          if isinstance(pol.role_fmt(r), Scaled)})
 
 
 @lru_cache(maxsize=256)
 def _policy(dep: Deployment, patterns: tuple):
-    from . import profiles
-    base = profiles.get(dep.dtype)
+    if dep.dtype == "fp8":  # a bf16 model whose GEMMs are FP8 (as the h100_fp8 profile)
+        op = Scaled("e4m3", per=dep.scaling)
+        base = profiles.get("bf16").replace(weight=op, activation=op,
+                                            gradient=Scaled("e5m2", per=dep.scaling))
+    else:
+        base = profiles.get(dep.dtype)
     pol = base.replace(accum=_Kernels(dep), backward_accum=None, name=dep.name,
                        description=f"{dep.gpu.upper()} {dep.dtype}, tp={dep.tp}, {dep.kernels} "
                                    f"kernels ({dep.allreduce} all-reduce in {dep.comm_dtype})")

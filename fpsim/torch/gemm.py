@@ -202,9 +202,16 @@ def _model_forward(a, b, pol, ra, rb):
     return _scale_out(model_matmul(qa, qb, pol.accum), sa, sb).to(a.dtype)
 
 
+def _backward_model(pol, x, y):
+    """Model of the backward GEMM ``x @ y``: a Deployment's kernels pick it by that GEMM's
+    own shape (``plan_backward``, fpsim.torch.deployment); else the policy's backward model."""
+    plan = getattr(pol.bwd_model, "plan_backward", None)
+    return pol.bwd_model if plan is None else plan(x, y)
+
+
 def _grad_a(g, a, b, pol, rb):
     """dA = G @ Bᵀ (reduction over N) through the backward model."""
-    m = pol.bwd_model
+    m = _backward_model(pol, g, b.transpose(-1, -2))
     qg, sg = prepare(g, pol.role_fmt("gradient", m), pol.grad_rounding, -1, ste=False)
     qbt, sbt = prepare(b.transpose(-1, -2), pol.role_fmt(rb, m), pol.rounding, -2, ste=False)
     ga = _scale_out(_run(qg, qbt, m), sg, sbt).to(a.dtype)
@@ -213,7 +220,7 @@ def _grad_a(g, a, b, pol, rb):
 
 def _grad_b(g, a, b, pol, ra):
     """dB = Aᵀ @ G (reduction over M) through the backward model."""
-    m = pol.bwd_model
+    m = _backward_model(pol, a.transpose(-1, -2), g)
     qat, sat = prepare(a.transpose(-1, -2), pol.role_fmt(ra, m), pol.rounding, -1, ste=False)
     qg, sg = prepare(g, pol.role_fmt("gradient", m), pol.grad_rounding, -2, ste=False)
     gb = _scale_out(_run(qat, qg, m), sat, sg).to(b.dtype)
