@@ -144,6 +144,17 @@ def _evens_then_odds(k):
     return k.a[:, idx], k.b[:, idx]
 
 
+def _half(k, start):
+    """Exact sum of the products of LOW_THEN_HIGH[start:start + 16]."""
+    idx = list(LOW_THEN_HIGH[start:start + 16])
+    return k.dot(Exact("fp64"), a=k.a[:, idx], b=k.b[:, idx])
+
+
+def _low_step(k):
+    """The first step: the low half-words' products fused (F=25) into fp16."""
+    return q16(_half(k, 0))
+
+
 def _chain16(k, F, inter, first_c=True):
     """Two K=16 steps: the first's result, rounded by ``inter``, is the second's c."""
     x = k.fused(16, F, c=k.c16 if first_c else None, a=k.a[:, :16], b=k.b[:, :16], out="fp32")
@@ -235,6 +246,9 @@ HYPOTHESES = [
      lambda k: k.dot(Permuted(FusedBlock(16, 2, out_fmt="fp16", rounding="rne", in_fmt=k.f8),
                               order=LOW_THEN_HIGH), c=k.c16)),
     ("  same, c added with RZ16", lambda k: q16(k.dot(two_step_model(k.f8)) + k.c16, "rtz")),
+    ("  same, c fused into the second step", lambda k: q16(_half(k, 16) + _low_step(k) + k.c16)),
+    ("  same, high sum rounded alone, then added to the first",
+     lambda k: q16(q16(q16(_half(k, 16)) + _low_step(k)) + k.c16)),
 ]
 
 
