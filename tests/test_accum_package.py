@@ -100,3 +100,29 @@ print(sorted(fa.error_growth_models())[0])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.split("\n")[0] == "A100 tensor core (bf16)"
+
+
+def test_permuted_period_tiles_the_order_and_pads_k_with_zeros():
+    """A periodic order is the full-K order tiled per chunk (oracle: the explicit
+    permutation), and a partial last chunk is the same as zero-padded inputs."""
+    rng = np.random.default_rng(5)
+    fused = A.Blocked(8, A.FusedBlock(4, 0, out_fmt="fp16", rounding="rne", in_fmt="e4m3"),
+                      A.Sequential("fp16"))
+    base = (0, 1, 4, 5, 2, 3, 6, 7)
+    per = A.Permuted(fused, order=base, period=8)
+    a = fpsim.quantize(rng.standard_normal((64, 24)) * 4, "e4m3")
+    b = fpsim.quantize(rng.standard_normal((64, 24)) * 4, "e4m3")
+    c = fpsim.quantize(rng.standard_normal(64), "fp16")
+    full = A.Permuted(fused, order=[8 * j + i for j in range(3) for i in base])
+    assert np.array_equal(fpsim.dot(a, b, c, model=per), fpsim.dot(a, b, c, model=full))
+    a20, b20 = a[:, :20], b[:, :20]  # K = 20: padded to 24 with zero products
+    z = np.zeros((64, 4))
+    padded = fpsim.dot(np.hstack([a20, z]), np.hstack([b20, z]), c, model=full)
+    assert np.array_equal(fpsim.dot(a20, b20, c, model=per), padded)
+    assert np.array_equal(fpsim.matmul(a20[:4], b20[:4].T, model=per)[0],
+                          fpsim.matmul(np.hstack([a20, z])[:4], np.hstack([b20, z])[:4].T,
+                                       model=full)[0])
+    with pytest.raises(ValueError, match="period"):
+        A.Permuted(fused, seed=1, period=8)
+    with pytest.raises(ValueError, match="permutation of range"):
+        A.Permuted(fused, order=(0, 1, 2), period=8)

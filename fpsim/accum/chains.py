@@ -130,6 +130,11 @@ class Permuted(Model):
     rounding, children left to right, ``d = round(c + tree)``), or ``seed`` for a random
     permutation (the same for every dot product of one call).
 
+    ``period``: ``order`` is a permutation of ``range(period)`` applied to every chunk of
+    ``period`` terms (the order *inside* each instruction of a chained matrix engine, the
+    same for every K); a last partial chunk is padded with zero terms first, as the
+    hardware pads K to a whole instruction.
+
     >>> import numpy as np, fpsim
     >>> x = np.array([1.0, 2.0**-24, 2.0**-24])
     >>> seq = fpsim.accum.Sequential("fp32")
@@ -137,11 +142,14 @@ class Permuted(Model):
     1.0000001192092896
     >>> float(fpsim.sum(x, model=fpsim.accum.Permuted(seq, order=((0, 1), 2))))
     1.0
+    >>> float(fpsim.sum(x, model=fpsim.accum.Permuted(seq, order=[1, 0], period=2)))  # 2**-24, 1, 0, 2**-24
+    1.0
     """
 
     inner: Model
     order: tuple | None = None
     seed: int | None = None
+    period: int | None = None
 
     def __post_init__(self):
         if not isinstance(self.inner, Model):
@@ -157,6 +165,15 @@ class Permuted(Model):
             if self._is_tree() and self.inner.rounding == "stochastic":
                 raise ValueError("a tree order rounds its nodes to nearest or directed only; "
                                  "stochastic rounding needs a permutation order (or seed=)")
+        if self.period is not None:
+            p = self.period
+            if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < 1:
+                raise ValueError(f"Permuted.period={p!r}: allowed a positive int (or None)")
+            if self.order is None or self._is_tree():
+                raise ValueError("Permuted.period needs order= as a permutation of "
+                                 "range(period) (not a seed or a tree)")
+            object.__setattr__(self, "period", int(p))
+            self._perm(int(p))  # checks the order against the period now
 
     def _is_tree(self):
         return self.order is not None and any(isinstance(o, tuple) for o in self.order)
@@ -177,6 +194,9 @@ class Permuted(Model):
         return self.inner._multiplier()
 
     def _perm(self, K):
+        if self.period is not None and K != self.period:  # tile the order (K padded first)
+            base = self._perm(self.period)
+            return (np.arange(0, K, self.period)[:, None] + base[None, :]).reshape(-1)
         if self.seed is not None:
             return np.random.default_rng(self.seed).permutation(K)
         perm = np.asarray(self.order, dtype=np.int64)
@@ -187,6 +207,11 @@ class Permuted(Model):
     def _evaluate(self, T, TA, TB, c, row0=0, salt=0, axis_last=True):
         if self._is_tree():
             return self._evaluate_tree(T, c)
+        K = T.shape[1]
+        if self.period is not None and K % self.period:  # zero terms up to a whole chunk
+            pad = (lambda X: None if X is None else np.concatenate(
+                [X, np.zeros((X.shape[0], self.period - K % self.period), X.dtype)], axis=1))
+            T, TA, TB = pad(T), pad(TA), pad(TB)
         perm = self._perm(T.shape[1])
         sub = (lambda X: None if X is None else X[:, perm])
         return self.inner._evaluate(T[:, perm], sub(TA), sub(TB), c, row0=row0, salt=salt)

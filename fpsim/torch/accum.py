@@ -89,8 +89,8 @@ def supports(model) -> bool:
     >>> supports(fpsim.hardware.fp8_promoted("H100", "e4m3", 128)), supports(fpsim.accum.Exact("fp32"))
     (True, False)
     """
-    if isinstance(model, _A.Permuted):
-        return not model._is_tree() and supports(model.inner)
+    if isinstance(model, _A.Permuted):  # a periodic order pads K: left to the CPU kernels
+        return not model._is_tree() and model.period is None and supports(model.inner)
     if isinstance(model, _A.Blocked):
         return supports(model.inner) and _sum_ok(model.outer)
     if isinstance(model, (_A.Sequential, _A.Pairwise)):
