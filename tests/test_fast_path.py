@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import fpsim
+from fpsim import lowering as L
 from fpsim import rounding as R
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
@@ -99,10 +100,10 @@ def _general(x, fmt, **kw):
 
     fmt = fpsim.as_format(fmt)
     arr = np.ascontiguousarray(x)
-    opts = R._options(fmt, kw.get("rounding", "rne"), kw.get("overflow"), kw.get("nan"),
-                      kw.get("subnormals"), kw.get("daz", False), None)
-    dt = R._DTYPES[arr.dtype]
-    p = R._round_params(fmt, dt, *opts)
+    opts = L.options(fmt, kw.get("rounding", "rne"), kw.get("overflow"), kw.get("nan"),
+                     kw.get("subnormals"), kw.get("daz", False), None)
+    dt = L.DTYPES[arr.dtype]
+    p = L.round_params(fmt, dt, *opts)
     if p is None:
         return None
     xb = arr.reshape(-1).view(dt.uint)

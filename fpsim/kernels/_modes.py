@@ -1,7 +1,8 @@
 """Integer codes of rounding modes, overflow and NaN policies, as the kernels see them.
 
 The public, named values live in :mod:`fpsim.rounding`; these are their compile-time
-constants inside Numba code.
+constants inside Numba code. :func:`overflow_action` is the overflow rule all rounding
+kernels share (plain Python here, so that the torch twin can use it without Numba).
 """
 
 # Rounding modes
@@ -49,3 +50,36 @@ RULE_EVEN = 2  # torchao EVEN: amax rounded to the element precision first, then
 RULE_RCEIL = 3  # torchao RCEIL / cuBLAS: 2**ceil(log2(amax / max_elem))
 RULE_VALUE = 4  # amax / max_elem rounded into the scale format (NVFP4, fp32 scales)
 RULE_GIVEN = 5  # scales supplied by the caller
+
+# What a value beyond the format's largest magnitude becomes (see overflow_action)
+TO_MAX = 0  # the largest magnitude of its sign (saturation)
+TO_INF = 1
+TO_NAN = 2
+TO_WRAP = 3  # wrapped modulo 2**bits (integers, fixed point)
+
+
+def overflow_action(ovf, mode, sign, unsigned, infinite):
+    """What a value beyond the format's largest magnitude becomes under overflow policy
+    ``ovf`` and rounding mode ``mode``: ``TO_MAX``, ``TO_INF``, ``TO_NAN`` or ``TO_WRAP``.
+
+    The one overflow rule of every rounding kernel: the Numba kernels inline its njit copy
+    (:data:`fpsim.kernels.float_round.overflow_action`), the fast-path parameter builders
+    and the torch twin call this plain function (this module imports no Numba).
+    ``sign`` is 1 for a negative value, ``unsigned`` 1 for a format without negative values
+    (there a negative overflow under ``inf`` is NaN), ``infinite`` 1 for an infinite input:
+    exact, so it stays infinite in every mode, and it cannot wrap (it saturates). A finite
+    value under ``inf`` overflows to inf when rounding to nearest or stochastically, or
+    away from zero; toward zero it stops at the largest magnitude (IEEE 754 §7.4).
+
+    >>> [overflow_action(OVF_INF, m, 0, 0, 0) == TO_INF for m in (RNE, RTZ)]
+    [True, False]
+    """
+    # bitwise & | on comparisons, not and/or: no short-circuit branches, so the kernels that
+    # inline it stay small (Numba's compile time grows with their number of blocks)
+    away = ((mode == RNE) | (mode == RNA) | (mode == SR) | ((mode == RUP) & (sign == 0))
+            | ((mode == RDN) & (sign == 1)) | (infinite == 1))
+    if ovf == OVF_WRAP:
+        return TO_MAX if infinite == 1 else TO_WRAP
+    if (ovf == OVF_NAN) | ((ovf == OVF_INF) & (sign == 1) & (unsigned == 1)):
+        return TO_NAN
+    return TO_INF if (ovf == OVF_INF) & away else TO_MAX

@@ -4,9 +4,9 @@ Every primitive returns the float64 value of the *exact* real result rounded **o
 the target format described by ``p``, a :class:`~fpsim.kernels.float_round.RoundParams` built
 for the float64 layout, e.g.::
 
-    from fpsim import rounding as R
-    opts = R._options(fmt, "rne", None, None, None, False, None)   # mode, ovf, nan, subn, daz, srbits
-    p = R._round_params(fmt, R._F64, *opts)
+    from fpsim import lowering as L
+    opts = L.options(fmt, "rne", None, None, None, False, None)   # mode, ovf, nan, subn, daz, srbits
+    p = L.round_params(fmt, L.F64, *opts)
 
 (``daz`` must be False: arithmetic rounds *results*; denormals-are-zero on operands is the
 caller's business). ``rnd`` is a uint64 of random bits, used only by stochastic rounding
@@ -54,21 +54,11 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._modes import (
-    NAN_ERROR,
-    OVF_INF,
-    OVF_NAN,
-    OVF_WRAP,
-    RDN,
-    RNA,
-    RNE,
-    RTO,
-    RUP,
-    SR,
-)
+from ._modes import NAN_ERROR, OVF_WRAP, RDN, RNA, RNE, RTO, RUP, SR, TO_INF, TO_NAN, TO_WRAP
 from ._rng import random_bits
-from .eft import bits_f64, f64_bits, to_odd_bits, two_prod, two_sum
-from .float_round import round_bits
+from ._twins import twins
+from .eft import bits_f64, f64_bits, pow2, to_odd_bits, two_prod, two_sum
+from .float_round import overflow_action, round_bits
 
 _FMASK = np.int64((1 << 52) - 1)
 _HIDDEN = np.int64(1 << 52)
@@ -87,21 +77,15 @@ from ._modes import OP_ADD, OP_DIV, OP_FMA, OP_MUL, OP_SQRT, OP_SUB  # noqa: E40
 # ---------------------------------------------------------------------------------------
 
 @njit(cache=True, inline="always")
-def _pow2(k):
-    """2.0**k for -1022 <= k <= 1023 (built from bits: no ldexp)."""
-    return bits_f64(np.uint64(np.int64(k + 1023) << 52))
-
-
-@njit(cache=True, inline="always")
 def _scale(x, k):
     """x * 2**k, exact whenever the result is a normal float64 (two steps for big k)."""
     while k > 1000:
-        x = x * _pow2(1000)
+        x = x * pow2(1000)
         k -= 1000
     while k < -1000:
-        x = x * _pow2(-1000)
+        x = x * pow2(-1000)
         k += 1000
-    return x * _pow2(k)
+    return x * pow2(k)
 
 
 @njit(cache=True, inline="always")
@@ -121,20 +105,15 @@ def _frexp1(x):
     return m, e
 
 
-@njit(cache=True, inline="always")
-def _to_inf(mode, sign):
-    return (mode == RNE or mode == RNA or mode == SR or (mode == RUP and sign == 0)
-            or (mode == RDN and sign == 1))
-
-
 @njit(cache=True)
 def _overflow_value(sign, p, rnd):
     """Result for an exact value beyond every float64 (hence beyond the format's range)."""
-    if p.ovf == OVF_WRAP:  # a multiple of a huge power of two: 0 modulo 2**bits
+    act = overflow_action(p.ovf, p.mode, sign, 1 if p.maxneg == 0 else 0, 0)
+    if act == TO_WRAP:  # a multiple of a huge power of two: 0 modulo 2**bits
         return 0.0
-    if p.ovf == OVF_NAN or (sign == 1 and p.maxneg == 0 and p.ovf == OVF_INF):
+    if act == TO_NAN:
         return np.nan
-    if p.ovf == OVF_INF and _to_inf(p.mode, sign):
+    if act == TO_INF:
         v = np.inf
     else:
         v = bits_f64(np.uint64(p.maxneg if sign == 1 else p.maxpos))
@@ -355,7 +334,7 @@ def round_scaled(hi, lo, E, p, rnd):
         # Fast path (Boldo & Melquiond): round-to-odd of the exact value onto float64's 53 bits
         # keeps every rounding decision of a target with <= 51 bits, so one round_bits of it is
         # the correct rounding. Only where the scaled pair is exact (normal, finite).
-        s2 = _pow2(E)
+        s2 = pow2(E)
         h2 = hi * s2
         l2 = lo * s2
         if _MINNORM <= abs(h2) < np.inf and (lo == 0.0 or abs(l2) >= _MINNORM):
@@ -496,10 +475,10 @@ def fma_round(a, b, c, p, rnd):
     mc, ec = _frexp1(c)
     d = ec - E
     if d < -1000:  # c only decides the sticky bit below the product
-        cs = -_pow2(-1000) if c < 0.0 else _pow2(-1000)
+        cs = -pow2(-1000) if c < 0.0 else pow2(-1000)
     elif d > 1000:  # the product only decides the sticky bit below c
         E = ec
-        ps = -_pow2(-1000) if ph < 0.0 else _pow2(-1000)
+        ps = -pow2(-1000) if ph < 0.0 else pow2(-1000)
         return round_scaled(mc, ps, E, p, rnd)
     else:
         cs = _scale(mc, d)
@@ -537,31 +516,19 @@ def _apply(op, a, b, c, p, rnd):
     return sqrt_round(a, p, rnd)
 
 
-@njit(cache=True)
-def arith_serial(op, a, b, c, out, p, seed):
-    """out[i] = op(a[i], b[i], c[i]) rounded into ``p``; returns #NaN results a NaN-less
-    format must refuse. ``a, b, c, out``: contiguous 1-D float64 of equal length."""
-    bad = 0
-    for i in range(out.size):
-        rnd = random_bits(seed, i) if p.mode == SR else np.uint64(0)
-        v = _apply(op, a[i], b[i], c[i], p, rnd)
-        out[i] = v
-        if np.isnan(v) and p.nan_action == NAN_ERROR:
-            bad += 1
-    return bad
+def _arith_one(i, op, a, b, c, out, p, seed):
+    """out[i] = op(a[i], b[i], c[i]) rounded into ``p``; returns 1 for a NaN result that a
+    NaN-less format must refuse."""
+    rnd = random_bits(seed, i) if p.mode == SR else np.uint64(0)
+    v = _apply(op, a[i], b[i], c[i], p, rnd)
+    out[i] = v
+    return 1 if np.isnan(v) and p.nan_action == NAN_ERROR else 0
 
 
-@njit(cache=True, parallel=True)
-def arith_parallel(op, a, b, c, out, p, seed):
-    """Parallel twin of :func:`arith_serial` (same bits for any thread count)."""
-    bad = 0
-    for i in prange(out.size):
-        rnd = random_bits(seed, i) if p.mode == SR else np.uint64(0)
-        v = _apply(op, a[i], b[i], c[i], p, rnd)
-        out[i] = v
-        if np.isnan(v) and p.nan_action == NAN_ERROR:
-            bad += 1
-    return bad
+# arith_serial(op, a, b, c, out, p, seed) / arith_parallel(...): out[i] = op(a[i], b[i], c[i])
+# rounded into p; returns #NaN results a NaN-less format must refuse. a, b, c, out: contiguous
+# 1-D float64 of equal length.
+arith_serial, arith_parallel = twins("arith", _arith_one, over="out")
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from numba.extending import overload
 
 from ._modes import SR
 from ._rng import random_bits
-from .eft import bits_f64, f64_bits, to_odd_bits, two_prod
+from .eft import bits_f64, f64_bits, pow2, to_odd_bits, two_prod
 from .fast_round import _fast_one, _rne32_one
 from .float_round import round_bits
 
@@ -53,14 +53,6 @@ class BlockParams(NamedTuple):
     want_codes: int  # 1: write element float64 bits to ``ebits``; 0: values to ``out``
     fast: int  # 1: round elements with fast_round._fast_one (same results, deterministic modes)
     f32: int  # 1: blocks may round in float32 lanes with fast_round._rne32_one (see _f32_ok)
-
-
-@njit(cache=True, inline="always")
-def _pow2(s):
-    """2.0**s for -1074 <= s <= 1023, from bits."""
-    if s >= -1022:
-        return bits_f64(np.uint64(s + 1023) << np.uint64(52))
-    return bits_f64(np.uint64(1) << np.uint64(s + 1074))
 
 
 @njit(cache=True, inline="always")
@@ -110,7 +102,7 @@ def block_scale(amax, bad, q, sp):
     else:  # RCEIL: smallest s with max_elem * 2**s >= a (same binade: compare fractions)
         s = fl - q.emax_elem + (1 if f > q.max_frac else 0)
     s = min(max(s, q.smin), q.smax)
-    return _pow2(s)
+    return pow2(s)
 
 
 @njit(cache=True, parallel=True)
@@ -345,11 +337,11 @@ def block_round_rows(x, out, ebits, scales, given, gstride, A, L, k, q, ep, fp, 
                 amax, bad = _amax(x[lo:hi])
                 sf = _floor32(amax, bad, q) if floor32 else _NO_FLOOR32
                 if sf != _NO_FLOOR32:
-                    sval = _pow2(sf)
+                    sval = pow2(sf)
                     scales[a * nb + j] = sval
                     amaxs[j - j0] = amax
                     tots[j - j0] = sval
-                    invs[j - j0] = _pow2(-sf)
+                    invs[j - j0] = pow2(-sf)
                     lanes[j - j0] = True
                     continue
                 sval = block_scale(amax, bad, q, sp)
@@ -412,9 +404,9 @@ def block_round_cols(x, out, ebits, scales, given, gstride, A, L, B, k, q, ep, f
         for b in range(B):
             sf = _floor32(amax[b], bad[b], q) if floor32 else _NO_FLOOR32
             if sf != _NO_FLOOR32:
-                sv[b] = _pow2(sf)
+                sv[b] = pow2(sf)
                 tot[b] = sv[b]
-                inv[b] = _pow2(-sf)
+                inv[b] = pow2(-sf)
                 fast = fast and q.fast == 1
             else:
                 if q.rule != RULE_GIVEN:

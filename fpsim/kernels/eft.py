@@ -50,6 +50,22 @@ def bits_f64(b):
 
 
 @njit(cache=True, inline="always")
+def pow2(e):
+    """2.0**e from its bits (no ldexp): exact for -1074 <= e <= 1023, 0.0 below, inf above.
+
+    The one 2**e of the kernels (block scales, arithmetic scaling); kernels/accum.py keeps
+    its own copy, the same function.
+    """
+    if e < -1022:
+        if e < -1074:
+            return 0.0
+        return bits_f64(np.uint64(1) << np.uint64(e + 1074))
+    if e > 1023:
+        return np.inf
+    return bits_f64(np.uint64(e + 1023) << np.uint64(52))
+
+
+@njit(cache=True, inline="always")
 def to_odd_bits(hi, lo):
     """float64 bits of round-to-odd(hi + lo), where ``hi = fl(hi + lo)`` (as from two_sum)."""
     b = f64_bits(hi)

@@ -4,8 +4,9 @@ Same arithmetic, same results, for the common cases only: deterministic modes
 ``rne rna rtz rup rdn``, signed grid formats that have a zero, overflow ``saturate``,
 ``inf`` or ``nan``. Everything the general kernel does with an early ``return`` is written
 here as a *select* on precomputed per-sign constants (:class:`FastParams`, built by
-:func:`fpsim.rounding._fast_params`), so the loop body has no data-dependent branch and
-LLVM vectorises it (it runs at memory speed; the general kernel is ~20x slower).
+:func:`fast_params` from the general kernel's parameters), so the loop body has no
+data-dependent branch and LLVM vectorises it (it runs at memory speed; the general kernel
+is ~20x slower).
 
 The rounding of the finite part, for ``shift = in_M - M + max(0, emin - ex)``:
 
@@ -39,10 +40,11 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange  # noqa: F401 - prange: the twins' parallel loop
 
-from ._modes import (NAN_ERROR, NAN_MAX, NAN_ZERO, OVF_INF, OVF_NAN, OVF_WRAP, RDN, RNA, RNE,
-                     RTZ, RUP)
+from ._modes import (NAN_ERROR, NAN_MAX, NAN_ZERO, OVF_WRAP, RDN, RNA, RNE, RTZ, RUP, TO_INF,
+                     TO_NAN, overflow_action)
+from ._twins import twins
 from .float_round import FIXED_EMIN
 
 
@@ -115,26 +117,15 @@ def _fast_one(b, p):
     return out, (1 if isnan else 0) * p.nan_err
 
 
-@njit(cache=True)
-def fast_serial(xb, ob, p):
-    """Round every element of the bit array ``xb`` into ``ob``; returns #NaN errors."""
-    err = 0
-    for i in range(xb.size):
-        o, e = _fast_one(np.int64(xb[i]), p)
-        ob[i] = o
-        err += e
-    return err
+def _fast_elem(i, xb, ob, p):
+    """Round element ``i`` of the bit array ``xb`` into ``ob``; returns 1 for a NaN error."""
+    o, e = _fast_one(np.int64(xb[i]), p)
+    ob[i] = o
+    return e
 
 
-@njit(cache=True, parallel=True)
-def fast_parallel(xb, ob, p):
-    """Parallel twin of :func:`fast_serial` (identical results for any thread count)."""
-    err = 0
-    for i in prange(xb.size):
-        o, e = _fast_one(np.int64(xb[i]), p)
-        ob[i] = o
-        err += e
-    return err
+# fast_serial(xb, ob, p) / fast_parallel(...): returns #NaN errors
+fast_serial, fast_parallel = twins("fast", _fast_elem, over="xb")
 
 
 # ---------------------------------------------------------------------------------------
@@ -161,16 +152,9 @@ def fast_params(p):
     def lim(sign):
         return p.maxneg if sign else p.maxpos
 
-    def ovf(sign):  # a finite value rounded beyond the largest one (see round_bits)
-        if p.ovf == OVF_NAN:
-            return nan_mag
-        if p.ovf == OVF_INF:
-            to_inf = p.mode in (RNE, RNA) or (p.mode == RUP and not sign) or (p.mode == RDN and sign)
-            return inf_mag if to_inf else lim(sign)
-        return lim(sign)
-
-    def inf(sign):  # an infinite input
-        return {OVF_NAN: nan_mag, OVF_INF: inf_mag}.get(p.ovf, lim(sign))
+    def beyond(sign, infinite):  # what overflows / an infinite input become (see round_bits)
+        act = overflow_action(p.ovf, p.mode, sign, int(p.maxneg == 0), infinite)
+        return {TO_NAN: nan_mag, TO_INF: inf_mag}.get(act, lim(sign))
 
     near = p.mode in (RNE, RNA)
     return FastParams(
@@ -178,7 +162,8 @@ def fast_params(p):
         M=p.M, emin=p.emin, lim_pos=p.maxpos, lim_neg=p.maxneg, minsub=p.minsub,
         ka=int(p.mode == RNA), ko=int(p.mode == RNE), nearest=int(near),
         never_pos=int(p.mode in (RTZ, RDN)), never_neg=int(p.mode in (RTZ, RUP)),
-        ovf_pos=ovf(0), ovf_neg=ovf(1), inf_pos=inf(0), inf_neg=inf(1),
+        ovf_pos=beyond(0, 0), ovf_neg=beyond(1, 0), inf_pos=beyond(0, 1),
+        inf_neg=beyond(1, 1),
         nan_keep=int(p.nan_action not in (NAN_ZERO, NAN_MAX)),
         nan_out={NAN_ZERO: 0, NAN_MAX: p.maxpos}.get(p.nan_action, 0),
         nan_err=int(p.nan_action == NAN_ERROR), ftz_lim=p.minnorm if p.ftz else 0,
@@ -278,23 +263,12 @@ def _rne32_one(x, p):
     return out, (1 if isnan else 0) * p.nan_err
 
 
-@njit(cache=True)
-def rne32_serial(x, o, p):
-    """Round the float32 array ``x`` into ``o`` (rne); returns #NaN errors."""
-    err = 0
-    for i in range(x.size):
-        v, e = _rne32_one(x[i], p)
-        o[i] = v
-        err += e
-    return err
+def _rne32_elem(i, x, o, p):
+    """Round element ``i`` of the float32 array ``x`` into ``o``; returns 1 for a NaN error."""
+    v, e = _rne32_one(x[i], p)
+    o[i] = v
+    return e
 
 
-@njit(cache=True, parallel=True)
-def rne32_parallel(x, o, p):
-    """Parallel twin of :func:`rne32_serial`."""
-    err = 0
-    for i in prange(x.size):
-        v, e = _rne32_one(x[i], p)
-        o[i] = v
-        err += e
-    return err
+# rne32_serial(x, o, p) / rne32_parallel(...): float32 ``x`` rounded into ``o`` (rne), #NaN errors
+rne32_serial, rne32_parallel = twins("rne32", _rne32_elem, over="x")

@@ -20,9 +20,11 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, prange
 
-from ._modes import (NAN_ERROR, NAN_MAX, NAN_ZERO, OVF_INF, OVF_NAN, OVF_SATURATE, OVF_WRAP,
-                     RDN, RNA, RNE, RTO, RTZ, RUP, SR)
+from . import _modes
+from ._modes import (NAN_ERROR, NAN_MAX, NAN_ZERO, RDN, RNA, RNE, RTO, RTZ, RUP, SR, TO_INF,
+                     TO_NAN, TO_WRAP)
 from ._rng import random_bits
+from ._twins import twins
 
 #: ``emin`` used for fixed-point grids (bigger than any float64 exponent).
 FIXED_EMIN = 4096
@@ -52,6 +54,10 @@ class RoundParams(NamedTuple):
     wrap_bits: int  # integers: width N for wrap-around
     frac_bits: int  # integers/fixed: fraction bits for wrap-around
     signed_int: int  # integers: two's complement (1) or unsigned (0)
+
+
+#: The overflow rule (:func:`fpsim.kernels._modes.overflow_action`), inlined into the kernels.
+overflow_action = njit(cache=True, inline="always")(_modes.overflow_action)
 
 
 @njit(cache=True, inline="always")
@@ -132,7 +138,12 @@ def round_bits(b, p, rnd):
     ef = mag >> in_M
     inf_mag = np.int64(p.in_expmax) << in_M
     nan_mag = inf_mag | (one << (in_M - 1))
-    if ef == p.in_expmax:
+    special = ef == p.in_expmax
+    unsigned = 1 if p.maxneg == 0 else 0  # no negative values
+    # what a value beyond the largest magnitude becomes (+-inf inputs are such values); one
+    # inlined copy of the rule, shared by both uses below (each copy costs compile time)
+    act = overflow_action(p.ovf, p.mode, sign, unsigned, 1 if special else 0)
+    if special:
         if (mag & fmask) != 0:  # NaN
             if p.nan_action == NAN_ZERO:
                 return np.uint64(0), 0
@@ -140,13 +151,11 @@ def round_bits(b, p, rnd):
                 return np.uint64(p.maxpos), 0
             return b, (1 if p.nan_action == NAN_ERROR else 0)
         # +-inf: exact, so only the overflow policy matters
-        if sign == 1 and p.maxneg == 0:  # unsigned format: no -inf, no negatives
-            if p.ovf == OVF_SATURATE or p.ovf == OVF_WRAP:
-                return np.uint64(0), 0
-            return np.uint64(nan_mag), 0
-        if p.ovf == OVF_INF:
+        if sign == 1 and unsigned == 1:  # no -inf, no negatives: NaN or +0
+            return np.uint64(nan_mag if act == TO_NAN else 0), 0
+        if act == TO_INF:
             return b, 0
-        if p.ovf == OVF_NAN:
+        if act == TO_NAN:
             return (np.uint64(sign) << ss) | np.uint64(nan_mag), 0
         return (np.uint64(sign) << ss) | np.uint64(p.maxneg if sign == 1 else p.maxpos), 0
     if p.daz == 1 and mag < p.minnorm:
@@ -184,17 +193,12 @@ def round_bits(b, p, rnd):
 
     lim = p.maxneg if sign == 1 else p.maxpos
     if magr > lim:
-        ovf = p.ovf
-        if ovf == OVF_WRAP:
+        if act == TO_WRAP:
             return _wrap_bits64(sign, magr, p), 0
-        if ovf == OVF_NAN or (sign == 1 and p.maxneg == 0 and ovf == OVF_INF):
+        if act == TO_NAN:
             return (np.uint64(sign) << ss) | np.uint64(nan_mag), 0
-        if ovf == OVF_INF:
-            m = p.mode
-            to_inf = (m == RNE or m == RNA or m == SR or (m == RUP and sign == 0)
-                      or (m == RDN and sign == 1))
-            if to_inf:
-                return (np.uint64(sign) << ss) | np.uint64(inf_mag), 0
+        if act == TO_INF:
+            return (np.uint64(sign) << ss) | np.uint64(inf_mag), 0
         magr = lim
     if p.ftz == 1 and magr < p.minnorm:
         magr = 0
@@ -206,28 +210,16 @@ def round_bits(b, p, rnd):
     return (np.uint64(sign) << ss) | np.uint64(magr), 0
 
 
-@njit(cache=True)
-def quantize_serial(xb, ob, p, seed):
-    """Round every element of the bit array ``xb`` into ``ob``; returns #NaN errors."""
-    err = 0
-    for i in range(xb.size):
-        rnd = random_bits(seed, i) if p.mode == SR else np.uint64(0)
-        o, e = round_bits(np.uint64(xb[i]), p, rnd)
-        ob[i] = o
-        err += e
-    return err
+def _quantize_one(i, xb, ob, p, seed):
+    """Round element ``i`` of the bit array ``xb`` into ``ob``; returns 1 for a NaN error."""
+    rnd = random_bits(seed, i) if p.mode == SR else np.uint64(0)
+    o, e = round_bits(np.uint64(xb[i]), p, rnd)
+    ob[i] = o
+    return e
 
 
-@njit(cache=True, parallel=True)
-def quantize_parallel(xb, ob, p, seed):
-    """Parallel twin of :func:`quantize_serial` (identical results for any thread count)."""
-    err = 0
-    for i in prange(xb.size):
-        rnd = random_bits(seed, i) if p.mode == SR else np.uint64(0)
-        o, e = round_bits(np.uint64(xb[i]), p, rnd)
-        ob[i] = o
-        err += e
-    return err
+# quantize_serial(xb, ob, p, seed) / quantize_parallel(...): returns #NaN errors
+quantize_serial, quantize_parallel = twins("quantize", _quantize_one, over="xb")
 
 
 class CodeParams(NamedTuple):

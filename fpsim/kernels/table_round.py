@@ -6,10 +6,11 @@ round-to-nearest decisions are exact for every float64 input.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange  # noqa: F401 - prange: the twins' parallel loop
 
 from ._modes import NAN_ERROR, NAN_MAX, NAN_ZERO, RDN, RNA, RNE, RTO, RTZ, RUP
 from ._rng import random_bits
+from ._twins import twins
 
 
 @njit(cache=True, inline="always")
@@ -50,27 +51,11 @@ def _round_index(x, v, mid_hi, mid_lo, odd, mode, rnd):
     return hi if u * (v[hi] - v[lo]) < (x - v[lo]) else lo
 
 
-@njit(cache=True)
-def table_serial(x, idx, v, mid_hi, mid_lo, odd, mode, nan_action, nan_index, seed):
-    """Index into ``v`` of each rounded ``x``; NaN inputs per ``nan_action``. Returns #errors."""
-    err = 0
-    for i in range(x.size):
-        err += _one(x, idx, i, v, mid_hi, mid_lo, odd, mode, nan_action, nan_index, seed)
-    return err
-
-
-@njit(cache=True, parallel=True)
-def table_parallel(x, idx, v, mid_hi, mid_lo, odd, mode, nan_action, nan_index, seed):
-    """Parallel twin of :func:`table_serial`."""
-    err = 0
-    for i in prange(x.size):
-        err += _one(x, idx, i, v, mid_hi, mid_lo, odd, mode, nan_action, nan_index, seed)
-    return err
-
-
-@njit(cache=True, inline="always")
-def _one(x, idx, i, v, mid_hi, mid_lo, odd, mode, nan_action, nan_index, seed):
+def _one(i, x, idx, v, mid_hi, mid_lo, odd, mode, nan_action, nan_index, seed):
+    """Index into ``v`` of the rounded ``x[i]`` (NaN inputs per ``nan_action``) into
+    ``idx[i]``; returns 1 for a NaN error."""
     xi = np.float64(x[i])
+    e = 0
     if xi != xi:
         if nan_action == NAN_ZERO:
             idx[i] = nan_index
@@ -78,6 +63,12 @@ def _one(x, idx, i, v, mid_hi, mid_lo, odd, mode, nan_action, nan_index, seed):
             idx[i] = v.size - 1
         else:
             idx[i] = -1
-        return 1 if nan_action == NAN_ERROR else 0
-    idx[i] = _round_index(xi, v, mid_hi, mid_lo, odd, mode, random_bits(seed, i))
-    return 0
+        e = 1 if nan_action == NAN_ERROR else 0
+    else:
+        idx[i] = _round_index(xi, v, mid_hi, mid_lo, odd, mode, random_bits(seed, i))
+    return e
+
+
+# table_serial(x, idx, v, mid_hi, mid_lo, odd, mode, nan_action, nan_index, seed) and
+# table_parallel(...): index into v of each rounded x; returns #errors
+table_serial, table_parallel = twins("table", _one, over="x")

@@ -6,8 +6,9 @@ Two implementations of the same bit manipulation (SPEC §2):
   numpy array and :func:`fpsim.quantize` (the Numba kernels) rounds it; the result is wrapped
   back with :func:`torch.from_numpy` (no copy either way). bfloat16 travels as a uint16 view
   reinterpreted as ``ml_dtypes.bfloat16``.
-* ``"torch"`` — any device: the scalar kernel :func:`fpsim.kernels.float_round.round_bits`
-  written with integer tensor ops on the bit pattern (int64 lanes), fed with the very same
+* ``"torch"`` — any device: the torch twin of the rounding kernel
+  (:func:`fpsim.kernels.float_round_torch.round_bits`, beside the Numba kernel), integer
+  tensor ops on the bit pattern (int64 lanes) fed with the very same
   :class:`~fpsim.kernels.float_round.RoundParams`. Stochastic rounding uses the same
   counter-based random stream, so both paths give identical bits for every mode.
 
@@ -23,8 +24,8 @@ import torch
 
 from .. import lowering as _L
 from .. import rounding as _R
-from ..formats import CodebookFormat, DIntFormat, FixedFormat, FloatFormat, as_format
-from ..kernels import _modes as K
+from ..formats import CodebookFormat, DIntFormat, FloatFormat, as_format
+from ..kernels.float_round_torch import random_bits, round_bits
 from . import _ops
 
 __all__ = ["quantize", "BACKWARD_MODES", "IMPLS", "is_block_format"]
@@ -66,8 +67,6 @@ def is_block_format(fmt) -> bool:
 def _to_numpy(t: torch.Tensor):
     """A numpy array sharing ``t``'s memory (t must be contiguous, on CPU)."""
     if t.dtype == torch.bfloat16:
-        if _L.BF16 is None:  # pragma: no cover - ml_dtypes is a core dependency
-            raise TypeError("bfloat16 tensors need ml_dtypes installed")
         return t.view(torch.int16).numpy().view(_L.BF16)
     return t.numpy()
 
@@ -103,183 +102,8 @@ def _quantize_block(t, fmt, opts, axis):
 
 
 # ---------------------------------------------------------------------------------------
-# pure-torch path (any device): round_bits with integer tensor ops
+# pure-torch path (any device): the torch twin of the rounding kernel
 # ---------------------------------------------------------------------------------------
-
-_U64 = 1 << 64
-_I64_MIN = -(1 << 63)
-
-
-def _i64(u: int) -> int:
-    """The int64 with the same bits as the uint64 ``u``."""
-    u %= _U64
-    return u - _U64 if u >= 1 << 63 else u
-
-
-def _srl(z, k: int):
-    """Logical right shift of int64 lanes holding uint64 bits."""
-    return (z >> k) & ((1 << (64 - k)) - 1)
-
-
-def _random_bits(seed: int, n: int, device):
-    """Torch twin of :func:`fpsim.kernels._rng.random_bits` for i = 0..n-1 (int64 lanes)."""
-    i = torch.arange(1, n + 1, dtype=torch.int64, device=device)
-    z = i * _i64(0x9E3779B97F4A7C15) + _i64(seed)  # wraps modulo 2**64 like uint64
-    z = (z ^ _srl(z, 30)) * _i64(0xBF58476D1CE4E5B9)
-    z = (z ^ _srl(z, 27)) * _i64(0x94D049BB133111EB)
-    return z ^ _srl(z, 31)
-
-
-def _increment(p, sign, rem, half, odd, rnd, shift):
-    """Vector twin of ``float_round._increment`` (returns int64 0/1)."""
-    m = p.mode
-    nz = rem != 0
-    if m == K.RNE:
-        inc = (rem > half) | ((rem == half) & (odd == 1))
-    elif m == K.RNA:
-        inc = rem >= half
-    elif m == K.RTZ:
-        inc = torch.zeros_like(nz)
-    elif m == K.RUP:
-        inc = sign == 0
-    elif m == K.RDN:
-        inc = sign == 1
-    elif m == K.RTO:
-        inc = odd == 0
-    else:  # stochastic
-        r = _srl(rnd, 1) & ((torch.ones_like(shift) << shift) - 1)
-        if p.srbits > 0:
-            t = torch.clamp(shift - p.srbits, min=0)
-            inc = (r >> t) < (rem >> t)
-        else:
-            inc = r < rem
-    return (inc & nz).to(torch.int64)
-
-
-def _round_bits_torch(b, p, rnd):
-    """Round int64 bit patterns ``b`` (input layout of ``p``) exactly like ``round_bits``."""
-    ss, in_M = p.sign_shift, p.in_M
-    fmask = (1 << in_M) - 1
-    sign = (b >> ss) & 1
-    mag = b & ((1 << ss) - 1)
-    ef = mag >> in_M
-    inf_mag = p.in_expmax << in_M
-    nan_mag = inf_mag | (1 << (in_M - 1))
-    sbit = _I64_MIN if ss == 63 else (1 << ss)
-    special = ef == p.in_expmax
-    is_nan = special & ((mag & fmask) != 0)
-    is_inf = special & ~is_nan
-    if p.nan_action == K.NAN_ERROR and bool(is_nan.any()):
-        return None, int(is_nan.sum())
-
-    if p.daz == 1:
-        mag = torch.where(mag < p.minnorm, torch.zeros_like(mag), mag)
-    ex = torch.clamp(ef, min=1) - p.in_bias
-    shift = in_M - p.M + torch.clamp(p.emin - ex, min=0)
-    sig = (mag & fmask) | ((ef > 0).to(torch.int64) << in_M)
-    if p.emin < 1 - p.in_bias:
-        # an input subnormal in its own type can be normal in the target: its true exponent
-        # (floor(log2(sig)) via frexp, exact for sig < 2**53) sets the quantum
-        top = torch.frexp(sig.to(torch.float64))[1].to(torch.int64) - 1
-        sub = (ef == 0) & (ex > p.emin)
-        shift = torch.where(sub, in_M - p.M + torch.clamp(ex - in_M + top, min=p.emin) - ex, shift)
-
-    # 1 <= shift <= in_M: round to a multiple of 2**shift input ulps
-    sh = torch.clamp(shift, 1, in_M)
-    rem = mag & ((torch.ones_like(sh) << sh) - 1)
-    inc = _increment(p, sign, rem, torch.ones_like(sh) << (sh - 1), (sig >> sh) & 1, rnd, sh)
-    mid = ((mag >> sh) + inc) << sh
-    # shift > in_M: below the smallest subnormal, 0 or minsub
-    shl = torch.clamp(shift, 1, 62)
-    reml = sig
-    if p.mode == K.SR:  # P(up) = sig / 2**shift with 62 random bits, as the kernel does
-        reml = torch.where(shift > 62, sig >> torch.clamp(shift - 62, 0, 62), sig)
-    incl = _increment(p, sign, reml, torch.ones_like(shl) << (shl - 1), torch.zeros_like(sig), rnd, shl)
-    low = incl * p.minsub
-    magr = torch.where(shift <= 0, mag, torch.where(shift <= in_M, mid, low))
-
-    lim = torch.where(sign == 1, p.maxneg, p.maxpos)
-    over = magr > lim
-    if p.ovf == K.OVF_WRAP and bool(over.any()):
-        raise ValueError("overflow='wrap' is not available on the pure-torch path; use a CPU "
-                         "tensor (impl='numba') or overflow='saturate'")
-    # overflow to NaN / inf (saturation is handled by clamping to lim below)
-    to_nan = over & (sign == 1) & (p.maxneg == 0) if p.ovf == K.OVF_INF else torch.zeros_like(over)
-    to_inf = torch.zeros_like(over)
-    if p.ovf == K.OVF_NAN:
-        to_nan = over
-    elif p.ovf == K.OVF_INF:
-        m = p.mode
-        if m in (K.RNE, K.RNA, K.SR):
-            to_inf = over
-        elif m == K.RUP:
-            to_inf = over & (sign == 0)
-        elif m == K.RDN:
-            to_inf = over & (sign == 1)
-        to_inf = to_inf & ~to_nan
-    magr = torch.where(over, lim, magr)
-    if p.ftz == 1:
-        magr = torch.where(magr < p.minnorm, torch.zeros_like(magr), magr)
-    res = (sign * sbit) | magr
-    z = magr == 0
-    if p.no_zero == 1:  # E8M0 (unsigned, no zero): the smallest value, positive
-        res = torch.where(z, torch.full_like(res, p.minsub), res)
-    elif p.no_negzero == 1:
-        res = torch.where(z, torch.zeros_like(res), res)
-    res = torch.where(to_inf, (sign * sbit) | inf_mag, res)
-    res = torch.where(to_nan, (sign * sbit) | nan_mag, res)
-
-    # zero inputs (after DAZ)
-    zin = mag == 0
-    if p.no_zero == 1:
-        zval = torch.full_like(b, nan_mag)
-    elif p.no_negzero == 1:
-        zval = torch.zeros_like(b)
-    else:
-        zval = sign * sbit
-    res = torch.where(zin, zval, res)
-
-    # +-inf inputs
-    if p.maxneg == 0:  # unsigned format
-        neg_inf = torch.full_like(b, 0 if p.ovf in (K.OVF_SATURATE, K.OVF_WRAP) else nan_mag)
-    else:
-        neg_inf = None
-    if p.ovf == K.OVF_INF:
-        inf_val = b
-    elif p.ovf == K.OVF_NAN:
-        inf_val = (sign * sbit) | nan_mag
-    else:
-        inf_val = (sign * sbit) | torch.where(sign == 1, p.maxneg, p.maxpos)
-    if neg_inf is not None:
-        inf_val = torch.where(sign == 1, neg_inf, inf_val)
-    res = torch.where(is_inf, inf_val, res)
-
-    # NaN inputs
-    if p.nan_action == K.NAN_ZERO:
-        nan_val = torch.zeros_like(b)
-    elif p.nan_action == K.NAN_MAX:
-        nan_val = torch.full_like(b, p.maxpos)
-    else:
-        nan_val = b
-    return torch.where(is_nan, nan_val, res), 0
-
-
-def round_bits(b, p, rnd=None):
-    """Round int64 bit patterns ``b`` (the input layout of the kernel RoundParams ``p``) on
-    the tensor's device, bit for bit like :func:`fpsim.kernels.float_round.round_bits`.
-
-    Returns ``(bits, 0)``, or ``(None, count)`` when ``p`` raises on NaN and ``count`` NaN
-    inputs were found. ``rnd``: int64 random bits per lane (stochastic rounding only).
-
-    >>> import torch, fpsim
-    >>> from fpsim.accum import kernel_params
-    >>> _, p = kernel_params(fpsim.accum.Sequential("bf16"))     # float64 in, bf16 grid
-    >>> b = torch.tensor([1.0 + 2.0**-9, 3.0], dtype=torch.float64).view(torch.int64)
-    >>> round_bits(b, p)[0].view(torch.float64).tolist()
-    [1.0, 3.0]
-    """
-    return _round_bits_torch(b, p, rnd)
-
 
 def _bits_of(t):
     """int64 bit patterns of a float tensor (zero-extended for 16/32-bit types)."""
@@ -320,8 +144,8 @@ def _quantize_torch(t, fmt, opts):
     b = _bits_of(x.contiguous()).reshape(-1)
     rnd = None
     if o[0] is _R.Rounding.STOCHASTIC:
-        rnd = _random_bits(int(_L.seed(opts["seed"], o[0])), b.numel(), b.device)
-    r, err = _round_bits_torch(b, p, rnd)
+        rnd = random_bits(int(_L.seed(opts["seed"], o[0])), b.numel(), b.device)
+    r, err = round_bits(b, p, rnd)
     if r is None:
         raise ValueError(f"{fmt.name} has no NaN but the input holds {err} NaN value(s); pass "
                          "nan='zero' or nan='max' to map them, or clean the input")
