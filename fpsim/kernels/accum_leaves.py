@@ -5,7 +5,7 @@ the fused (tensor-core) block sum."""
 import numpy as np
 from numba import njit, prange
 
-from .eft import bits_f64, f64_bits, to_odd_bits, two_sum
+from .eft import bits_f64, f64_bits, pow2, to_odd_bits, two_sum
 from ._rng import random_bits
 from .float_round import round_bits
 
@@ -34,18 +34,6 @@ def rnd1(x, p):
     """round(x) for one float64 ``x``."""
     o, e = round_bits(f64_bits(x), p, np.uint64(0))
     return bits_f64(o), e
-
-
-@njit(cache=True, inline="always")
-def pow2(e):
-    """2.0**e for -1022 <= e <= 1023 without ldexp (bit construction); 0/inf outside."""
-    if e < -1022:
-        if e < -1074:
-            return 0.0
-        return bits_f64(np.uint64(1) << np.uint64(e + 1074))
-    if e > 1023:
-        return np.inf
-    return bits_f64(np.uint64(e + 1023) << np.uint64(52))
 
 
 # ---------------------------------------------------------------------------------------

@@ -53,8 +53,7 @@ def bits_f64(b):
 def pow2(e):
     """2.0**e from its bits (no ldexp): exact for -1074 <= e <= 1023, 0.0 below, inf above.
 
-    The one 2**e of the kernels (block scales, arithmetic scaling); kernels/accum.py keeps
-    its own copy, the same function.
+    The one 2**e of the kernels (block scales, arithmetic scaling, accumulation).
     """
     if e < -1022:
         if e < -1074:
