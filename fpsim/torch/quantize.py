@@ -56,7 +56,7 @@ def is_block_format(fmt) -> bool:
             fmt = as_format(fmt)
         except (ValueError, TypeError):
             return False
-    return hasattr(fmt, "_quantize")
+    return fmt.blocked
 
 
 # ---------------------------------------------------------------------------------------
