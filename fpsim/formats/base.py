@@ -186,6 +186,16 @@ class Encoding:
         """
         return self.inf != "none"
 
+    @property
+    def ieee_like(self) -> bool:
+        """IEEE 754 specials: ±inf in the top binade, NaN with a nonzero mantissa, -0.
+
+        >>> from fpsim.formats import encoding
+        >>> encoding("ieee", True).ieee_like, encoding("fn", True).ieee_like
+        (True, False)
+        """
+        return self.inf == "binade" and self.nan == "mantissa" and self.negzero
+
     def reserved_top(self, man_bits: int) -> int:
         """How many of the top magnitude codes are not finite numbers.
 
