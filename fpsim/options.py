@@ -1,6 +1,6 @@
 """The named values of rounding options: :class:`Rounding`, :class:`Overflow`, :class:`NaNPolicy`.
 
-They live here, below every other module of fpsim, so that :mod:`fpsim.lowering` (which
+They live here, below every other module of fpsim but the kernels' constants, so that :mod:`fpsim.lowering` (which
 resolves options into kernel parameters) and :mod:`fpsim.formats` can use them without an
 import cycle; users import them from ``fpsim`` or :mod:`fpsim.rounding` (the same objects).
 
@@ -15,7 +15,10 @@ import enum
 
 import numpy as np
 
-__all__ = ["Rounding", "Overflow", "NaNPolicy", "ROUNDING_MODES", "enum_value", "check_flag"]
+from .kernels import _modes as K
+
+__all__ = ["Rounding", "Overflow", "NaNPolicy", "ROUNDING_MODES", "MODE_CODE", "OVF_CODE",
+           "NAN_CODE", "enum_value", "check_flag"]
 
 
 class Rounding(str, enum.Enum):
@@ -65,6 +68,15 @@ class NaNPolicy(str, enum.Enum):
 
 #: The names of the rounding modes, in the order of :class:`Rounding`.
 ROUNDING_MODES = tuple(r.value for r in Rounding)
+
+#: Kernel codes (``fpsim/kernels/_modes.py``) of the option values, next to the values: a
+#: new mode or policy is a member above and a line here.
+MODE_CODE = {Rounding.RNE: K.RNE, Rounding.RNA: K.RNA, Rounding.RTZ: K.RTZ, Rounding.RUP: K.RUP,
+             Rounding.RDN: K.RDN, Rounding.RTO: K.RTO, Rounding.STOCHASTIC: K.SR}
+OVF_CODE = {Overflow.SATURATE: K.OVF_SATURATE, Overflow.INF: K.OVF_INF, Overflow.NAN: K.OVF_NAN,
+            Overflow.WRAP: K.OVF_WRAP}
+NAN_CODE = {NaNPolicy.PROPAGATE: K.NAN_PROPAGATE, NaNPolicy.RAISE: K.NAN_ERROR,
+            NaNPolicy.ZERO: K.NAN_ZERO, NaNPolicy.MAX: K.NAN_MAX}
 
 
 def enum_value(cls, value, what):

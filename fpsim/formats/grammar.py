@@ -11,14 +11,16 @@ from __future__ import annotations
 import difflib
 import re
 
-from .base import DEFAULT_FAMILY, Format, encoding
+from .base import DEFAULT_FAMILY, FAMILIES, Format, encoding
 from .floats import FLOAT_ALIASES, SYNONYMS, FloatFormat, p3109
 from .integers import FixedFormat, IntFormat
 from .tables import CODEBOOKS, CodebookFormat, DIntFormat
 
 __all__ = ["parse", "as_format", "list_formats", "register_name", "read_int_option"]
 
-_FLOAT_RE = re.compile(r"^(u)?e(\d+)m(\d+)(?:b(-?\d+))?(ieee|fnuz|fn|finite|e8m0|p3109_finite|p3109)?(_ftz)?$")
+# family suffixes longest first, so that 'fnuz' is not read as 'fn' + 'uz'
+_FAMILY_ALT = "|".join(sorted(FAMILIES, key=len, reverse=True))
+_FLOAT_RE = re.compile(rf"^(u)?e(\d+)m(\d+)(?:b(-?\d+))?({_FAMILY_ALT})?(_ftz)?$")
 _P3109_RE = re.compile(r"^p3109_k(\d+)p(\d+)(se|sf|ue|uf)?(_ftz)?$")
 _INT_RE = re.compile(r"^(u)?int(\d+)(_narrow)?$")
 _FIXED_RE = re.compile(r"^(u)?fixed(\d+)f(-?\d+)(_narrow)?$")

@@ -15,9 +15,9 @@ from typing import NamedTuple
 import ml_dtypes
 import numpy as np
 
-from ..kernels import _modes as K
 from ..kernels._lazy import kernel
-from ..options import NaNPolicy, Overflow, Rounding, check_flag, enum_value
+from ..options import (MODE_CODE, NAN_CODE, OVF_CODE, NaNPolicy, Overflow, Rounding, check_flag,
+                       enum_value)
 
 # The kernel records load with Numba on first use (`import fpsim` stays fast).
 CodeParams = kernel("float_round", "CodeParams")
@@ -32,13 +32,6 @@ __all__ = ["DType", "DTYPES", "F64", "BF16", "RoundingSpec", "options", "round_p
 #: Arrays at least this long use the parallel kernels.
 PARALLEL_THRESHOLD = 1 << 15
 
-#: Kernel codes (kernels/_modes.py) of the option values.
-MODE_CODE = {Rounding.RNE: K.RNE, Rounding.RNA: K.RNA, Rounding.RTZ: K.RTZ, Rounding.RUP: K.RUP,
-             Rounding.RDN: K.RDN, Rounding.RTO: K.RTO, Rounding.STOCHASTIC: K.SR}
-OVF_CODE = {Overflow.SATURATE: K.OVF_SATURATE, Overflow.INF: K.OVF_INF, Overflow.NAN: K.OVF_NAN,
-            Overflow.WRAP: K.OVF_WRAP}
-NAN_CODE = {NaNPolicy.PROPAGATE: K.NAN_PROPAGATE, NaNPolicy.RAISE: K.NAN_ERROR,
-            NaNPolicy.ZERO: K.NAN_ZERO, NaNPolicy.MAX: K.NAN_MAX}
 
 
 # ---------------------------------------------------------------------------------------
