@@ -5,8 +5,8 @@ table path (codebooks, dINT) that element formats' ``_quantize``/``_encode`` cal
 >>> from fpsim import lowering, parse
 >>> f = parse("e4m3")
 >>> bits, dt = lowering.round_grid(np.array([0.3, 500.0]), f, lowering.RoundingSpec.resolve(f), None)
->>> bits.view(dt.dtype)
-array([  0.3125, 448.    ])
+>>> bits.view(dt.dtype).tolist()
+[0.3125, 448.0]
 """
 
 from __future__ import annotations
