@@ -44,7 +44,7 @@ def list_formats() -> list:
 _PARSE_CACHE: dict = {}
 
 #: Names defined by higher layers (``fpsim.block`` registers ``mxfp4``, ``nvfp4``...):
-#: prefix -> factory(lower-case name) -> Format. formats.py imports none of those layers.
+#: prefix -> factory(lower-case name) -> Format. fpsim.formats imports none of those layers.
 _NAME_HOOKS: dict = {}
 
 
