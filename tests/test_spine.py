@@ -120,6 +120,13 @@ def test_messages_name_the_argument_and_the_integer(x, arg, match):
         lowering.exact_float64(x, arg)
 
 
+def test_exact_float64_gives_a_new_array():
+    x = np.array([1.0, 2.0])
+    y = lowering.exact_float64(x)
+    assert y.dtype == np.float64 and not np.shares_memory(x, y)
+    assert lowering.exact_float64(np.array(2.5)).shape == () and lowering.exact_float64(3).shape == ()
+
+
 def test_longdouble_messages():
     if _LD_BAD[0] == _LD[0]:  # pragma: no cover
         pytest.skip("longdouble is float64 here")

@@ -198,7 +198,7 @@ def real_input(x, what="x"):
 
 
 def exact_float64(x, what="x") -> np.ndarray:
-    """``x`` as a float64 array (shape kept), converted *exactly* by :func:`real_input`'s
+    """``x`` as a new float64 array (shape kept), converted *exactly* by :func:`real_input`'s
     rule - or a clear error (never rounded).
 
     >>> import numpy as np
@@ -211,7 +211,8 @@ def exact_float64(x, what="x") -> np.ndarray:
     ...     print(str(e)[:54])
     A holds the integer 9007199254740993, which is not exa
     """
-    return np.asarray(real_input(x, what)[0], dtype=np.float64)
+    # always a new array, as accum's callers have had (they may write into it)
+    return np.array(real_input(x, what)[0], dtype=np.float64)
 
 
 def as_input(x):
