@@ -91,7 +91,9 @@ class FloatFormat(GridFormat):
         Exponent bias. Default ``2**(E-1)-1`` (``2**(E-1)`` for ``fnuz``; ``2**(E-1)``
         of the P3109 width rule for ``p3109``).
     family : str
-        Special-value family, one of :data:`FAMILIES`.
+        Special-value family, one of :data:`FAMILIES`; resolved at construction into the
+        record ``fmt.encoding`` (:class:`~fpsim.formats.Encoding`), which every rule about
+        special values reads (``fmt.family`` stays the name).
     subnormals : bool
         ``False`` flushes subnormal results to zero (FTZ).
     signed : bool
