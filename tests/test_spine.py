@@ -296,3 +296,11 @@ def test_rounding_dispatches_without_isinstance_or_hasattr():
                                                "arith.py", "cli.py")), ids=lambda p: p.name)
 def test_modules_stay_small(path):
     assert len(path.read_text().splitlines()) <= 500
+
+
+def test_torch_is_block_format_reads_the_flag():
+    pytest.importorskip("torch")
+    from fpsim.torch.quantize import is_block_format
+
+    assert [is_block_format(f) for f in ("mxfp4", "e4m3", fpsim.parse("nf4"), None)] == \
+        [True, False, False, False]

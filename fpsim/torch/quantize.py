@@ -56,7 +56,7 @@ def is_block_format(fmt) -> bool:
             fmt = as_format(fmt)
         except (ValueError, TypeError):
             return False
-    return fmt.blocked
+    return bool(getattr(fmt, "blocked", False))  # None (no format) and other objects: False
 
 
 # ---------------------------------------------------------------------------------------
