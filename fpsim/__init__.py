@@ -6,6 +6,9 @@ np.float32(0.100097656)
 
 The public API, by layer (each layer imports only those above it in this list):
 
+- option values (:mod:`fpsim.options`): :class:`Rounding`, :class:`Overflow`,
+  :class:`NaNPolicy`
+- :mod:`fpsim.lowering` (internal: resolved options, kernel parameters, the input rule)
 - formats: :class:`FloatFormat`, :class:`IntFormat`, :class:`FixedFormat`,
   :class:`DIntFormat`, :class:`CodebookFormat`, :func:`p3109`, :func:`parse`
 - rounding: :func:`quantize`, :func:`encode`, :func:`decode`

@@ -23,53 +23,42 @@ from __future__ import annotations
 
 import numpy as np
 
-from .formats import CodebookFormat, DIntFormat, FixedFormat, FloatFormat, as_format
+from . import lowering
+from .formats import FloatFormat, as_format
 from .kernels import _modes as _C
 from .kernels._lazy import lazy_module
+from .options import Rounding, enum_value
+from .rounding import quantize
 
 _K = lazy_module('arith')  # numba is imported on first use, not by `import fpsim`
-from .rounding import (
-    _F64,
-    PARALLEL_THRESHOLD,
-    Rounding,
-    _enum,
-    _options,
-    _round_params,
-    _seed,
-    real_input,
-)
 
 __all__ = ["abs", "add", "div", "fma", "lmul", "maximum", "minimum", "mul", "neg", "sqrt", "sub"]
 
-_builtin_abs = abs
-
 
 def _operand(x, name):
-    """float64 array of an operand; (array, is_scalar). Inputs follow the rules of
-    :func:`fpsim.rounding.real_input`: Python ints exactly or refused, no int/bool arrays, no
-    masked arrays; a 0-d array gives a 0-d result, a Python or numpy scalar a float."""
-    arr, kind = real_input(x, name)
+    """float64 array of an operand; (array, is_scalar). Inputs follow the one rule of
+    :func:`fpsim.lowering.real_input`: integers (Python ints, integer arrays) exactly or
+    refused, no bools, no masked arrays; a 0-d array gives a 0-d result, a Python or numpy
+    scalar a float."""
+    arr, kind = lowering.real_input(x, name)
     return arr.astype(np.float64, copy=False), kind != "array"
 
 
 def _params(fmt, rounding, overflow, nan, subnormals, srbits):
     fmt = as_format(fmt)
-    if isinstance(fmt, (CodebookFormat, DIntFormat)):
+    if fmt.table:
         raise TypeError(f"{fmt.name} is a table format: arithmetic rounds into float, integer and "
                         "fixed-point formats; compute into fp32/fp64 and quantize() into it")
-    if not isinstance(fmt, (FloatFormat, FixedFormat)):  # block/scaled formats (fpsim.block)
+    if fmt.blocked:  # block/scaled formats (fpsim.block)
         raise TypeError(f"{fmt.name} is a {fmt.kind} format: arithmetic is defined for element "
                         "formats (float, integer, fixed point) whose values do not depend on a "
                         "block scale; compute into fp32/fp64 and quantize() into it")
-    opts = _options(fmt, rounding, overflow, nan, subnormals, False, srbits)
-    p = _round_params(fmt, _F64, *opts)
-    if p is None:  # pragma: no cover - every grid format is exact in float64
-        raise ValueError(f"{fmt.name} cannot be represented in float64")
-    return fmt, opts, p
+    spec = lowering.RoundingSpec.resolve(fmt, rounding, overflow, nan, subnormals, False, srbits)
+    return fmt, spec, lowering.round_params(fmt, lowering.F64, spec)  # never None: float64 holds all
 
 
 def _run(op, operands, fmt, rounding, overflow, nan, subnormals, seed, srbits):
-    fmt, opts, p = _params(fmt, rounding, overflow, nan, subnormals, srbits)
+    fmt, spec, p = _params(fmt, rounding, overflow, nan, subnormals, srbits)
     names = ("a", "b", "c")
     arrs, scal = [], True
     for nm, x in zip(names, operands):
@@ -86,8 +75,8 @@ def _run(op, operands, fmt, rounding, overflow, nan, subnormals, seed, srbits):
     while len(flat) < 3:
         flat.append(flat[0])
     out = np.empty(flat[0].size, dtype=np.float64)
-    kern = _K.arith_parallel if out.size >= PARALLEL_THRESHOLD else _K.arith_serial
-    bad = kern(op, flat[0], flat[1], flat[2], out, p, _seed(seed, opts[0]))
+    kern = _K.arith_parallel if out.size >= lowering.PARALLEL_THRESHOLD else _K.arith_serial
+    bad = kern(op, flat[0], flat[1], flat[2], out, p, lowering.seed(seed, spec.mode))
     if bad:
         raise ValueError(f"{fmt.name} has no NaN but {bad} result(s) are NaN (invalid operations "
                          "or NaN operands); pass nan='zero' or nan='max' to map them")
@@ -193,8 +182,6 @@ for _f in (add, sub, mul, div, fma, sqrt):
 
 
 def _quantize(x, fmt, **kw):
-    from .rounding import quantize
-
     a, s = _operand(x, "x")
     a = np.asarray(a, dtype=np.float64)
     out = quantize(a.reshape(-1), fmt, **kw).reshape(a.shape)
@@ -334,8 +321,6 @@ def lmul(x, y, man_bits, *, semantics="int", fmt=None, out_fmt=None, rounding="r
     >>> fpsim.lmul(3.0, -0.75, 23), fpsim.lmul(1.0, 1.0, 3, fmt="e4m3")
     (-2.125, 1.125)
     """
-    from .rounding import quantize
-
     if isinstance(man_bits, bool) or not isinstance(man_bits, (int, np.integer)) or not 0 <= man_bits <= 52:
         raise ValueError(f"man_bits={man_bits!r}: allowed an int 0..52")
     sem = str(semantics).lower()
@@ -346,7 +331,7 @@ def lmul(x, y, man_bits, *, semantics="int", fmt=None, out_fmt=None, rounding="r
     if not isinstance(in_fmt, FloatFormat) or in_fmt.man_bits != m:
         raise ValueError(f"fmt={in_fmt.name} must be a float format with man_bits={m}")
     of = in_fmt if out_fmt is None else as_format(out_fmt)
-    of, opts, p = _params(of, rounding, overflow, nan, None, None)
+    of, spec, p = _params(of, rounding, overflow, nan, None, None)
     a, sa = _operand(x, "x")
     b, sb = _operand(y, "y")
     try:
@@ -355,11 +340,11 @@ def lmul(x, y, man_bits, *, semantics="int", fmt=None, out_fmt=None, rounding="r
         raise ValueError(f"operand shapes {np.shape(a)}, {np.shape(b)} do not broadcast together") from None
     shape = a.shape
     qkw = {"rounding": rounding, "nan": nan}
-    if seed is not None or _enum(Rounding, rounding, "rounding") is Rounding.STOCHASTIC:
+    if seed is not None or enum_value(Rounding, rounding, "rounding") is Rounding.STOCHASTIC:
         rng = np.random.default_rng(seed)
         qa = quantize(np.ascontiguousarray(a, dtype=np.float64), in_fmt, seed=rng, **qkw)
         qb = quantize(np.ascontiguousarray(b, dtype=np.float64), in_fmt, seed=rng, **qkw)
-        s = _seed(rng, opts[0])
+        s = lowering.seed(rng, spec.mode)
     else:
         qa = quantize(np.ascontiguousarray(a, dtype=np.float64), in_fmt, **qkw)
         qb = quantize(np.ascontiguousarray(b, dtype=np.float64), in_fmt, **qkw)

@@ -23,15 +23,14 @@ def _cmd_formats(args) -> int:
 
 def _cmd_values(args) -> int:
     from .formats import MAX_TABLE_BITS, parse
-    from .rounding import decode
 
     fmt = parse(args.name)
-    if getattr(fmt, "kind", None) == "block":  # list the element values, say what scales them
+    if fmt.kind == "block":  # list the element values, say what scales them
         print(f"# {fmt.name}: block format, {fmt.block} elements share one {fmt.scale.name} "
               f"scale; element values ({fmt.elem.name}) below, times the block scale "
               f"(fpsim values {fmt.scale.name} lists the scales)")
         fmt = fmt.elem
-    elif getattr(fmt, "kind", None) == "scaled":  # same idea: one scale per tensor/channel/group
+    elif fmt.kind == "scaled":  # same idea: one scale per tensor/channel/group
         per = f"group of {fmt.group}" if fmt.group else fmt.granularity
         print(f"# {fmt.name}: scaled format, one {fmt.scale.name} scale per {per}; element "
               f"values ({fmt.elem.name}) below, times the scale (fpsim values {fmt.scale.name} "
@@ -42,14 +41,11 @@ def _cmd_values(args) -> int:
               file=sys.stderr)
         return 2
     codes = np.arange(2**fmt.bits, dtype=np.uint64)
-    try:
-        vals = decode(codes, fmt)
-    except ValueError:  # codebooks with unused codes
-        vals = np.array([fmt.code_values[c] for c in codes])
+    vals = fmt.code_table()  # NaN for NaN codes and for unused ones (codebooks, narrow ints)
     flushed = np.zeros(codes.size, dtype=bool)
-    if getattr(fmt, "subnormals", True) is False and hasattr(fmt, "replace"):
+    if fmt.subnormals is False:
         # subnormal codes of a format without subnormals: decode reads them as zero
-        flushed = (vals == 0) & (decode(codes, fmt.replace(subnormals=True)) != 0)
+        flushed = (vals == 0) & (fmt.replace(subnormals=True).code_table() != 0)
     width = (fmt.bits + 3) // 4
     print(f"# {fmt.name}: {fmt.bits} bits")
     if flushed.any():
@@ -57,7 +53,7 @@ def _cmd_values(args) -> int:
               "never produced and decode as zero (marked 'flushed')")
     print("code      bits" + " " * max(fmt.bits - 4, 0) + "  value")
     for c, v in zip(codes, vals):
-        if isinstance(v, float) and np.isnan(v) and hasattr(fmt, "values_") and c >= len(fmt.values_):
+        if np.isnan(v) and not fmt.has_nan:  # an unused code
             continue
         note = "  (flushed: subnormal code)" if flushed[c] else ""
         print(f"0x{int(c):0{width}x}  {int(c):0{fmt.bits}b}  {float(v)!r}{note}")

@@ -119,6 +119,7 @@ class ScaledFormat(Format):
             object.__setattr__(self, nm, v)
 
     kind = "scaled"
+    blocked = True  # quantize/encode/decode take the raw input and axis (fpsim.formats.Format)
     values = ElementOnly()
     code_table = ElementOnly()
     has_inf = False

@@ -327,8 +327,12 @@ def test_nan_into_nanless_format():
 def test_bad_input():
     with pytest.raises(ValueError, match="broadcast"):
         A.add(np.zeros(3), np.zeros(4), "fp16")
-    with pytest.raises(TypeError, match="int64"):
-        A.mul(np.arange(3), 1.0, "fp16")
+    with pytest.raises(TypeError, match="bool arrays are not accepted"):
+        A.mul(np.array([True]), 1.0, "fp16")
+    with pytest.raises(ValueError, match="not exactly representable in float64"):
+        A.mul(np.array([2**53 + 1]), 1.0, "fp64")
+    # the one input rule (issue #13): exact integer arrays are numbers, as in quantize
+    assert A.mul(np.arange(3), 1.0, "fp16").tolist() == [0.0, 1.0, 2.0]
     with pytest.raises(TypeError, match="bool"):
         A.add(True, 1.0, "fp16")
     with pytest.raises(ValueError, match="rounding"):

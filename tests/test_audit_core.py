@@ -84,9 +84,13 @@ def test_d3_exact_ints_are_taken_exactly(n):
         assert fpsim.sub(n, n - 1, "fp64") == 1.0
 
 
-def test_d3_int_arrays_and_bools_refused_with_a_message():
-    with pytest.raises(TypeError, match="int64 arrays are not accepted"):
-        fpsim.quantize(np.array([1, 2]), "e4m3")
+def test_d3_int_arrays_accepted_and_bools_refused_with_a_message():
+    # the one input rule (issue #13): integer arrays float64 holds exactly are numbers,
+    # rounded as float64 (fpsim.sum has always taken them)
+    q = fpsim.quantize(np.array([1, 2, 17]), "e4m3")
+    assert q.dtype == np.float64 and q.tolist() == [1.0, 2.0, 16.0]
+    with pytest.raises(ValueError, match="not exactly representable in float64"):
+        fpsim.quantize(np.array([2**53 + 1]), "e4m3")
     with pytest.raises(TypeError, match="bool"):
         fpsim.quantize([True, 1.5], "e4m3")
     with pytest.raises(TypeError, match="bool"):

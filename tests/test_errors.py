@@ -71,12 +71,11 @@ def test_unknown_name_suggests_closest():
 
 
 @pytest.mark.parametrize("x,match", [
-    (np.array([1, 2], dtype=np.int32), r"int32 arrays are not accepted.*allowed dtypes"),
-    (np.array([True]), r"bool arrays are not accepted"),
+    (np.array([True]), r"bool arrays are not accepted.*allowed dtypes"),
     (np.array([1 + 2j]), r"complex128 is not supported; allowed: float16, bfloat16"),
     (True, "not bool"),
     (1 + 2j, "complex input is not supported"),
-    (np.int64(3), r"int64 arrays are not accepted"),
+    (np.bool_(True), "not bool"),
     ("1.0", "cannot quantize a str"),
 ])
 def test_bad_input_types(x, match):

@@ -17,7 +17,6 @@ import pytest
 
 import fpsim
 from fpsim import lowering as L
-from fpsim import rounding as R
 
 ml_dtypes = pytest.importorskip("ml_dtypes")
 
@@ -100,10 +99,10 @@ def _general(x, fmt, **kw):
 
     fmt = fpsim.as_format(fmt)
     arr = np.ascontiguousarray(x)
-    opts = L.options(fmt, kw.get("rounding", "rne"), kw.get("overflow"), kw.get("nan"),
+    spec = L.options(fmt, kw.get("rounding", "rne"), kw.get("overflow"), kw.get("nan"),
                      kw.get("subnormals"), kw.get("daz", False), None)
     dt = L.DTYPES[arr.dtype]
-    p = L.round_params(fmt, dt, *opts)
+    p = L.round_params(fmt, dt, spec)
     if p is None:
         return None
     xb = arr.reshape(-1).view(dt.uint)
@@ -145,6 +144,6 @@ def test_fast_paths_agree_with_general_kernel(name, kw, dtype):
 
 def test_small_and_large_arrays_agree():
     """Serial (small) and parallel (large) kernels give the same bits."""
-    x = X32[np.isfinite(X32)][: 3 * R.PARALLEL_THRESHOLD]
+    x = X32[np.isfinite(X32)][: 3 * L.PARALLEL_THRESHOLD]
     small = np.concatenate([fpsim.quantize(c, "e4m3") for c in np.array_split(x, 300)])
     assert np.array_equal(small.view(np.uint32), fpsim.quantize(x, "e4m3").view(np.uint32))

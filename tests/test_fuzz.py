@@ -165,10 +165,10 @@ def _expected_dtypes(x, fmt):
     dt = np.asarray(x).dtype
     if dt.kind == "f" and not dt.isnative:
         dt = dt.newbyteorder("=")
-    if dt.itemsize == 1 or dt == np.dtype(ml_dtypes.float4_e2m1fn):
+    if isinstance(x, (list, tuple)) or dt.kind in "iu" or (dt.kind == "f" and dt.itemsize > 8):
+        dt = np.dtype(np.float64)  # lists, integer and longdouble arrays are read as float64
+    elif dt.itemsize == 1 or dt == np.dtype(ml_dtypes.float4_e2m1fn):
         dt = np.dtype(np.float32)  # ml_dtypes' small floats are read as float32
-    if isinstance(x, (list, tuple)):
-        dt = np.dtype(np.float64)
     allowed = {dt}
     if fmt.kind in ("block", "scaled"):
         allowed.add(np.dtype(np.float64))

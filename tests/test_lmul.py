@@ -128,17 +128,19 @@ def test_bad_input():
         A.lmul(1.0, 1.0, 60)
     with pytest.raises(ValueError, match="broadcast"):
         A.lmul(np.ones(3), np.ones(2), 3)
-    with pytest.raises(TypeError):
-        A.lmul(np.arange(3), 1.0, 3)
+    with pytest.raises(TypeError, match="bool"):
+        A.lmul(np.array([True, False]), 1.0, 3)
+    # the one input rule (issue #13): integer arrays float64 holds exactly are numbers
+    assert A.lmul(np.arange(3), 1.0, 3).tolist() == A.lmul(np.arange(3.0), 1.0, 3).tolist()
 
 
 def test_lmul_scalar_kernel_is_importable():
     """The njit scalar the GEMM models use gives the same as the array API."""
-    from fpsim import rounding as R
+    from fpsim import lowering
     from fpsim.kernels.arith import lmul_scalar
 
     fmt = fpsim.parse("fp32")
-    p = R._round_params(fmt, R._F64, *R._options(fmt, "rne", None, None, None, False, None))
+    p = lowering.round_params(fmt, lowering.F64, lowering.RoundingSpec.resolve(fmt))
     assert lmul_scalar(1.75, 1.75, 23, 4, True, p, np.uint64(0)) == 3.125
     assert lmul_scalar(1.75, 1.75, 23, 4, False, p, np.uint64(0)) == 2.5625
 

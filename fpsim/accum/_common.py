@@ -75,7 +75,7 @@ def params(fmt: Format, rounding: str, overflow=None):
 def leaf_kind(fmt: Format, rounding: str, kind: int) -> int:
     """Check the accumulator is supported; fp64 round-to-nearest-even runs natively."""
     if isinstance(fmt, FloatFormat) and fmt.man_bits > 50:
-        is_f64 = (fmt.exp_bits == 11 and fmt.man_bits == 52 and fmt.family == "ieee"
+        is_f64 = (fmt.exp_bits == 11 and fmt.man_bits == 52 and fmt.encoding.ieee_like
                   and fmt.subnormals)
         if kind == C.SEQ and is_f64 and rounding == "rne":
             return C.NATIVE

@@ -80,7 +80,7 @@ class FusedBlock(Model):
         if not -20 <= self.neab <= 8:
             raise ValueError(f"FusedBlock.neab={self.neab}: allowed -20..8 extra alignment bits")
         f = as_format(self.out_fmt)
-        if not (isinstance(f, FloatFormat) and f.family == "ieee" and f.man_bits <= 23
+        if not (isinstance(f, FloatFormat) and f.encoding.ieee_like and f.man_bits <= 23
                 and f.exp_bits <= 8):
             raise ValueError(f"FusedBlock output {f.name}: allowed IEEE-style float formats with "
                              "at most fp32's range and precision (fp32, fp16, bf16, ...)")

@@ -185,6 +185,7 @@ class BlockFormat(Format):
 
     # -- description ---------------------------------------------------------------------
     kind = "block"
+    blocked = True  # quantize/encode/decode take the raw input and axis (fpsim.formats.Format)
     values = ElementOnly()
     code_table = ElementOnly()
 

@@ -43,7 +43,7 @@ def default_scale_rounding(scale: FloatFormat) -> str:
     >>> default_scale_rounding(fpsim.parse("e8m0")), default_scale_rounding(fpsim.parse("e4m3"))
     ('floor', 'rne')
     """
-    return "floor" if scale.family == "e8m0" else "rne"
+    return "floor" if scale.encoding.all_normal else "rne"
 
 
 def is_table(f: Format) -> bool:

@@ -57,7 +57,7 @@ def is_block_format(fmt) -> bool:
             fmt = as_format(fmt)
         except (ValueError, TypeError):
             return False
-    return hasattr(fmt, "_quantize")
+    return bool(getattr(fmt, "blocked", False))  # None (no format) and other objects: False
 
 
 # ---------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def _quantize_torch(t, fmt, opts):
         raise ValueError(f"{fmt.name} has no NaN but the input holds {err} NaN value(s); pass "
                          "nan='zero' or nan='max' to map them, or clean the input")
     out = _float_of(r, x.dtype).reshape(t.shape)
-    if isinstance(fmt, FloatFormat) and fmt.family == "e8m0":
+    if isinstance(fmt, FloatFormat) and fmt.encoding.all_normal:
         # as the numpy path: zero and negative inputs (-inf, tiny negatives) have no E8M0
         # value and become NaN under every overflow policy (ml_dtypes does the same)
         out = torch.where(x.reshape(t.shape) <= 0, torch.full_like(out, float("nan")), out)
