@@ -72,18 +72,9 @@ def test_every_entry_point_takes_exact_values_exactly(entry, x):
     assert [Fraction(float(v)) for v in got] == _exact_values(x)
 
 
-def _accum_gap(entry, x):
-    """Inputs today's fpsim.accum.exact_float64 still lets numpy convert (bools and inexact
-    ints inside float lists); it is to become lowering.exact_float64, which refuses them."""
-    return (entry == "accum.exact_float64" and isinstance(x, list)
-            and any(isinstance(v, (bool, int)) for v in x) and any(isinstance(v, float) for v in x))
-
-
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 @pytest.mark.parametrize("x", INEXACT, ids=lambda x: type(x).__name__)
 def test_every_entry_point_refuses_values_float64_cannot_hold(entry, x):
-    if _accum_gap(entry, x):
-        pytest.skip("accum's own exact_float64 (until it points at lowering's)")
     with pytest.raises(ValueError, match="float64"):
         ENTRY_POINTS[entry](x)
 
@@ -91,8 +82,6 @@ def test_every_entry_point_refuses_values_float64_cannot_hold(entry, x):
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 @pytest.mark.parametrize("x", REFUSED, ids=lambda x: type(x).__name__)
 def test_every_entry_point_refuses_what_is_not_a_real_number(entry, x):
-    if _accum_gap(entry, x):
-        pytest.skip("accum's own exact_float64 (until it points at lowering's)")
     with pytest.raises(TypeError):
         ENTRY_POINTS[entry](x)
 
