@@ -319,7 +319,7 @@ def _section_drift(out: Path, quick: bool):
     except ImportError as e:
         return title, (f"**Not run: this section needs torch** (`pip install \"torch==2.13.0\"` or "
                        f"the `torch` extra): {e}"), []
-    from .analysis.drift import deployment_audit
+    from .analysis.audit import deployment_audit
     from .analysis.tables import to_markdown
 
     t0 = time.perf_counter()

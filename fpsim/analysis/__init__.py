@@ -14,9 +14,9 @@ take a model (:func:`propagation`, :func:`sharpness`), so this package imports w
 
 from .accum_plots import error_growth_models, plot_error_growth
 from .block_plots import plot_block_error
-from .drift import (DeploymentAudit, DriftReport, deployment_audit, deployment_configs, div_index,
-                    drift, drift_configs, flip_rate, greedy_runner, length_std, logit_diff,
-                    plot_deployment_audit, plot_drift, std_at_acc, top1_prob_std)
+from .audit import DeploymentAudit, deployment_audit, deployment_configs, plot_deployment_audit
+from .drift import (DriftReport, div_index, drift, drift_configs, flip_rate, greedy_runner,
+                    length_std, logit_diff, plot_drift, std_at_acc, top1_prob_std)
 from .errors import (DISTRIBUTIONS, ClipSearch, ErrorHistogram, ErrorStats, abs_error, bias,
                      clip_search, error_histogram, error_stats, format_errors, rel_error, sample,
                      sqnr, ulp, ulp_error)
