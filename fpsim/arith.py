@@ -31,6 +31,7 @@ from .options import Rounding, enum_value
 from .rounding import quantize
 
 _K = lazy_module('arith')  # numba is imported on first use, not by `import fpsim`
+_KL = lazy_module('lmul')
 
 __all__ = ["abs", "add", "div", "fma", "lmul", "maximum", "minimum", "mul", "neg", "sqrt", "sub"]
 
@@ -351,7 +352,7 @@ def lmul(x, y, man_bits, *, semantics="int", fmt=None, out_fmt=None, rounding="r
         s = np.uint64(0)
     qa, qb = qa.reshape(-1), qb.reshape(-1)
     out = np.empty(qa.size, dtype=np.float64)
-    bad = _K.lmul_kernel(qa, qb, out, m, lmul_offset(m), sem == "int", p, s)
+    bad = _KL.lmul_kernel(qa, qb, out, m, lmul_offset(m), sem == "int", p, s)
     if bad:
         raise ValueError(f"{of.name} has no NaN but {bad} L-Mul result(s) are NaN; pass nan='zero' "
                          "or nan='max' to map them")

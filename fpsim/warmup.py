@@ -57,6 +57,11 @@ def _arith():
     return add(a, b, "bf16"), mul(a, b, "e4m3"), fma(a, b, a, "fp16")
 
 
+def _lmul():
+    from . import lmul
+    return lmul(_x((64,)), _x((64,)), 3)
+
+
 def _exact_x(shape):
     """Multiples of 1/4 up to 2: values of every input format of the models below."""
     return (np.random.default_rng(0).integers(-8, 9, shape) / 4).astype(np.float32)
@@ -156,6 +161,7 @@ _FAMILIES = [
            _q("scaled[int4,channel,fp32,axis=0]"), common=True),
     Family("table-nf4", "table formats: NF4, dINT, codebooks", 5, _q("nf4"), common=True),
     Family("arith", "add/sub/mul/div/fma/sqrt in any format", 35, _arith),
+    Family("lmul", "L-Mul multiplication (fpsim.lmul)", 15, _lmul),
     Family("accum-sequential", "dot/matmul, Sequential accumulation", 40, _acc(_seq), common=True),
     Family("accum-pairwise", "dot/matmul, Pairwise accumulation", 10, _acc(_pairwise),
            common=True),

@@ -137,7 +137,7 @@ def test_bad_input():
 def test_lmul_scalar_kernel_is_importable():
     """The njit scalar the GEMM models use gives the same as the array API."""
     from fpsim import lowering
-    from fpsim.kernels.arith import lmul_scalar
+    from fpsim.kernels.lmul import lmul_scalar
 
     fmt = fpsim.parse("fp32")
     p = lowering.round_params(fmt, lowering.F64, lowering.RoundingSpec.resolve(fmt))

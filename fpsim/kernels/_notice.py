@@ -36,7 +36,8 @@ ENV = "FPSIM_COMPILE_NOTICE"
 _FAMILY = {
     "block_round": ("block", "block-format kernels (MX, NVFP4, scaled formats)", 45),
     "accum": ("accum", "accumulation kernels (dot/matmul/sum models, tensor cores)", 40),
-    "arith": ("arith", "arithmetic kernels (add/mul/fma/div/sqrt, L-Mul)", 35),
+    "arith": ("arith", "arithmetic kernels (add/mul/fma/div/sqrt)", 35),
+    "lmul": ("lmul", "L-Mul kernels", 15),
 }
 
 _STATE = {"quiet": 0, "said": set()}

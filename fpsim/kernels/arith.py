@@ -60,12 +60,12 @@ from ._twins import twins
 from .eft import bits_f64, f64_bits, pow2, to_odd_bits, two_prod, two_sum
 from .float_round import overflow_action, round_bits
 
-_FMASK = np.int64((1 << 52) - 1)
+FMASK = np.int64((1 << 52) - 1)
 _HIDDEN = np.int64(1 << 52)
-_SIGN = np.uint64(1 << 63)
-_MAGMASK = np.uint64((1 << 63) - 1)
-_INF_BITS = np.int64(0x7FF << 52)
-_NAN_BITS = np.int64((0x7FF << 52) | (1 << 51))
+SIGN = np.uint64(1 << 63)
+MAGMASK = np.uint64((1 << 63) - 1)
+INF_BITS = np.int64(0x7FF << 52)
+NAN_BITS = np.int64((0x7FF << 52) | (1 << 51))
 _MINNORM = 2.2250738585072014e-308  # smallest normal float64
 
 # operation codes of the array drivers
@@ -89,19 +89,19 @@ def _scale(x, k):
 
 
 @njit(cache=True, inline="always")
-def _frexp1(x):
+def frexp1(x):
     """(m, e) with |m| in [1, 2) and x == m * 2**e, for finite nonzero x (exact)."""
-    b = np.int64(f64_bits(x) & _MAGMASK)
+    b = np.int64(f64_bits(x) & MAGMASK)
     ef = b >> 52
     e = np.int64(0)
     if ef == 0:  # subnormal: normalise exactly by 2**64 first
         x = x * 18446744073709551616.0
-        b = np.int64(f64_bits(x) & _MAGMASK)
+        b = np.int64(f64_bits(x) & MAGMASK)
         ef = b >> 52
         e = np.int64(-64)
     e += ef - 1023
-    sb = f64_bits(x) & _SIGN
-    m = bits_f64(sb | np.uint64((np.int64(1023) << 52) | (b & _FMASK)))
+    sb = f64_bits(x) & SIGN
+    m = bits_f64(sb | np.uint64((np.int64(1023) << 52) | (b & FMASK)))
     return m, e
 
 
@@ -119,11 +119,11 @@ def _overflow_value(sign, p, rnd):
         v = bits_f64(np.uint64(p.maxneg if sign == 1 else p.maxpos))
     if sign == 1:
         v = -v
-    return _finish(f64_bits(v), p, rnd)  # unsigned formats etc.: same policy as quantize
+    return finish(f64_bits(v), p, rnd)  # unsigned formats etc.: same policy as quantize
 
 
 @njit(cache=True)
-def _finish(b, p, rnd):
+def finish(b, p, rnd):
     """Apply the format's policies to float64 bits already on the target grid."""
     o, _ = round_bits(b, p, rnd)
     return bits_f64(o)
@@ -142,7 +142,7 @@ def _fx_floor(s, lo_mag_bits, u, d):
     f = |lo| / 2**u (s = +1) or 1 - |lo| / 2**u (s = -1); 0 <= d <= 62.
     """
     lef = lo_mag_bits >> 52
-    lsig = (lo_mag_bits & _FMASK) | (_HIDDEN if lef > 0 else np.int64(0))
+    lsig = (lo_mag_bits & FMASK) | (_HIDDEN if lef > 0 else np.int64(0))
     le = max(lef, np.int64(1)) - 1075
     a = le + d - u
     if a >= 0:
@@ -186,14 +186,14 @@ def _core(hi, lo, E, p, rnd):
     (needs_wrap, value): needs_wrap is True when a wrap-around integer/fixed format meets a
     value of 2**53 quanta or more (reduced first by :func:`_wrap_reduce`)."""
     if lo == 0.0 and E == 0:
-        return False, _finish(f64_bits(hi), p, rnd)
+        return False, finish(f64_bits(hi), p, rnd)
     hb = f64_bits(hi)
     sign = np.int64(hb >> np.uint64(63))
-    hmag = np.int64(hb & _MAGMASK)
+    hmag = np.int64(hb & MAGMASK)
     if hmag == 0:
-        return False, _finish(hb, p, rnd)
+        return False, finish(hb, p, rnd)
     lob = f64_bits(lo)
-    lmag = np.int64(lob & _MAGMASK)
+    lmag = np.int64(lob & MAGMASK)
     if lmag == 0:
         s = 0
         vlow = hmag
@@ -205,11 +205,11 @@ def _core(hi, lo, E, p, rnd):
         vlow = hmag - 1
     ef = vlow >> 52
     if ef == 0:  # subnormal hi with an exact lo == 0 and E != 0: normalise
-        x, e0 = _frexp1(bits_f64(np.uint64(vlow)))
-        vlow = np.int64(f64_bits(x) & _MAGMASK)
+        x, e0 = frexp1(bits_f64(np.uint64(vlow)))
+        vlow = np.int64(f64_bits(x) & MAGMASK)
         ef = vlow >> 52
         E = E + e0 - (ef - 1023)
-    sig = (vlow & _FMASK) | _HIDDEN
+    sig = (vlow & FMASK) | _HIDDEN
     u = ef - 1075  # exponent of one ulp of vlow's binade, in the scaled domain
     ev = ef - 1023 + E  # true exponent of the result's binade
     shift = 52 - p.M + max(np.int64(0), p.emin - ev)
@@ -294,7 +294,7 @@ def _core(hi, lo, E, p, rnd):
             mb = rs >> sh if sh < 63 else np.int64(0)
     if mb == 0 and p.no_zero == 1:
         mb = p.minsub  # E8M0-like formats: underflow gives the smallest value
-    return False, _finish((np.uint64(sign) << np.uint64(63)) | np.uint64(mb), p, rnd)
+    return False, finish((np.uint64(sign) << np.uint64(63)) | np.uint64(mb), p, rnd)
 
 
 @njit(cache=True, inline="always")
@@ -338,7 +338,7 @@ def round_scaled(hi, lo, E, p, rnd):
         h2 = hi * s2
         l2 = lo * s2
         if _MINNORM <= abs(h2) < np.inf and (lo == 0.0 or abs(l2) >= _MINNORM):
-            return _finish(to_odd_bits(h2, l2), p, rnd)
+            return finish(to_odd_bits(h2, l2), p, rnd)
     w, v = _core(hi, lo, E, p, rnd)
     if w:
         h, l = _wrap_reduce(hi, lo, E, p)
@@ -365,7 +365,7 @@ def round_dd(hi, lo, p, rnd):
 def add_round(a, b, p, rnd):
     """round(a + b) into ``p`` (IEEE 754 addition with a single rounding)."""
     if not (np.isfinite(a) and np.isfinite(b)):
-        return _finish(f64_bits(a + b), p, rnd)  # inf - inf = NaN, NaN propagates
+        return finish(f64_bits(a + b), p, rnd)  # inf - inf = NaN, NaN propagates
     h, l = two_sum(a, b)
     if h == 0.0:
         if a == 0.0 and b == 0.0:
@@ -374,7 +374,7 @@ def add_round(a, b, p, rnd):
             sz = sa if sa == sb else _zero_sum_sign(p.mode)
         else:
             sz = _zero_sum_sign(p.mode)
-        return _finish(sz << np.uint64(63), p, rnd)
+        return finish(sz << np.uint64(63), p, rnd)
     if not np.isfinite(h):  # the float64 sum overflowed: redo halved (exact, no underflow)
         h, l = two_sum(a * 0.5, b * 0.5)
         return round_scaled(h, l, 1, p, rnd)
@@ -391,9 +391,9 @@ def sub_round(a, b, p, rnd):
 def mul_round(a, b, p, rnd):
     """round(a * b) into ``p``; exact for every float64 pair (no intermediate under/overflow)."""
     if not (np.isfinite(a) and np.isfinite(b)) or a == 0.0 or b == 0.0:
-        return _finish(f64_bits(a * b), p, rnd)  # signed zeros, 0*inf = NaN, inf, NaN
-    ma, ea = _frexp1(a)
-    mb, eb = _frexp1(b)
+        return finish(f64_bits(a * b), p, rnd)  # signed zeros, 0*inf = NaN, inf, NaN
+    ma, ea = frexp1(a)
+    mb, eb = frexp1(b)
     h, l = two_prod(ma, mb)  # exact: |ma|, |mb| in [1, 2)
     return round_scaled(h, l, ea + eb, p, rnd)
 
@@ -402,7 +402,7 @@ def mul_round(a, b, p, rnd):
 def _clamp_tail(h, t):
     """Keep |t| strictly below half the float64 gap from h toward t (the exact tail of a
     correctly rounded quotient/root is never a tie, its float estimate may be)."""
-    hb = np.int64(f64_bits(h) & _MAGMASK)
+    hb = np.int64(f64_bits(h) & MAGMASK)
     same = (t > 0.0) == (h > 0.0)
     nb = hb + 1 if same else hb - 1
     gap = bits_f64(np.uint64(nb)) - bits_f64(np.uint64(hb))
@@ -419,13 +419,13 @@ def div_round(a, b, p, rnd):
     """round(a / b) into ``p`` (x/0 = ±inf, 0/0 = NaN, inf/inf = NaN)."""
     if not (np.isfinite(a) and np.isfinite(b)) or a == 0.0 or b == 0.0:
         if b == 0.0 and not np.isnan(a) and a != 0.0:
-            sg = (f64_bits(a) ^ f64_bits(b)) & _SIGN
-            return _finish(sg | np.uint64(_INF_BITS), p, rnd)
+            sg = (f64_bits(a) ^ f64_bits(b)) & SIGN
+            return finish(sg | np.uint64(INF_BITS), p, rnd)
         if b == 0.0:
-            return _finish(np.uint64(_NAN_BITS), p, rnd)
-        return _finish(f64_bits(a / b), p, rnd)
-    ma, ea = _frexp1(a)
-    mb, eb = _frexp1(b)
+            return finish(np.uint64(NAN_BITS), p, rnd)
+        return finish(f64_bits(a / b), p, rnd)
+    ma, ea = frexp1(a)
+    mb, eb = frexp1(b)
     q = ma / mb
     ph, pl = two_prod(q, mb)
     r = (ma - ph) - pl  # exact remainder ma - q*mb (representable for a rounded quotient)
@@ -440,9 +440,9 @@ def sqrt_round(a, p, rnd):
     """round(sqrt(a)) into ``p`` (sqrt(-0) = -0, sqrt(x<0) = NaN, sqrt(inf) = inf)."""
     if a == 0.0 or not np.isfinite(a) or a < 0.0:
         if a < 0.0:
-            return _finish(np.uint64(_NAN_BITS), p, rnd)
-        return _finish(f64_bits(a), p, rnd)
-    m, e = _frexp1(a)
+            return finish(np.uint64(NAN_BITS), p, rnd)
+        return finish(f64_bits(a), p, rnd)
+    m, e = frexp1(a)
     if e & 1:
         m = m * 2.0
         e -= 1
@@ -460,19 +460,19 @@ def fma_round(a, b, c, p, rnd):
     """round(a * b + c) into ``p`` with a single rounding (IEEE fusedMultiplyAdd)."""
     if not (np.isfinite(a) and np.isfinite(b) and np.isfinite(c)):
         if np.isnan(a) or np.isnan(b) or np.isnan(c):
-            return _finish(np.uint64(_NAN_BITS), p, rnd)
+            return finish(np.uint64(NAN_BITS), p, rnd)
         if np.isfinite(a) and np.isfinite(b):  # the exact product is finite: c decides
-            return _finish(f64_bits(c), p, rnd)
-        return _finish(f64_bits(a * b + c), p, rnd)  # inf*x, 0*inf = NaN, inf - inf = NaN
+            return finish(f64_bits(c), p, rnd)
+        return finish(f64_bits(a * b + c), p, rnd)  # inf*x, 0*inf = NaN, inf - inf = NaN
     if a == 0.0 or b == 0.0:  # the product is an exact (signed) zero
         return add_round(a * b, c, p, rnd)
     if c == 0.0:
         return mul_round(a, b, p, rnd)
-    ma, ea = _frexp1(a)
-    mb, eb = _frexp1(b)
+    ma, ea = frexp1(a)
+    mb, eb = frexp1(b)
     ph, pl = two_prod(ma, mb)  # |ph| in [1, 4)
     E = ea + eb
-    mc, ec = _frexp1(c)
+    mc, ec = frexp1(c)
     d = ec - E
     if d < -1000:  # c only decides the sticky bit below the product
         cs = -pow2(-1000) if c < 0.0 else pow2(-1000)
@@ -493,7 +493,7 @@ def fma_round(a, b, c, p, rnd):
     tail = bits_f64(tb) if t2 != 0.0 else e3
     h, l = two_sum(h, tail)
     if h == 0.0:
-        return _finish(_zero_sum_sign(p.mode) << np.uint64(63), p, rnd)
+        return finish(_zero_sum_sign(p.mode) << np.uint64(63), p, rnd)
     return round_scaled(h, l, E, p, rnd)
 
 
@@ -529,67 +529,3 @@ def _arith_one(i, op, a, b, c, out, p, seed):
 # rounded into p; returns #NaN results a NaN-less format must refuse. a, b, c, out: contiguous
 # 1-D float64 of equal length.
 arith_serial, arith_parallel = twins("arith", _arith_one, over="out")
-
-
-# ---------------------------------------------------------------------------------------
-# L-Mul (Luo & Sun 2024)
-# ---------------------------------------------------------------------------------------
-
-@njit(cache=True, inline="always")
-def _split_m(x, m):
-    """(sign, exponent e, mantissa field F) with |x| = (1 + F/2**m) * 2**e, x finite nonzero
-    with at most m fraction bits after normalisation."""
-    mx, e = _frexp1(x)
-    b = np.int64(f64_bits(mx) & _MAGMASK)
-    F = (b & _FMASK) >> (52 - m)
-    return np.int64(1) if x < 0.0 else np.int64(0), e, F
-
-
-@njit(cache=True)
-def lmul_scalar(x, y, m, l, int_semantics, p, rnd):
-    """L-Mul of two float64 values holding m-bit-mantissa numbers, rounded into ``p``.
-
-    ``(-1)**(sx^sy) * (1 + fx + fy + 2**-l) * 2**(ex+ey)`` where ``|x| = (1+fx) 2**ex``
-    (subnormals are normalised first). ``int_semantics`` (bool): the integer addition of the
-    bit patterns (minus bias, plus offset), where mantissa carries bump the exponent
-    (``1 <= s = fx+fy+2**-l < 2`` gives ``s * 2**(ex+ey+1)``, ``s >= 2`` gives
-    ``(s-1) * 2**(ex+ey+2)``); False: the literal formula. Zero times a finite value is
-    a signed zero, 0*inf and NaN give NaN, inf times nonzero gives inf. ``0 <= l <= m <= 52``.
-    """
-    if np.isnan(x) or np.isnan(y):
-        return _finish(np.uint64(_NAN_BITS), p, rnd)
-    sg = (f64_bits(x) ^ f64_bits(y)) & _SIGN
-    if not (np.isfinite(x) and np.isfinite(y)):
-        if x == 0.0 or y == 0.0:
-            return _finish(np.uint64(_NAN_BITS), p, rnd)
-        return _finish(sg | np.uint64(_INF_BITS), p, rnd)
-    if x == 0.0 or y == 0.0:
-        return _finish(sg, p, rnd)
-    sx, ex, fx = _split_m(x, m)
-    sy, ey, fy = _split_m(y, m)
-    S = fx + fy + (np.int64(1) << (m - l))
-    E = ex + ey
-    if int_semantics:
-        k = S >> m
-        S = S & ((np.int64(1) << m) - 1)
-        E += k
-    tot = (np.int64(1) << m) + S  # value tot * 2**(E - m), tot < 2**55
-    hi = np.float64(tot & ~np.int64(1023))
-    lo = np.float64(tot & np.int64(1023))
-    h, t = two_sum(hi, lo)
-    if sx != sy:
-        h, t = -h, -t
-    return round_scaled(h, t, E - m, p, rnd)
-
-
-@njit(cache=True, parallel=True)
-def lmul_kernel(x, y, out, m, l, int_semantics, p, seed):
-    """Vectorised :func:`lmul_scalar`; returns #NaN results a NaN-less format must refuse."""
-    bad = 0
-    for i in prange(out.size):
-        rnd = random_bits(seed, i) if p.mode == SR else np.uint64(0)
-        v = lmul_scalar(x[i], y[i], m, l, int_semantics, p, rnd)
-        out[i] = v
-        if np.isnan(v) and p.nan_action == NAN_ERROR:
-            bad += 1
-    return bad
