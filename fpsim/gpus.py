@@ -55,8 +55,8 @@ class GPU:
     fnuz FP8 formats, the block-scaled kinds of :data:`BLOCK_SCALED`). ``instructions``:
     ``(input class, template)`` pairs; the class is ``"16"`` (fp16, bf16), ``"tf32"``, ``"8"``
     (e4m3, e5m2), ``"mx"`` (block-scaled) or an input format (AMD); templates take ``{d}``
-    (output) and ``{t}`` (input) PTX types, and ``{k}``, ``{kind}``, ``{block}``, ``{sc}`` for
-    block-scaled kinds. ``captured``: ``(input, output)`` whose captured file the preset
+    (output), ``{a}`` and ``{b}`` (inputs) PTX types, and ``{k}``, ``{kind}``, ``{block}``, ``{sc}`` for
+    block-scaled kinds; ``{a}``/``{b}`` are A's and B's types. ``captured``: ``(input, output)`` whose captured file the preset
     reproduces line for line; ``unreproduced``: captured files no known model reproduces.
 
     >>> GPU("X1", "Ampere", ("fp16",), AMPERE).instruction("fp16", "fp16")
@@ -76,10 +76,19 @@ class GPU:
         """The GPU's part of a torch profile name (``rtx4090`` in ``rtx4090_fp16``)."""
         return self.name.lower().replace(" ", "")
 
-    def instruction(self, fin: str, fout: str = "fp32") -> str:
-        """The instruction this GPU's preset models for ``fin`` inputs and ``fout`` output
-        (``ValueError`` for an input the GPU does not take)."""
+    def instruction(self, fin: str, fout: str = "fp32", fin_b: str | None = None) -> str:
+        """The instruction this GPU's preset models for ``fin`` inputs (B: ``fin_b``, a
+        block-scaled kind of the same instruction kind) and ``fout`` output (``ValueError``
+        for an input the GPU does not take)."""
         amd = self.arch.startswith("CDNA")
+        if fin_b is not None and fin_b != fin:
+            if fin_b not in self.inputs:
+                raise ValueError(self._lacks(fin_b, fout))
+            same = lambda k: (k[0], k[2], k[3])  # noqa: E731  (kind, block, scale)
+            if not (fin in BLOCK_SCALED and fin_b in BLOCK_SCALED
+                    and same(BLOCK_SCALED[fin]) == same(BLOCK_SCALED[fin_b])):
+                raise ValueError(f"mixed block-scaled inputs must share an instruction kind, "
+                                 f"block and scale type, not ({fin}, {fin_b})")
         if fin not in self.inputs:
             raise ValueError(self._lacks(fin, fout))
         if amd and fout != "fp32":
@@ -91,9 +100,9 @@ class GPU:
         t = templates[fin] if amd else templates[_CLASS[fin]]
         if fin in BLOCK_SCALED:
             kind, elem, block, sc = BLOCK_SCALED[fin]
-            return t.format(k=32 if kind == "mxf8f6f4" else 64, kind=kind, block=block, t=elem,
-                            sc=sc)
-        return t if amd else t.format(d=_PTX[fout], t=_PTX[fin])
+            return t.format(k=32 if kind == "mxf8f6f4" else 64, kind=kind, block=block, a=elem,
+                            b=BLOCK_SCALED[fin_b or fin][1], sc=sc)
+        return t if amd else t.format(d=_PTX[fout], a=_PTX[fin], b=_PTX[fin])
 
     def _lacks(self, fin, fout):
         if self.arch.startswith("CDNA"):
@@ -110,15 +119,15 @@ class GPU:
 
 
 # Instruction templates per architecture (the parameters: fpsim.engines.ENGINES)
-VOLTA = (("16", "mma.m8n8k4.{d}.{t}.{t}.{d}"),)
-TURING = (("16", "mma.m16n8k8.{d}.{t}.{t}.{d}"),)
-AMPERE = (("16", "mma.m16n8k16.{d}.{t}.{t}.{d}"), ("tf32", "mma.m16n8k8.{d}.{t}.{t}.{d}"))
-ADA = AMPERE + (("8", "mma.m16n8k32.{d}.{t}.{t}.{d}"),)
-HOPPER = (("16", "wgmma.m64n8k16.{d}.{t}.{t}"), ("tf32", "wgmma.m64n8k8.{d}.{t}.{t}"),
-          ("8", "wgmma.m64n8k32.{d}.{t}.{t}"))
+VOLTA = (("16", "mma.m8n8k4.{d}.{a}.{b}.{d}"),)
+TURING = (("16", "mma.m16n8k8.{d}.{a}.{b}.{d}"),)
+AMPERE = (("16", "mma.m16n8k16.{d}.{a}.{b}.{d}"), ("tf32", "mma.m16n8k8.{d}.{a}.{b}.{d}"))
+ADA = AMPERE + (("8", "mma.m16n8k32.{d}.{a}.{b}.{d}"),)
+HOPPER = (("16", "wgmma.m64n8k16.{d}.{a}.{b}"), ("tf32", "wgmma.m64n8k8.{d}.{a}.{b}"),
+          ("8", "wgmma.m64n8k32.{d}.{a}.{b}"))
 BLACKWELL = ADA + (
-    ("mx", "tcgen05.mma.m128n256k{k}.kind::{kind}.block{block}.f32.{t}.{t}.{sc}"),)
-RTX_BLACKWELL = ADA + (("mx", "mma.m16n8k{k}.kind::{kind}.block{block}.f32.{t}.{t}.f32.{sc}"),)
+    ("mx", "tcgen05.mma.m128n256k{k}.kind::{kind}.block{block}.f32.{a}.{b}.{sc}"),)
+RTX_BLACKWELL = ADA + (("mx", "mma.m16n8k{k}.kind::{kind}.block{block}.f32.{a}.{b}.f32.{sc}"),)
 # AMD: the largest-K instruction of each input type
 CDNA1 = (("fp16", "v_mfma_f32_16x16x16f16"), ("bf16", "v_mfma_f32_16x16x8bf16"))
 CDNA2 = (("fp16", "v_mfma_f32_16x16x16f16"), ("bf16", "v_mfma_f32_16x16x16bf16_1k"))
@@ -229,6 +238,10 @@ def tensor_core(gpu_name, in_fmt, out_fmt="fp32"):
     g = gpu(gpu_name)
     if isinstance(in_fmt, (tuple, list)) and len(in_fmt) == 2:
         fa, fb = _in_name(in_fmt[0]), _in_name(in_fmt[1])
+        if fa != fb and fa in BLOCK_SCALED:  # e.g. MX E5M2 gradients x MX E4M3 weights
+            if as_format(out_fmt).name != "fp32":
+                raise ValueError(g._lacks(fa, as_format(out_fmt).name))
+            return _renamed(mma(g.arch, g.instruction(fa, "fp32", fb)), f"{g.name} {fa} x {fb}")
         if fa != fb and {fa, fb} <= set(FNUZ) and fa in g.inputs and fb in g.inputs:
             t = {"e4m3fnuz": "fp8", "e5m2fnuz": "bf8"}
             m = mma(g.arch, f"v_mfma_f32_16x16x32_{t[fa]}_{t[fb]}")

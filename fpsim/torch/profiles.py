@@ -14,6 +14,11 @@
                 gradients, fp32 accumulation
 ``mxfp4``       OCP MX E2M1 blocks of 32, MX E5M2 gradients, fp32 accumulation
 ``nvfp4``       NVFP4 (E2M1 blocks of 16, E4M3 scales, fp32 tensor scale), fp32 accum
+``b200_mxfp8``  MX E4M3 weights and activations, MX E5M2 gradients, every GEMM on the B200
+                block-scaled tensor core (``tensor_core("B200", "mxfp8")``, bit-exact)
+``b200_nvfp4``  NVFP4 weights, activations and gradients on ``tensor_core("B200", "nvfp4")``
+``mi300x_fp8``  per-tensor-scaled E4M3FNUZ forward, E5M2FNUZ gradients, the MI300X FP8
+                matrix core (``tensor_core("MI300X", "e4m3fnuz")``)
 ``lmul3``       L-Mul multiplier (Luo & Sun 2024) on 3-bit-mantissa inputs (e8m3), fp32 sum
 ``lmul4``       the same with 4-bit mantissas (e8m4)
 ``dint4_w4a8``  dINT4 weights (per-output-channel scale), int8 activations (per-token
@@ -92,6 +97,27 @@ def _h100_fp8():
                               "(DeepSeek-V3 recipe)")
 
 
+def _b200_block(kind, grad, backward, desc):
+    """B200 block-scaled profile: weights and activations in the block format ``kind``
+    (mxfp8, nvfp4), the GEMMs on the B200's ``tcgen05.mma`` block-scaled kind."""
+    def make():
+        fmt = as_format("mxfp8_e4m3" if kind == "mxfp8" else kind)
+        return Policy(weight=fmt, activation=fmt, gradient=as_format(grad),
+                      accum=hardware.tensor_core("B200", kind), backward_accum=backward(),
+                      name=f"b200_{kind}", description=desc)
+    return make
+
+
+def _mi300x_fp8():
+    fwd = hardware.tensor_core("MI300X", "e4m3fnuz")
+    bwd = hardware.tensor_core("MI300X", ("e5m2fnuz", "e4m3fnuz"))
+    return Policy(weight=Scaled("e4m3fnuz"), activation=Scaled("e4m3fnuz"),
+                  gradient=Scaled("e5m2fnuz"), accum=fwd, backward_accum=bwd, name="mi300x_fp8",
+                  description="per-tensor-scaled E4M3FNUZ forward, E5M2FNUZ gradients, the "
+                              "MI300X FP8 matrix core (v_mfma_f32_16x16x32_fp8_fp8; backward "
+                              "GEMMs on the mixed bf8 x fp8 instructions)")
+
+
 def _block(name, elem, grad=None, desc=""):
     def make():
         gfmt = None if grad is None else as_format(grad)
@@ -146,6 +172,17 @@ _BASE = {
                     desc="NVFP4: E2M1 blocks of 16 with E4M3 scales and an fp32 tensor scale "
                          "(weights, activations), MX E5M2 gradients, fp32 accumulation"),
     "lmul3": _lmul(3), "lmul4": _lmul(4), "dint4_w4a8": _dint4_w4a8,
+    "b200_mxfp8": _b200_block(
+        "mxfp8", "mxfp8_e5m2", lambda: hardware.tensor_core("B200", ("mxfp8_e5m2", "mxfp8")),
+        desc="OCP MX E4M3 blocks of 32 along K (weights, activations), MX E5M2 gradients, "
+             "every GEMM on the B200 tcgen05.mma kind::mxf8f6f4 block32 model (backward: "
+             "E5M2 x E4M3 operands)"),
+    "b200_nvfp4": _b200_block(
+        "nvfp4", "nvfp4", lambda: None,
+        desc="NVFP4 (E2M1 blocks of 16, E4M3 scales, fp32 tensor scale) weights, activations "
+             "and gradients, every GEMM on the B200 tcgen05.mma kind::mxf4nvf4 block16 model, "
+             "the tensor scales applied to its fp32 result"),
+    "mi300x_fp8": _mi300x_fp8,
 }
 def _register_catalogue():
     """Fill the registry of named policies (fpsim.torch.policy) with this module's profiles."""
@@ -188,6 +225,10 @@ def validation(name: str) -> str:
     key = p.name.lower()
     gpu, _, fmt = key.partition("_")
     if fmt in TENSOR_CORE_GPUS.get(gpu, ()):
+        return hardware.evidence(gpu, fmt, "fp32")
+    if key in ("b200_mxfp8", "b200_nvfp4", "mi300x_fp8"):
+        gpu, fmt = {"b200_mxfp8": ("B200", "mxfp8"), "b200_nvfp4": ("B200", "nvfp4"),
+                    "mi300x_fp8": ("MI300X", "e4m3fnuz")}[key]
         return hardware.evidence(gpu, fmt, "fp32")
     if key == "h100_fp8":
         inner = hardware.evidence("h100", "e4m3", "fp32")
