@@ -29,16 +29,11 @@ from ..rounding import decode, encode
 from . import _ops
 from . import accum as _accum
 from .policy import Scaled
-from .quantize import _forward as _q_forward, quantize
+from .quantize import quantize
 
 __all__ = ["gemm", "round_output", "grad_round", "prepare", "block_scaled_matmul"]
 
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def _opts(rounding):
-    return dict(rounding=rounding, overflow=None, subnormals=None, daz=False, nan=None,
-                seed=None, srbits=None)
 
 
 def _amax_scale(x, spec: Scaled, axis_k: int):
@@ -68,11 +63,11 @@ def prepare(x, fmt, rounding, axis_k, *, ste=True):
         s = _amax_scale(x, fmt, axis_k)
         xs = x / s.to(x.dtype)
         q = quantize(xs, fmt.fmt, rounding=rounding, nan="zero" if not fmt.fmt.has_nan else None) if ste \
-            else _q_forward(xs.detach(), fmt.fmt, _opts(rounding), "auto", axis_k)
+            else quantize(xs.detach(), fmt.fmt, rounding=rounding, axis=axis_k, backward="none")
         return q, s
     if ste:
         return quantize(x, fmt, rounding=rounding, axis=axis_k), None
-    return _q_forward(x.detach(), fmt, _opts(rounding), "auto", axis_k), None
+    return quantize(x.detach(), fmt, rounding=rounding, axis=axis_k, backward="none"), None
 
 
 def dequant(q, s):
