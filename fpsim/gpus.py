@@ -138,7 +138,6 @@ CDNA3 = (("fp16", "v_mfma_f32_16x16x16_f16"), ("bf16", "v_mfma_f32_16x16x16_bf16
 _F16 = ("fp16", "bf16", "tf32")
 _F8 = _F16 + ("e4m3", "e5m2")
 _MX = _F8 + tuple(BLOCK_SCALED)
-_BOTH = (("fp32",), ("fp32", "fp16"))  # outputs: bf16/tf32 -> fp32; fp16/fp8 -> both
 _ALL16 = (("fp16", "fp32"), ("fp16", "fp16"), ("bf16", "fp32"), ("tf32", "fp32"))
 
 #: Every GPU fpsim has a preset for; :data:`GPUS`, :func:`tensor_core`, :func:`evidence`,
