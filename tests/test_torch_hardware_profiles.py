@@ -35,6 +35,13 @@ def _blocks(X, fmt, axis):
     return np.pad(e, pad), s, g
 
 
+def _fnuz_scaled(X, fmt, fmax):
+    """Per-tensor amax scale in fp32, elements rounded into ``fmt`` (the Scaled recipe)."""
+    X32 = X.astype(np.float32)
+    s = np.float32(np.abs(X32).max()) / np.float32(fmax)
+    return np.asarray(fpsim.quantize((X32 / s).astype(np.float32), fmt), np.float64), s
+
+
 @pytest.mark.parametrize("name,fmt,kind", [("b200_mxfp8", "mxfp8_e4m3", "mxfp8"),
                                            ("b200_nvfp4", "nvfp4", "nvfp4")])
 def test_b200_block_scaled_linear_is_the_core_computation(name, fmt, kind):
@@ -50,18 +57,53 @@ def test_b200_block_scaled_linear_is_the_core_computation(name, fmt, kind):
 
 def test_mi300x_fp8_linear_is_the_core_computation():
     x, w, bias, y = _linear("mi300x_fp8", K=48)
-
-    def scaled(X):  # per-tensor amax scale in fp32, elements rounded into e4m3fnuz
-        X32 = X.astype(np.float32)
-        s = np.float32(np.abs(X32).max()) / np.float32(240.0)
-        return np.asarray(fpsim.quantize((X32 / s).astype(np.float32), "e4m3fnuz"),
-                          np.float64), s
-
-    qa, sa = scaled(x)
-    qb, sb = scaled(w.T)
+    qa, sa = _fnuz_scaled(x, "e4m3fnuz", 240.0)
+    qb, sb = _fnuz_scaled(w.T, "e4m3fnuz", 240.0)
     m = fpsim.hardware.tensor_core("MI300X", "e4m3fnuz")
     d = np.asarray(fpsim.matmul(qa, qb, model=m), np.float32) * sa * sb
     assert np.array_equal((d + bias).view(np.uint32), y.view(np.uint32))
+
+
+def _grads(name):
+    torch.manual_seed(2)
+    lin = torch.nn.Linear(40, 6, bias=False)
+    x = torch.randn(5, 40, requires_grad=True)
+    r = torch.randn(5, 6)
+    with ft.emulate(name):
+        (lin(x) * r).sum().backward()  # the output gradient is r
+    return (x.detach().numpy().astype(np.float64), lin.weight.detach().numpy().astype(np.float64),
+            r.numpy().astype(np.float64), x.grad.numpy(), lin.weight.grad.numpy())
+
+
+def test_mi300x_fp8_backward_is_the_core_computation():
+    """dX = G Wᵀ on the bf8 x fp8 instruction, dW = Xᵀ G on fp8 x bf8 (the mixed model with
+    its formats swapped): the core computation by hand."""
+    x, w, g, dx, dw = _grads("mi300x_fp8")
+    qg, sg = _fnuz_scaled(g, "e5m2fnuz", 57344.0)
+    qw, sw = _fnuz_scaled(w, "e4m3fnuz", 240.0)
+    qx, sx = _fnuz_scaled(x.T, "e4m3fnuz", 240.0)
+    H = fpsim.hardware
+    want_dx = np.asarray(fpsim.matmul(qg, qw, model=H.tensor_core("MI300X", ("e5m2fnuz", "e4m3fnuz"))),
+                         np.float32) * sg * sw
+    want_dw = np.asarray(fpsim.matmul(qx, qg, model=H.tensor_core("MI300X", ("e4m3fnuz", "e5m2fnuz"))),
+                         np.float32) * sx * sg
+    assert np.array_equal(want_dx.view(np.uint32), dx.view(np.uint32))
+    assert np.array_equal(want_dw.T.view(np.uint32), dw.view(np.uint32))
+
+
+def test_b200_mxfp8_backward_is_the_core_computation():
+    x, w, g, dx, dw = _grads("b200_mxfp8")
+    H = fpsim.hardware
+    eg, sg, _ = _blocks(g, "mxfp8_e5m2", -1)      # dX = G @ W: reduction over the 6 outputs
+    ew, sw, _ = _blocks(w, "mxfp8_e4m3", -2)
+    want_dx = fpsim.matmul(eg, ew, model=H.tensor_core("B200", ("mxfp8_e5m2", "mxfp8_e4m3")),
+                           a_scale=sg, b_scale=sw)
+    ex, sx, _ = _blocks(x.T, "mxfp8_e4m3", -1)    # dWᵀ = Xᵀ @ G: reduction over the 5 rows
+    eg2, sg2, _ = _blocks(g, "mxfp8_e5m2", -2)
+    want_dw = fpsim.matmul(ex, eg2, model=H.tensor_core("B200", ("mxfp8_e4m3", "mxfp8_e5m2")),
+                           a_scale=sx, b_scale=sg2)
+    assert np.array_equal(np.float32(want_dx).view(np.uint32), dx.view(np.uint32))
+    assert np.array_equal(np.float32(want_dw).T.view(np.uint32), dw.view(np.uint32))
 
 
 @pytest.mark.parametrize("name", ["b200_mxfp8", "b200_nvfp4", "mi300x_fp8"])
