@@ -40,8 +40,6 @@ OPERAND_FORMATS = {"f16": "fp16", "bf16": "bf16", "tf32": "tf32", "f32": "fp32",
           # AMD ISA type names (v_mfma_*): xf32 is tf32, fp8/bf8 the fnuz FP8 formats
           "xf32": "tf32", "fp8": "e4m3fnuz", "bf8": "e5m2fnuz"}
 _AMD_ONLY = ("xf32", "fp8", "bf8")
-_BYTES = {"fp16": 2, "bf16": 2, "tf32": 4, "e4m3": 1, "e5m2": 1, "e2m1": 1, "e3m2": 1,
-          "e2m3": 1}
 _F8 = ("e4m3", "e5m2")
 _F8F6F4 = ("e4m3", "e5m2", "e3m2", "e2m3", "e2m1")
 

@@ -1,17 +1,11 @@
 """Hardware presets: NVIDIA tensor-core models and their validation on captured GPU data.
 
-:func:`tensor_core` returns a :class:`fpsim.accum.FusedBlock` with the published parameters
-(SPEC §4; Fasi, Higham, Mikaitis & Pranesh 2021; Khattak & Mikaitis 2025):
-
-=================== ============= ====== ======= ======================= ===============
-GPU                 fp16 / bf16 n tf32 n fp8 n   neab                    fp16 output
-=================== ============= ====== ======= ======================= ===============
-V100                4             --     --      0                       RNE
-A100, A2, A30       8             4      --      1                       RNE
-Ada, L40S           8             4      16      1; fp8: -10             RNE
-H100, H200          16            8      32      2; fp8: -10             RNE
-B200                16            8      32      2; fp8: 8 (RNE)         RNE
-=================== ============= ====== ======= ======================= ===============
+:func:`tensor_core` returns the model of a GPU's tensor (or matrix) cores for an input format:
+a :class:`fpsim.accum.FusedBlock` with the published parameters (SPEC §4; Fasi, Higham,
+Mikaitis & Pranesh 2021; Khattak & Mikaitis 2025), an :class:`fpsim.accum.MFMA` (AMD) or an
+:class:`fpsim.accum.BlockScaledFused` (Blackwell's block-scaled kinds). The GPUs, their
+input formats, instructions and captured data are one table, :data:`GPU_TABLE`
+(:mod:`fpsim.gpus`; docs: Matrix engines, GPU presets).
 
 fp32 output rounds toward zero, except B200 FP8: the captured B200 outputs
 (``mma.sync.aligned.m16n8k32``, 2500 lines per format) contradict the published B200 FP8
@@ -31,7 +25,6 @@ can tell apart from an exact sum). :func:`validate` replays a directory of captu
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +33,16 @@ import numpy as np
 
 from . import accum as _A
 from . import rounding as _R
-from .formats import as_format
+from .gpus import (BLOCK_SCALED, CAPTURED, GPU, GPU_TABLE, GPUS, IN_FORMATS, UNREPRODUCED,
+                   evidence, fp8_promoted, gpu, mma, tensor_core)
 
 __all__ = [
     "CAPTURED",
     "CAPTURE_NOTES",
     "UNREPRODUCED",
     "BLOCK_SCALED",
+    "GPU",
+    "GPU_TABLE",
     "GPUS",
     "IN_FORMATS",
     "SAMPLE_NAME",
@@ -54,269 +50,11 @@ __all__ = [
     "data_dir",
     "evidence",
     "fp8_promoted",
+    "gpu",
     "mma",
     "tensor_core",
     "validate",
 ]
-
-#: GPU names accepted by :func:`tensor_core` (case-insensitive).
-GPUS = ("V100", "T4", "A100", "A2", "A30", "A40", "Ada", "L40S", "L4", "RTX 4090", "H100",
-        "H200", "GH200", "B200", "B300", "RTX 5090", "RTX PRO 6000", "MI100", "MI210",
-        "MI250X", "MI300X", "MI300A", "MI325X")
-#: Input formats accepted by :func:`tensor_core` (AMD CDNA3 FP8 takes the fnuz formats
-#: ``e4m3fnuz``/``e5m2fnuz``; Blackwell also the block-scaled ``mxfp8``, ``mxfp4``, ``nvfp4``).
-IN_FORMATS = ("fp16", "bf16", "tf32", "e4m3", "e5m2")
-_FNUZ = ("e4m3fnuz", "e5m2fnuz")
-#: Block-scaled kinds of :func:`tensor_core` on Blackwell: name -> (kind, element, block, scale)
-BLOCK_SCALED = {"mxfp8": ("mxf8f6f4", "e4m3", 32, "ue8m0"),
-                "mxfp8_e4m3": ("mxf8f6f4", "e4m3", 32, "ue8m0"),
-                "mxfp8_e5m2": ("mxf8f6f4", "e5m2", 32, "ue8m0"),
-                "mxfp6_e2m3": ("mxf8f6f4", "e2m3", 32, "ue8m0"),
-                "mxfp6_e3m2": ("mxf8f6f4", "e3m2", 32, "ue8m0"),
-                "mxfp4": ("mxf4", "e2m1", 32, "ue8m0"),
-                "nvfp4": ("mxf4nvf4", "e2m1", 16, "ue4m3")}
-
-# Each GPU's architecture and the instruction its tensor-core preset models, per input
-# class (fpsim.engines holds the parameters and the evidence of every instruction)
-_GPU_ARCH = {"V100": "Volta", "T4": "Turing", "A100": "Ampere", "A2": "Ampere",
-             "A30": "Ampere", "A40": "Ampere", "Ada": "Ada", "L40S": "Ada", "L4": "Ada",
-             "RTX 4090": "Ada", "H100": "Hopper", "H200": "Hopper", "GH200": "Hopper",
-             "B200": "Blackwell", "B300": "Blackwell", "RTX 5090": "RTX Blackwell",
-             "RTX PRO 6000": "RTX Blackwell", "MI100": "CDNA1", "MI210": "CDNA2",
-             "MI250X": "CDNA2", "MI300X": "CDNA3", "MI300A": "CDNA3", "MI325X": "CDNA3"}
-_PRESET_INSTR = {
-    "Volta": {"16": "mma.m8n8k4.{d}.{t}.{t}.{d}"},
-    "Ampere": {"16": "mma.m16n8k16.{d}.{t}.{t}.{d}", "tf32": "mma.m16n8k8.{d}.{t}.{t}.{d}"},
-    "Ada": {"16": "mma.m16n8k16.{d}.{t}.{t}.{d}", "tf32": "mma.m16n8k8.{d}.{t}.{t}.{d}",
-            "8": "mma.m16n8k32.{d}.{t}.{t}.{d}"},
-    "Hopper": {"16": "wgmma.m64n8k16.{d}.{t}.{t}", "tf32": "wgmma.m64n8k8.{d}.{t}.{t}",
-               "8": "wgmma.m64n8k32.{d}.{t}.{t}"},
-    "Blackwell": {"16": "mma.m16n8k16.{d}.{t}.{t}.{d}", "tf32": "mma.m16n8k8.{d}.{t}.{t}.{d}",
-                  "8": "mma.m16n8k32.{d}.{t}.{t}.{d}",
-                  "mx": "tcgen05.mma.m128n256k{k}.kind::{kind}.block{block}.f32.{t}.{t}.{sc}"},
-    "Turing": {"16": "mma.m16n8k8.{d}.{t}.{t}.{d}"},
-    "RTX Blackwell": {"16": "mma.m16n8k16.{d}.{t}.{t}.{d}",
-                      "tf32": "mma.m16n8k8.{d}.{t}.{t}.{d}", "8": "mma.m16n8k32.{d}.{t}.{t}.{d}",
-                      "mx": "mma.m16n8k{k}.kind::{kind}.block{block}.f32.{t}.{t}.f32.{sc}"},
-    # AMD: the largest-K instruction of each input type
-    "CDNA1": {"fp16": "v_mfma_f32_16x16x16f16", "bf16": "v_mfma_f32_16x16x8bf16"},
-    "CDNA2": {"fp16": "v_mfma_f32_16x16x16f16", "bf16": "v_mfma_f32_16x16x16bf16_1k"},
-    "CDNA3": {"fp16": "v_mfma_f32_16x16x16_f16", "bf16": "v_mfma_f32_16x16x16_bf16",
-              "tf32": "v_mfma_f32_16x16x8_xf32", "e4m3fnuz": "v_mfma_f32_16x16x32_fp8_fp8",
-              "e5m2fnuz": "v_mfma_f32_16x16x32_bf8_bf8"},
-}
-_PTX = {"fp16": "f16", "bf16": "bf16", "tf32": "tf32", "e4m3": "e4m3", "e5m2": "e5m2",
-        "fp32": "f32"}
-
-
-def _gpu_name(gpu: str) -> str:
-    for g in GPUS:  # case, spaces and '_' do not matter ("rtx_4090", "RTX4090")
-        if str(gpu).lower().replace(" ", "").replace("_", "") == g.lower().replace(" ", ""):
-            return g
-    upper = {g.upper(): g for g in GPUS}
-    close = difflib.get_close_matches(str(gpu).upper(), list(upper), n=1, cutoff=0.5)
-    hint = f"did you mean {upper[close[0]]!r}? " if close else ""
-    raise ValueError(f"unknown GPU {gpu!r}; {hint}allowed: {', '.join(GPUS)}")
-
-
-def _in_name(fmt) -> str:
-    if isinstance(fmt, str) and fmt.lower() in BLOCK_SCALED:
-        return fmt.lower()
-    f = as_format(fmt)
-    for nm in IN_FORMATS + _FNUZ:
-        if as_format(nm) == f:
-            return nm
-    raise ValueError(f"tensor cores take {', '.join(IN_FORMATS + _FNUZ)} inputs (and the "
-                     f"block-scaled {', '.join(BLOCK_SCALED)} on Blackwell), not {f.name}")
-
-
-def _preset_instruction(g: str, fin: str, fout: str) -> str:
-    """The instruction GPU ``g``'s preset models for ``fin`` inputs and ``fout`` output."""
-    arch = _GPU_ARCH[g]
-    if arch.startswith("CDNA"):
-        if fout != "fp32" or fin not in _PRESET_INSTR[arch]:
-            raise ValueError(f"{g} matrix cores have no {fin} -> {fout} mode (they take "
-                             f"{', '.join(_PRESET_INSTR[arch])} into fp32)")
-        return _PRESET_INSTR[arch][fin]
-    if fin in BLOCK_SCALED:
-        if "mx" not in _PRESET_INSTR[arch] or fout != "fp32":
-            raise ValueError(f"{g} has no block-scaled {fin} -> {fout} MMA (Blackwell and RTX "
-                             "Blackwell have them, into fp32)")
-        kind, t, block, sc = BLOCK_SCALED[fin]
-        return _PRESET_INSTR[arch]["mx"].format(k=32 if kind == "mxf8f6f4" else 64, kind=kind,
-                                                block=block, t=t, sc=sc)
-    if fin in _FNUZ:
-        raise ValueError(f"{g} has no {fin} mode (the fnuz FP8 formats are AMD CDNA3's)")
-    cls = {"fp16": "16", "bf16": "16", "tf32": "tf32"}.get(fin, "8")
-    if cls not in _PRESET_INSTR[arch]:
-        raise ValueError(f"{g} tensor cores have no {fin} mode" +
-                         (" (fp8 needs Ada/L40S or later)" if cls == "8" else ""))
-    return _PRESET_INSTR[arch][cls].format(d=_PTX[fout], t=_PTX[fin])
-
-
-def tensor_core(gpu: str, in_fmt, out_fmt="fp32") -> _A.FusedBlock:
-    """The tensor-core model of ``gpu`` for ``in_fmt`` inputs and ``out_fmt`` (fp32/fp16).
-
-    Raises ``ValueError`` for combinations the GPU does not have (V100: fp16 only; fp8 from
-    Ada on; tf32 and bf16 need fp32 output).
-
-    >>> import fpsim
-    >>> fpsim.hardware.tensor_core("V100", "fp16", "fp16").rounding
-    'rne'
-    >>> fpsim.hardware.tensor_core("H100", "e4m3")
-    FusedBlock<H100 e4m3>(n=32, neab=-10, out=fp32, rounding='rtz')
-    """
-    g = _gpu_name(gpu)
-    if isinstance(in_fmt, (tuple, list)) and len(in_fmt) == 2:
-        fa, fb = _in_name(in_fmt[0]), _in_name(in_fmt[1])
-        if fa != fb and {fa, fb} <= set(_FNUZ) and _GPU_ARCH[g] == "CDNA3":
-            t = {"e4m3fnuz": "fp8", "e5m2fnuz": "bf8"}
-            m = mma("CDNA3", f"v_mfma_f32_16x16x32_{t[fa]}_{t[fb]}")
-            return type(m)(**{**{k: getattr(m, k) for k in m.__dataclass_fields__},
-                              "name": f"{g} {fa} x {fb}"})
-        if fa != fb:
-            if not {fa, fb} <= {"e4m3", "e5m2"}:
-                raise ValueError(f"mixed tensor-core inputs are FP8 pairs (e4m3, e5m2), not "
-                                 f"({fa}, {fb})")
-            m = tensor_core(g, fa, out_fmt)
-            return _A.FusedBlock(m.n, m.neab, out_fmt=m.out_fmt, rounding=m.rounding,
-                                 in_fmt=(fa, fb), name=f"{g} {fa} x {fb}"
-                                 + ("" if m.out_fmt.name == "fp32" else " -> fp16"))
-        in_fmt = fa
-    fin = _in_name(in_fmt)
-    fo = as_format(out_fmt)
-    if fo.name not in ("fp32", "fp16"):
-        raise ValueError(f"tensor-core output must be fp32 or fp16, not {fo.name}")
-    arch = _GPU_ARCH[g]
-    instr = _preset_instruction(g, fin, fo.name)
-    try:
-        m = mma(arch, instr)
-    except ValueError:
-        raise ValueError(f"{g} tensor cores have no {fin} -> {fo.name} mode "
-                         f"(bf16 and tf32 accumulate into fp32 only; V100 and T4 take fp16 "
-                         "only)") from None
-    if not isinstance(m, _A.FusedBlock):  # block-scaled kinds, AMD matrix cores
-        return type(m)(**{**{k: getattr(m, k) for k in m.__dataclass_fields__},
-                          "name": f"{g} {fin}"})
-    return _A.FusedBlock(m.n, m.neab, out_fmt=fo, rounding=m.rounding, in_fmt=fin,
-                         name=f"{g} {fin}" + ("" if fo.name == "fp32" else " -> fp16"))
-
-
-def mma(arch: str, instruction: str):
-    """The model of one matrix-engine instruction: a :class:`fpsim.accum.FusedBlock`.
-
-    ``arch``: Volta, Turing, Ampere, Ada (or "Ada Lovelace"), Hopper, Blackwell,
-    RTX Blackwell, CDNA1, CDNA2, CDNA3, or an ``sm_XX``/``gfxNNN`` name (case-insensitive).
-    AMD instructions as the ISA spells them (``v_mfma_f32_32x32x8_bf16``) give a
-    :class:`fpsim.accum.MFMA` (fp32 inputs: :class:`fpsim.accum.Sequential` fp32 FMA). ``instruction`` as PTX spells it
-    (``mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32``, ``wgmma.mma_async...``,
-    ``tcgen05.mma.m128n256k32.kind::f8f6f4.f32.e2m1.e2m1``) or MMA-Sim's short form after
-    the opcode (``m16n8k16.f32.bf16.bf16.f32``). M and N do not change a dot product; a K
-    longer than the instruction's chains instructions (c <- d). The parameters and what
-    stands behind them (captured data, MMA-Sim, published) are in :data:`fpsim.engines.ENGINES`
-    (docs: Matrix engines). Block-scaled kinds (``kind::mxf8f6f4``, ``mxf4``,
-    ``mxf4nvf4`` with ``block16``/``block32`` and ``ue8m0``/``ue4m3``, or PTX's
-    ``.block_scale.scale_vec::NX``) give a :class:`fpsim.accum.BlockScaledFused`, used with
-    ``fpsim.dot(a, b, c, model=m, a_scale=sa, b_scale=sb)``. Mixed operand formats (``e4m3 x e5m2``, ``e2m1 x e4m3``) are modelled
-    where the instruction takes them: each operand's subnormals count with its own format's
-    smallest exponent.
-
-    >>> import fpsim
-    >>> fpsim.hardware.mma("Ada Lovelace", "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32")
-    FusedBlock<Ada mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32>(n=16, neab=-10, out=fp32, rounding='rtz')
-    """
-    from . import engines as _E
-    ins = _E.parse_instruction(instruction)
-    e = _E.lookup(arch, instruction)
-    fa, fb, fout = _E.OPERAND_FORMATS[ins.a], _E.OPERAND_FORMATS[ins.b], _E.OPERAND_FORMATS[ins.d]
-    if e.variant == "fma":  # fp32 MFMA: one fused multiply-add per product
-        return _A.Sequential("fp32", fma=True)
-    if e.variant:  # AMD matrix cores
-        return _A.MFMA(e.variant, e.L if e.variant == "ftz" else min(e.L, ins.k), e.F, e.F2,
-                       in_fmt=fa, in_fmt_b=fb, name=f"{e.arch} {instruction}")
-    if e.scaling:  # block-scaled kinds
-        block, sc = _E.block_scale(e, ins)
-        return _A.BlockScaledFused(e.L, e.F, block=block, group=e.group, e_zero=e.e_zero,
-                                   in_fmt=fa, in_fmt_b=fb,
-                                   scale_fmt="e8m0" if sc == "ue8m0" else sc,
-                                   name=f"{e.arch} {instruction}")
-    F = e.F_fp16 if fout == "fp16" and e.F_fp16 is not None else e.F
-    rounding = e.fp32_rounding if fout == "fp32" else "rne"
-    return _A.FusedBlock(e.L, F - 23, out_fmt=fout, rounding=rounding, in_fmt=(fa, fb),
-                         name=f"{e.arch} {instruction}")
-
-
-#: (GPU, input, output) whose captured file the preset reproduces line for line
-#: (tests/test_tensor_cores.py checks this set against the data).
-CAPTURED = frozenset(
-    [(g, f, o) for g, f, o in [
-        ("V100", "fp16", "fp32"), ("V100", "fp16", "fp16"), ("A100", "fp16", "fp32"),
-        ("A100", "fp16", "fp16"), ("A100", "bf16", "fp32"), ("A100", "tf32", "fp32"),
-        ("Ada", "fp16", "fp32"), ("Ada", "fp16", "fp16"), ("Ada", "bf16", "fp32"),
-        ("Ada", "tf32", "fp32"), ("H100", "fp16", "fp32"), ("H100", "fp16", "fp16"),
-        ("H100", "bf16", "fp32"), ("H100", "tf32", "fp32")]]
-    + [(g, f, o) for g, f, o in [("Ada", "e4m3", "fp32"), ("Ada", "e4m3", "fp16"),
-                                 ("Ada", "e5m2", "fp32"), ("Ada", "e5m2", "fp16"),
-                                 ("H100", "e4m3", "fp32"), ("H100", "e5m2", "fp32"),
-                                 ("B200", "e4m3", "fp32"), ("B200", "e5m2", "fp32")]])
-
-
-#: Captured files no known model reproduces (FP8 inputs with fp16 output on Hopper and
-#: Blackwell: 62-68% of lines with the presets, MMA-Sim's models included).
-UNREPRODUCED = frozenset({("H100", "e4m3", "fp16"), ("H100", "e5m2", "fp16"),
-                          ("B200", "e4m3", "fp16"), ("B200", "e5m2", "fp16")})
-
-
-def evidence(gpu: str, in_fmt, out_fmt="fp32") -> str:
-    """What the preset :func:`tensor_core` ``(gpu, in_fmt, out_fmt)`` stands on, starting
-    with one of ``"captured GPU data"``, ``"MMA-Sim agreement"``, ``"published parameters
-    only"``.
-
-    >>> import fpsim
-    >>> fpsim.hardware.evidence("A100", "bf16").split(":")[0]
-    'captured GPU data'
-    >>> fpsim.hardware.evidence("H200", "bf16").split(":")[0]
-    'MMA-Sim agreement'
-    """
-    from . import engines as _E
-    g = _gpu_name(gpu)
-    m = tensor_core(g, in_fmt, out_fmt)  # raises for modes the GPU lacks
-    fin, fo = m.in_fmt.name, m.out_fmt.name
-    if isinstance(in_fmt, str) and in_fmt.lower() in BLOCK_SCALED:
-        fin = in_fmt.lower()
-    arch = _GPU_ARCH[g]
-    instr = _preset_instruction(g, fin, fo)
-    row = _E.lookup(arch, instr)
-    mmasim = row.mmasim and not (fo == "fp16" and row.evidence_fp16 == _E.PUBLISHED)
-    sim = f"bit-identical to MMA-Sim's {arch} {instr.split('.')[0]} model on random inputs"
-    if (g, fin, fo) in CAPTURED:
-        return (f"captured GPU data: the model reproduces every captured line of {g} {fin} -> "
-                f"{fo} outputs" + (f"; {sim}" if mmasim else ""))
-    sibling = sorted(o for o, a in _GPU_ARCH.items() if a == arch and (o, fin, fo) in CAPTURED)
-    differs = sorted(o for o, a in _GPU_ARCH.items()
-                     if a == arch and (o, fin, fo) in UNREPRODUCED)
-    warn = (f"; the captured {differs[0]} {fin} -> {fo} outputs disagree (no known model "
-            "reproduces them: 62-68% of lines)") if differs else ""
-    if mmasim:
-        own = "" if (g, fin, fo) in UNREPRODUCED else f"; no captured data of {g}"
-        return (f"MMA-Sim agreement: {sim}{own}"
-                + (f" (the same architecture's {sibling[0]} data is reproduced)" if sibling else "")
-                + warn)
-    own = "" if (g, fin, fo) in UNREPRODUCED else \
-        f": not checked against captured outputs of {g} {fin} -> {fo}"
-    return "published parameters only" + own + warn
-
-
-def fp8_promoted(gpu: str = "H100", in_fmt="e4m3", every: int = 128) -> _A.Promoted:
-    """DeepSeek-V3's FP8 GEMM recipe: ``every`` (128) products on the tensor core's narrow
-    (13-bit-mantissa) accumulator, then each partial sum added into fp32 on CUDA cores.
-
-    >>> import fpsim
-    >>> fpsim.hardware.fp8_promoted().every
-    128
-    """
-    return _A.Promoted(tensor_core(gpu, in_fmt), every=every,
-                       outer=_A.Sequential("fp32", fma=True))
 
 
 # ---------------------------------------------------------------------------------------

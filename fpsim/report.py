@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .hardware import data_dir
+
 __all__ = ["SECTIONS", "write_report", "tensor_core_data_dir", "tiny_lm"]
 
 
@@ -166,16 +168,10 @@ def _section_accumulation(out: Path, quick: bool):
 # 4. Tensor-core validation
 # ---------------------------------------------------------------------------------------
 
-def tensor_core_data_dir(cwd=None):
-    """The ``tensor-cores`` folder of captured GPU outputs, or ``None`` if none is found
-    (the same search as :func:`fpsim.hardware.data_dir`).
-
-    >>> d = tensor_core_data_dir()
-    >>> d is None or (d / "README.md").exists() or d.is_dir()
-    True
-    """
-    from . import hardware as H
-    return H.data_dir(cwd)
+#: The folder of captured tensor-core outputs, or ``None``: :func:`fpsim.hardware.data_dir`
+#: itself (one search: ``$FPSIM_TENSOR_CORE_DATA``, then ``shared/data/tensor-cores`` next
+#: to the fpsim checkout and to the current directory).
+tensor_core_data_dir = data_dir
 
 
 def _section_tensor_cores(out: Path, quick: bool):

@@ -143,9 +143,9 @@ def test_gpu_presets_are_rows_of_the_table(gpu, fmt, out):
         m = fpsim.hardware.tensor_core(gpu, fmt, out)
     except ValueError:
         return
-    arch = fpsim.hardware._GPU_ARCH[gpu]
+    arch = fpsim.hardware.gpu(gpu).arch
     if not isinstance(m, fpsim.accum.FusedBlock):  # AMD: the model of the preset's instruction
-        ins = fpsim.hardware._preset_instruction(gpu, fmt, out)
+        ins = fpsim.hardware.gpu(gpu).instruction(fmt, out)
         assert m.variant == E.lookup(arch, ins).variant == "tr" if arch == "CDNA3" else True
         assert (m.L, m.F, m.F2) == ((lambda i: (i.L, i.F, i.F2))(fpsim.hardware.mma(arch, ins)))
         return
@@ -199,7 +199,7 @@ def test_block_scaled_gpu_presets(gpu, fmt, kind):
     m = fpsim.hardware.tensor_core(gpu, fmt)
     assert isinstance(m, fpsim.accum.BlockScaledFused)
     assert fpsim.hardware.evidence(gpu, fmt).startswith("MMA-Sim agreement")
-    assert kind in fpsim.hardware._preset_instruction(fpsim.hardware._gpu_name(gpu), fmt, "fp32")
+    assert kind in fpsim.hardware.gpu(gpu).instruction(fmt, "fp32")
     with pytest.raises(ValueError, match="no block-scaled"):
         fpsim.hardware.tensor_core("H100", fmt)
 

@@ -325,3 +325,72 @@ def test_special_values():
     assert d(m, [0.0, 0.0]) == 0.0
     # overflow when truncating: inf, as the GPU model
     assert d(m, [2.0**127, 2.0**127]) == np.inf
+
+
+# ---------------------------------------------------------------------------------------
+# The GPU table (fpsim.gpus.GPU_TABLE): the one source of GPU facts
+# ---------------------------------------------------------------------------------------
+
+_ALL_INPUTS = fpsim.hardware.IN_FORMATS + fpsim.gpus.FNUZ + tuple(fpsim.hardware.BLOCK_SCALED)
+
+
+@pytest.mark.parametrize("row", fpsim.hardware.GPU_TABLE, ids=lambda g: g.name)
+def test_a_row_lists_exactly_the_inputs_its_preset_takes(row):
+    takes = []
+    for f in _ALL_INPUTS:
+        try:
+            fpsim.hardware.tensor_core(row.name, f)
+        except ValueError:
+            continue
+        takes.append(f)
+    assert tuple(takes) == row.inputs
+    assert fpsim.hardware.gpu(row.name.lower().replace(" ", "_")) is row
+    for f, o in row.captured + row.unreproduced:  # captured modes are modes of the preset
+        fpsim.hardware.tensor_core(row.name, f, o)
+
+
+def test_names_sets_and_profiles_are_derived_from_the_table():
+    H, T = fpsim.hardware, fpsim.hardware.GPU_TABLE
+    assert H.GPUS == tuple(g.name for g in T) and len(set(H.GPUS)) == len(T)
+    assert H.CAPTURED == {(g.name, f, o) for g in T for f, o in g.captured}
+    assert H.gpu("RTX PRO 6000 Blackwell").name == "RTX PRO 6000"  # an alias
+    pytest.importorskip("torch")
+    from fpsim.torch import profiles
+    tc = {f"{g.profile}_{f}" for g in T for f in g.inputs if f in H.IN_FORMATS}
+    assert tc <= set(profiles.names())
+    assert {n for n in profiles.names() if n.split("_")[0] in {g.profile for g in T}
+            and n.split("_", 1)[1] in H.IN_FORMATS} == tc
+
+
+def test_a_new_row_is_a_working_preset():
+    """Adding a GPU is adding a row: a row of a known architecture is a preset at once."""
+    from fpsim.gpus import AMPERE, GPU
+    row = GPU("A800", "Ampere", ("fp16", "bf16", "tf32"), AMPERE)
+    m = fpsim.hardware.tensor_core(row, "bf16")
+    ref = fpsim.hardware.tensor_core("A100", "bf16")
+    assert (m.n, m.neab, m.rounding, m.name) == (ref.n, ref.neab, ref.rounding, "A800 bf16")
+    with pytest.raises(ValueError, match="A800 tensor cores have no e4m3 mode"):
+        fpsim.hardware.tensor_core(row, "e4m3")
+
+
+def test_docs_gpu_tables_are_generated_from_the_table():
+    """docs/engines.md and docs/accumulation.md hold markers the docs hook replaces with
+    fpsim.gpus.table() / parameter_table() (no hand-written GPU table to drift)."""
+    import importlib.util
+    from pathlib import Path
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    spec = importlib.util.spec_from_file_location("fpsim_docs_hooks", docs / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    for page, marker, fn in [("engines.md", "<!-- fpsim:gpu-table -->", fpsim.gpus.table),
+                             ("accumulation.md", "<!-- fpsim:gpu-parameters -->",
+                              fpsim.gpus.parameter_table)]:
+        text = (docs / page).read_text()
+        assert marker in text, page
+        out = hooks.on_page_markdown(text, None, None, None)
+        assert marker not in out
+        rows = fn()
+        for r in rows:
+            assert "| " + " | ".join(str(v) for v in r.values()) + " |" in out, (page, r)
+    names = [n for r in fpsim.gpus.parameter_table() for n in r["GPU"].split(", ")]
+    assert names == [g.name for g in fpsim.hardware.GPU_TABLE if not g.arch.startswith("CDNA")]

@@ -8,27 +8,32 @@ Operands are rounded into their role's format along the reduction axis (K), then
 * an accumulation model: :func:`fpsim.matmul` evaluates every dot product bit-exactly on the
   CPU kernels (tensors on another device: :mod:`fpsim.torch.accum` on that device, the same
   bits), in a custom autograd function whose backward GEMMs (``g @ bᵀ`` and
-  ``aᵀ @ g``) run through the backward model on gradient-format operands.
+  ``aᵀ @ g``) run through the backward model on gradient-format operands;
+* a block-scaled model (:class:`fpsim.accum.BlockScaledFused`, e.g.
+  ``fpsim.hardware.tensor_core("B200", "nvfp4")``): operands in block formats are encoded
+  along K and the tensor core gets their element values and block scales
+  (``fpsim.matmul(..., a_scale=, b_scale=)``); a per-tensor scale (NVFP4's fp32 one) is
+  applied to the fp32 result, as the epilogue of the GEMM does.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
+from .. import accum as _core
+from ..block import BlockFormat
+from ..rounding import decode, encode
 from . import _ops
 from . import accum as _accum
 from .policy import Scaled
-from .quantize import _forward as _q_forward, is_block_format, quantize
+from .quantize import quantize
 
-__all__ = ["gemm", "round_output", "grad_round", "prepare"]
+__all__ = ["gemm", "round_output", "grad_round", "prepare", "block_scaled_matmul"]
 
 _HALF = (torch.float16, torch.bfloat16)
-
-
-def _opts(rounding):
-    return dict(rounding=rounding, overflow=None, subnormals=None, daz=False, nan=None,
-                seed=None, srbits=None)
 
 
 def _amax_scale(x, spec: Scaled, axis_k: int):
@@ -58,11 +63,11 @@ def prepare(x, fmt, rounding, axis_k, *, ste=True):
         s = _amax_scale(x, fmt, axis_k)
         xs = x / s.to(x.dtype)
         q = quantize(xs, fmt.fmt, rounding=rounding, nan="zero" if not fmt.fmt.has_nan else None) if ste \
-            else _q_forward(xs.detach(), fmt.fmt, _opts(rounding), "auto", axis_k)
+            else quantize(xs.detach(), fmt.fmt, rounding=rounding, axis=axis_k, backward="none")
         return q, s
     if ste:
         return quantize(x, fmt, rounding=rounding, axis=axis_k), None
-    return _q_forward(x.detach(), fmt, _opts(rounding), "auto", axis_k), None
+    return quantize(x.detach(), fmt, rounding=rounding, axis=axis_k, backward="none"), None
 
 
 def dequant(q, s):
@@ -139,18 +144,6 @@ def round_output(y, fmt, rounding="rne"):
 # model (bit-exact) path
 # ---------------------------------------------------------------------------------------
 
-def _matmul_fn():
-    import fpsim
-    fn = getattr(fpsim, "matmul", None)
-    if fn is None:
-        try:
-            from fpsim.accum import matmul as fn  # noqa: F401
-        except ImportError:
-            raise NotImplementedError("this policy uses an accumulation model, but fpsim.matmul "
-                                      "is not available in this fpsim build; use accum='native'") from None
-    return fn
-
-
 def model_matmul(qa, qb, model):
     """``fpsim.matmul`` on two torch tensors of element values; returns fp32 (or fp64).
 
@@ -159,13 +152,12 @@ def model_matmul(qa, qb, model):
     out_dt = torch.float64 if qa.dtype == torch.float64 else torch.float32
     if _accum.backend(qa.device, model) == "torch":
         return _accum.matmul(qa, qb, model=model).to(out_dt)
-    fn = _matmul_fn()
     batch = torch.broadcast_shapes(qa.shape[:-2], qb.shape[:-2])
     A = qa.detach().to("cpu", torch.float64).expand(*batch, *qa.shape[-2:]).contiguous().numpy()
     B = qb.detach().to("cpu", torch.float64).expand(*batch, *qb.shape[-2:]).contiguous().numpy()
     D = _promoted_fast(A, B, model)
     if D is None:
-        D = np.asarray(fn(A, B, model=model), dtype=np.float64)
+        D = np.asarray(_core.matmul(A, B, model=model), dtype=np.float64)
     return torch.from_numpy(D).to(qa.device, out_dt)
 
 
@@ -173,30 +165,91 @@ def _promoted_fast(A, B, model):
     """Promoted(inner, every, outer=fp32 RNE sequential) as chunked inner GEMMs whose fp32
     partial sums are added in float32 (one RNE rounding each, the outer model exactly);
     None when ``model`` is not of that form. Equal to fpsim.matmul bit for bit (tested)."""
-    try:
-        from fpsim.accum import Promoted, Sequential
-    except ImportError:
-        return None
-    if not isinstance(model, Promoted) or type(model).__name__ != "Promoted":
+    if type(model) is not _core.Promoted:
         return None
     outer = model.outer
-    if not (isinstance(outer, Sequential) and outer.fmt.name == "fp32" and outer.rounding == "rne"
+    if not (isinstance(outer, _core.Sequential) and outer.fmt.name == "fp32" and outer.rounding == "rne"
             and outer.fma and outer.multiply is None and outer.overflow in (None, "inf")
             and model.inner.out_fmt.name == "fp32"):
         return None
-    import fpsim
     K, k = A.shape[-1], model.every
     D = None
     with np.errstate(over="ignore", invalid="ignore"):
         for j in range(0, K, k):
-            part = np.asarray(fpsim.matmul(A[..., j:j + k], B[..., j:j + k, :], model=model.inner))
+            part = np.asarray(_core.matmul(A[..., j:j + k], B[..., j:j + k, :], model=model.inner))
             part = part.astype(np.float32)  # exact: the inner result is an fp32 value
             D = part if D is None else D + part
     return D.astype(np.float64)
 
 
+# block-scaled tensor cores: element values and block scales, not dequantized values
+_SCALE_TYPES = {"e8m0": "e8m0", "e4m3": "ue4m3fn"}  # block format scale -> model scale
+
+
+def _block_operand(x, fmt, rounding, axis_k, model):
+    """Element values, block scales and per-tensor scale (or None) of ``x`` encoded into the
+    block format ``fmt`` along ``axis_k`` (-1: A, -2: B), as float64 numpy arrays; K is
+    padded with zero elements to a multiple of the block (the scales of a shorter last
+    block come from its own elements either way)."""
+    if not (isinstance(fmt, BlockFormat) and fmt.block == model.block
+            and _SCALE_TYPES.get(fmt.scale.name) == model.scale_fmt.name):
+        raise ValueError(f"{model!r} takes operands in block formats of {model.block} elements "
+                         f"with {model.scale_fmt.name} scales; the policy gives "
+                         f"{getattr(fmt, 'name', fmt)}")
+    X = x.detach().to("cpu", torch.float64).numpy()
+    codes = encode(X, fmt, axis=axis_k, rounding=rounding)
+    elems = decode(codes.elements, fmt.elem)
+    scales = decode(codes.scales, fmt.scale)
+    pad = -X.shape[axis_k] % fmt.block
+    if pad:
+        width = [(0, 0)] * X.ndim
+        width[axis_k] = (0, pad)
+        elems = np.pad(elems, width)
+    ts = None if codes.tensor_scale is None else float(decode(np.array([codes.tensor_scale]),
+                                                              fmt.tensor_scale)[0])
+    return elems, scales, ts
+
+
+def _for_operands(model, fa, fb):
+    """``model`` for operands of element formats (fa, fb): a mixed-format block-scaled or
+    AMD model whose two formats come in the other order is used swapped (the instructions
+    take both orders: kind::mxf8f6f4 any pair, CDNA3 ``_fp8_bf8`` and ``_bf8_fp8``)."""
+    if not isinstance(model, (_core.BlockScaledFused, _core.MFMA)) or fa is None or fb is None:
+        return model
+    fa, fb = (getattr(f, "fmt", f) for f in (fa, fb))  # a Scaled: its element format
+    have = tuple(model.input_formats)
+    if (fa, fb) == have or (fb, fa) != have:
+        return model  # the model's own input check reports any other mismatch
+    return dataclasses.replace(model, in_fmt=fa, in_fmt_b=fb,
+                               name=f"{model.name} (operands swapped)")
+
+
+def block_scaled_matmul(a, b, fa, fb, model, rounding="rne", rounding_b=None):
+    """``a @ b`` on a block-scaled tensor core ``model`` for operands in the block formats
+    ``fa``/``fb`` (blocked along K): ``fpsim.matmul(elements, ..., a_scale=, b_scale=)``
+    times the per-tensor scales (NVFP4), an fp32 tensor on ``a``'s device. ``b`` is rounded
+    with ``rounding_b`` (default: ``rounding``).
+
+    >>> import torch, fpsim
+    >>> m = fpsim.hardware.tensor_core("B200", "mxfp8")
+    >>> a = torch.tensor([[1.0, 2.0, 3.0]]); b = torch.tensor([[1.0], [0.5], [0.25]])
+    >>> mx = fpsim.parse("mxfp8_e4m3")
+    >>> block_scaled_matmul(a, b, mx, mx, m)
+    tensor([[2.7500]])
+    """
+    ea, sa, ga = _block_operand(a, fa, rounding, -1, model)
+    eb, sb, gb = _block_operand(b, fb, rounding if rounding_b is None else rounding_b, -2, model)
+    m = _for_operands(model, fa.elem, fb.elem)
+    D = np.asarray(_core.matmul(ea, eb, model=m, a_scale=sa, b_scale=sb), np.float32)
+    out = torch.from_numpy(D).to(a.device)
+    return _scale_out(out, None if ga is None else torch.tensor(ga, dtype=torch.float32),
+                      None if gb is None else torch.tensor(gb, dtype=torch.float32))
+
+
 def _model_forward(a, b, pol, ra, rb):
     fa, fb = pol.role_fmt(ra, pol.accum), pol.role_fmt(rb, pol.accum)
+    if isinstance(pol.accum, _core.BlockScaledFused):
+        return block_scaled_matmul(a, b, fa, fb, pol.accum, pol.rounding).to(a.dtype)
     qa, sa = prepare(a, fa, pol.rounding, -1, ste=False)
     qb, sb = prepare(b, fb, pol.rounding, -2, ste=False)
     return _scale_out(model_matmul(qa, qb, pol.accum), sa, sb).to(a.dtype)
@@ -212,18 +265,30 @@ def _backward_model(pol, x, y):
 def _grad_a(g, a, b, pol, rb):
     """dA = G @ Bᵀ (reduction over N) through the backward model."""
     m = _backward_model(pol, g, b.transpose(-1, -2))
-    qg, sg = prepare(g, pol.role_fmt("gradient", m), pol.grad_rounding, -1, ste=False)
-    qbt, sbt = prepare(b.transpose(-1, -2), pol.role_fmt(rb, m), pol.rounding, -2, ste=False)
-    ga = _scale_out(_run(qg, qbt, m), sg, sbt).to(a.dtype)
+    if isinstance(m, _core.BlockScaledFused):
+        ga = block_scaled_matmul(g, b.transpose(-1, -2), pol.role_fmt("gradient", m),
+                                 pol.role_fmt(rb, m), m, pol.grad_rounding,
+                                 pol.rounding).to(a.dtype)
+        return ga.sum_to_size(a.shape) if ga.shape != a.shape else ga
+    fg, fbt = pol.role_fmt("gradient", m), pol.role_fmt(rb, m)
+    qg, sg = prepare(g, fg, pol.grad_rounding, -1, ste=False)
+    qbt, sbt = prepare(b.transpose(-1, -2), fbt, pol.rounding, -2, ste=False)
+    ga = _scale_out(_run(qg, qbt, _for_operands(m, fg, fbt)), sg, sbt).to(a.dtype)
     return ga.sum_to_size(a.shape) if ga.shape != a.shape else ga
 
 
 def _grad_b(g, a, b, pol, ra):
     """dB = Aᵀ @ G (reduction over M) through the backward model."""
     m = _backward_model(pol, a.transpose(-1, -2), g)
-    qat, sat = prepare(a.transpose(-1, -2), pol.role_fmt(ra, m), pol.rounding, -1, ste=False)
-    qg, sg = prepare(g, pol.role_fmt("gradient", m), pol.grad_rounding, -2, ste=False)
-    gb = _scale_out(_run(qat, qg, m), sat, sg).to(b.dtype)
+    if isinstance(m, _core.BlockScaledFused):
+        gb = block_scaled_matmul(a.transpose(-1, -2), g, pol.role_fmt(ra, m),
+                                 pol.role_fmt("gradient", m), m, pol.rounding,
+                                 pol.grad_rounding).to(b.dtype)
+        return gb.sum_to_size(b.shape) if gb.shape != b.shape else gb
+    fat, fg = pol.role_fmt(ra, m), pol.role_fmt("gradient", m)
+    qat, sat = prepare(a.transpose(-1, -2), fat, pol.rounding, -1, ste=False)
+    qg, sg = prepare(g, fg, pol.grad_rounding, -2, ste=False)
+    gb = _scale_out(_run(qat, qg, _for_operands(m, fat, fg)), sat, sg).to(b.dtype)
     return gb.sum_to_size(b.shape) if gb.shape != b.shape else gb
 
 

@@ -1,19 +1,28 @@
 """What to emulate: :class:`Policy` (formats per tensor role, accumulation model, compute
-precision, per-module overrides) and :class:`Scaled` (amax-scaled element formats).
+precision, per-module overrides), :class:`Scaled` (amax-scaled element formats) and the
+registry of named policies (profiles) that :func:`as_policy` and string overrides resolve.
+
+The registry lives here, below the catalogue that fills it (:mod:`fpsim.torch.profiles`
+registers its profiles on import, users with ``profiles.register``), so that resolving a
+name needs no import of the catalogue.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from ..formats import Format, as_format
+from ..formats import as_format
+from ..rounding import ROUNDING_MODES
+from ..scaling import ScaledFormat
 
-__all__ = ["Policy", "Scaled", "ROLES", "SCALE_GRANULARITIES"]
+__all__ = ["Policy", "Scaled", "ROLES", "SCALE_GRANULARITIES", "as_policy", "named",
+           "named_policies", "register_named"]
 
 #: Tensor roles a policy gives formats to.
 ROLES = ("weight", "activation", "gradient", "output")
@@ -21,32 +30,57 @@ ROLES = ("weight", "activation", "gradient", "output")
 SCALE_GRANULARITIES = ("tensor", "row")
 
 
-@dataclass(frozen=True)
-class Scaled:
-    """An element format with an fp32 amax scale, as FP8/INT GEMM recipes use.
+class Scaled(ScaledFormat):
+    """An element format with an fp32 amax scale, as FP8/INT GEMM recipes use: the torch
+    spelling of :class:`fpsim.ScaledFormat` ``(fmt, "tensor" | "channel", "fp32")``.
 
-    ``per="tensor"``: one scale for the whole GEMM operand; ``per="row"``: one scale per
-    row of the operand's non-reduction dimension (per token for activations, per output
-    channel for weights). The scale is ``amax / fmt.max`` (rounded up to a power of two if
-    ``pow2``); the GEMM runs on the element values and multiplies its fp32 result by the
-    two operands' scales, as the epilogue of a scaled GEMM does.
+    ``per="tensor"``: one scale for the whole GEMM operand (``ScaledFormat(fmt, "tensor")``);
+    ``per="row"``: one scale per row of the operand's non-reduction dimension (per token for
+    activations, per output channel for weights: ``ScaledFormat(fmt, "channel", axis=-2)``
+    on the (rows, K) operand). The scale is ``amax / fmt.max`` in fp32 (rounded up to a
+    power of two if ``pow2``: ``scale_rounding="ceil"``). In a GEMM the torch bridge runs on
+    the element values (the operand divided by its scale in fp32, then rounded into ``fmt``)
+    and multiplies the fp32 result by the two operands' scales, as the epilogue of a scaled
+    GEMM does. A ``Scaled`` equals only a ``Scaled`` (a plain ``ScaledFormat`` in a policy is
+    quantized and dequantized in place, without the epilogue).
 
-    >>> Scaled("e4m3")
-    Scaled('e4m3', per='tensor')
+    >>> s = Scaled("e4m3")
+    >>> s, s.name, s.fmt.name, s.per
+    (Scaled('e4m3', per='tensor'), 'scaled[e4m3,tensor,fp32]', 'e4m3', 'tensor')
+    >>> import fpsim
+    >>> isinstance(s, fpsim.ScaledFormat), s == Scaled("e4m3", per="tensor")
+    (True, True)
     """
 
-    fmt: Any
-    per: str = "tensor"
-    pow2: bool = False
+    def __init__(self, fmt: Any, per: str = "tensor", pow2: bool = False):
+        if per not in SCALE_GRANULARITIES:
+            raise ValueError(f"Scaled(per={per!r}) is not allowed; choose one of {SCALE_GRANULARITIES}")
+        if pow2 not in (True, False):
+            raise TypeError(f"Scaled(pow2={pow2!r}): pass True or False")
+        row = per == "row"
+        super().__init__(fmt, "channel" if row else "tensor", "fp32", axis=-2 if row else -1,
+                         scale_rounding="ceil" if pow2 else None)
 
-    def __post_init__(self):
-        if self.per not in SCALE_GRANULARITIES:
-            raise ValueError(f"Scaled(per={self.per!r}) is not allowed; choose one of {SCALE_GRANULARITIES}")
-        object.__setattr__(self, "fmt", as_format(self.fmt))
+    @property
+    def fmt(self):
+        """The element format."""
+        return self.elem
+
+    @property
+    def per(self) -> str:
+        """``"tensor"`` or ``"row"``."""
+        return "tensor" if self.granularity == "tensor" else "row"
+
+    @property
+    def pow2(self) -> bool:
+        """Whether the scale is rounded up to a power of two."""
+        return self.scale_rounding == "ceil"
 
     def __repr__(self):
         extra = ", pow2=True" if self.pow2 else ""
         return f"Scaled({self.fmt.name!r}, per={self.per!r}{extra})"
+
+    __str__ = __repr__
 
 
 def _check_fmt(value, what):
@@ -136,7 +170,6 @@ class Policy:
         if isinstance(self.accum, str) and self.accum != "native":
             raise ValueError(f"Policy accum={self.accum!r}: use 'native' or an accumulation model "
                              "object (fpsim.accum / fpsim.hardware.tensor_core)")
-        from ..rounding import ROUNDING_MODES
         for what in ("rounding", "grad_rounding"):
             if getattr(self, what) not in ROUNDING_MODES:
                 raise ValueError(f"Policy {what}={getattr(self, what)!r}; choose one of {ROUNDING_MODES}")
@@ -219,30 +252,74 @@ def _override(base: Policy, value) -> Policy:
     if isinstance(value, dict):
         return base.replace(**value, overrides=())
     if isinstance(value, str):
-        from .profiles import get
-        return get(value)
+        return named(value)
     raise TypeError(f"an override must be a Policy, a profile name or a dict of fields, got {value!r}")
 
 
+# ---------------------------------------------------------------------------------------
+# named policies (profiles)
+# ---------------------------------------------------------------------------------------
+
+_NAMED: dict = {}  # lower-case name -> zero-argument factory returning a Policy
+_BUILT: dict = {}  # name -> its Policy (built once)
+
+
+def register_named(name: str, factory) -> None:
+    """Register ``factory`` (no arguments, returns a :class:`Policy`) under ``name``; an
+    existing name is replaced. :func:`fpsim.torch.profiles.register` is the checked
+    front end users call.
+
+    >>> register_named("my_bf16", lambda: Policy(weight="bf16", name="my_bf16"))
+    >>> named("MY_BF16").weight.name
+    'bf16'
+    """
+    key = str(name).lower()
+    _NAMED[key] = factory
+    _BUILT.pop(key, None)
+
+
+def named_policies() -> list:
+    """The registered names, in registration order.
+
+    >>> named_policies()[:2]
+    ['fp32', 'tf32']
+    """
+    return list(_NAMED)
+
+
+def named(name: str) -> Policy:
+    """The policy registered under ``name`` (case-insensitive); an unknown name raises
+    ``ValueError`` with the closest names.
+
+    >>> named("bf16").activation.name
+    'bf16'
+    """
+    key = str(name).lower()
+    if key not in _NAMED:
+        close = difflib.get_close_matches(key, list(_NAMED), n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else \
+            "fpsim.torch.profiles.names() lists them"
+        raise ValueError(f"unknown profile {name!r}; {hint}")
+    if key not in _BUILT:
+        _BUILT[key] = _NAMED[key]()
+    return _BUILT[key]
+
+
 def as_policy(p, model=None) -> Policy:
-    """A :class:`Policy` from a policy, a profile name, None (the fp32 profile) or a
-    :class:`~fpsim.torch.Deployment` (whose tensor-parallel layers are found in ``model``).
+    """A :class:`Policy` from a policy, a profile name, None (the fp32 profile) or an object
+    with a ``policy(model)`` method, such as a :class:`~fpsim.torch.Deployment` (whose
+    tensor-parallel layers are found in ``model``).
 
     >>> as_policy("bf16").name
     'bf16'
     """
     if isinstance(p, Policy):
         return p
-    from .profiles import get
     if p is None:
-        return get("fp32")
+        return named("fp32")
     if isinstance(p, str):
-        return get(p)
-    from .deployment import Deployment
-    if isinstance(p, Deployment):
+        return named(p)
+    make = getattr(type(p), "policy", None)
+    if callable(make):  # a Deployment builds its policy for the model it runs
         return p.policy(model)
     raise TypeError(f"expected a fpsim.torch.Policy or a profile name (or a fpsim.torch.Deployment), got {type(p).__name__}")
-
-
-def _is_format(x) -> bool:
-    return isinstance(x, Format)

@@ -14,14 +14,19 @@
                 gradients, fp32 accumulation
 ``mxfp4``       OCP MX E2M1 blocks of 32, MX E5M2 gradients, fp32 accumulation
 ``nvfp4``       NVFP4 (E2M1 blocks of 16, E4M3 scales, fp32 tensor scale), fp32 accum
+``b200_mxfp8``  MX E4M3 weights and activations, MX E5M2 gradients, every GEMM on the B200
+                block-scaled tensor core (``tensor_core("B200", "mxfp8")``, bit-exact)
+``b200_nvfp4``  NVFP4 weights, activations and gradients on ``tensor_core("B200", "nvfp4")``
+``mi300x_fp8``  per-tensor-scaled E4M3FNUZ forward, E5M2FNUZ gradients, the MI300X FP8
+                matrix core (``tensor_core("MI300X", "e4m3fnuz")``)
 ``lmul3``       L-Mul multiplier (Luo & Sun 2024) on 3-bit-mantissa inputs (e8m3), fp32 sum
 ``lmul4``       the same with 4-bit mantissas (e8m4)
 ``dint4_w4a8``  dINT4 weights (per-output-channel scale), int8 activations (per-token
                 scale), exact products, fp32 accumulation
-``{gpu}_{fmt}`` the tensor core of ``gpu`` (v100, t4, a100, ..., h100, gh200, b200, b300,
-                rtx5090, mi100, mi250x, mi300x, ...: ``fpsim.hardware.GPUS`` without
-                spaces) on ``fmt`` inputs (fp16, bf16, tf32, e4m3, e5m2), bit-exact
-                (``fpsim.hardware.tensor_core``)
+``{gpu}_{fmt}`` the tensor core of ``gpu`` on ``fmt`` inputs, bit-exact
+                (``fpsim.hardware.tensor_core``): one profile per row of
+                ``fpsim.hardware.GPU_TABLE`` (the name without spaces: ``rtx4090``) and
+                each of its inputs among fp16, bf16, tf32, e4m3, e5m2
 =============== ==========================================================================
 
 >>> from fpsim.torch import profiles
@@ -33,42 +38,24 @@ True
 
 from __future__ import annotations
 
-from functools import lru_cache
+from .. import accum, hardware
+from ..formats import as_format
+from .policy import Policy, Scaled, named, named_policies, register_named
 
-from .policy import Policy, Scaled
+__all__ = ["get", "names", "describe", "describe_validation", "validation", "TENSOR_CORE_GPUS",
+           "register", "CAPTURED"]
 
-__all__ = ["get", "names", "describe", "describe_validation", "validation", "TENSOR_CORE_GPUS", "register", "CAPTURED"]
-
-#: Tensor-core input formats per GPU (SPEC §4 table); extended by fpsim.hardware if present.
-TENSOR_CORE_GPUS = {
-    "v100": ("fp16",),
-    "a100": ("fp16", "bf16", "tf32"),
-    "a2": ("fp16", "bf16", "tf32"),
-    "a30": ("fp16", "bf16", "tf32"),
-    "ada": ("fp16", "bf16", "tf32", "e4m3", "e5m2"),
-    "l40s": ("fp16", "bf16", "tf32", "e4m3", "e5m2"),
-    "h100": ("fp16", "bf16", "tf32", "e4m3", "e5m2"),
-    "h200": ("fp16", "bf16", "tf32", "e4m3", "e5m2"),
-    "b200": ("fp16", "bf16", "tf32", "e4m3", "e5m2"),
-}
+#: Tensor-core input formats per GPU profile name (``rtx4090``), from
+#: ``fpsim.hardware.GPU_TABLE``: the ``<gpu>_<fmt>`` profiles.
+TENSOR_CORE_GPUS = {g.profile: tuple(f for f in g.inputs if f in hardware.IN_FORMATS)
+                    for g in hardware.GPU_TABLE}
+#: (gpu, input) of tensor-core profiles whose preset reproduces captured GPU outputs
+#: (fp32 output; from the ``captured`` field of ``fpsim.hardware.GPU_TABLE``;
+#: tests/test_tensor_cores.py checks it against the data).
+CAPTURED = frozenset((g.profile, f) for g in hardware.GPU_TABLE for f, o in g.captured
+                     if o == "fp32")
 
 _FP8 = ("e4m3", "e5m2")
-
-
-def _need(module: str, attr: str, what: str):
-    """Import ``fpsim.<module>.<attr>`` or raise a clear error naming the profile."""
-    import importlib
-    try:
-        mod = importlib.import_module(f"fpsim.{module}")
-        return getattr(mod, attr)
-    except (ImportError, AttributeError) as e:
-        raise NotImplementedError(f"profile {what!r} needs fpsim.{module}.{attr}, which is not "
-                                  f"available in this fpsim build ({e})") from None
-
-
-def _tensor_core(gpu, fmt, what):
-    tc = _need("hardware", "tensor_core", what)
-    return tc(gpu, fmt)
 
 
 def _fp32():
@@ -95,17 +82,14 @@ def _layercast():
 
 def _mixed(model):
     """The same tensor core accepting any <= 26-bit inputs (e4m3 x e5m2 backward GEMMs)."""
-    accum = _need("accum", "FusedBlock", "fp8 backward")
-    return accum(model.n, model.neab, out_fmt=model.out_fmt, rounding=model.rounding,
+    return accum.FusedBlock(model.n, model.neab, out_fmt=model.out_fmt, rounding=model.rounding,
                  in_fmt=None, name=(model.name or "tensor core") + " mixed fp8")
 
 
 def _h100_fp8():
     what = "h100_fp8"
-    promoted = _need("hardware", "fp8_promoted", what)
-    Promoted = _need("accum", "Promoted", what)
-    fwd = promoted("H100", "e4m3", 128)
-    bwd = Promoted(_mixed(fwd.inner), every=128, outer=fwd.outer)
+    fwd = hardware.fp8_promoted("H100", "e4m3", 128)
+    bwd = accum.Promoted(_mixed(fwd.inner), every=128, outer=fwd.outer)
     return Policy(weight=Scaled("e4m3"), activation=Scaled("e4m3"), gradient=Scaled("e5m2"),
                   accum=fwd, backward_accum=bwd, name=what,
                   description="per-tensor-scaled E4M3 forward, E5M2 gradients, H100 FP8 tensor "
@@ -113,27 +97,41 @@ def _h100_fp8():
                               "(DeepSeek-V3 recipe)")
 
 
+def _b200_block(kind, grad, backward, desc):
+    """B200 block-scaled profile: weights and activations in the block format ``kind``
+    (mxfp8, nvfp4), the GEMMs on the B200's ``tcgen05.mma`` block-scaled kind."""
+    def make():
+        fmt = as_format("mxfp8_e4m3" if kind == "mxfp8" else kind)
+        return Policy(weight=fmt, activation=fmt, gradient=as_format(grad),
+                      accum=hardware.tensor_core("B200", kind), backward_accum=backward(),
+                      name=f"b200_{kind}", description=desc)
+    return make
+
+
+def _mi300x_fp8():
+    fwd = hardware.tensor_core("MI300X", "e4m3fnuz")
+    bwd = hardware.tensor_core("MI300X", ("e5m2fnuz", "e4m3fnuz"))
+    return Policy(weight=Scaled("e4m3fnuz"), activation=Scaled("e4m3fnuz"),
+                  gradient=Scaled("e5m2fnuz"), accum=fwd, backward_accum=bwd, name="mi300x_fp8",
+                  description="per-tensor-scaled E4M3FNUZ forward, E5M2FNUZ gradients, the "
+                              "MI300X FP8 matrix core (v_mfma_f32_16x16x32_fp8_fp8; backward "
+                              "GEMMs on the mixed bf8 x fp8 instructions)")
+
+
 def _block(name, elem, grad=None, desc=""):
     def make():
-        from ..formats import as_format
-        try:
-            import fpsim.block  # noqa: F401  (registers the block format names)
-            fmt = as_format(elem)
-            gfmt = None if grad is None else as_format(grad)
-        except (ImportError, ValueError, TypeError) as e:
-            raise NotImplementedError(f"profile {name!r} needs the block format {elem!r} "
-                                      f"(fpsim.BlockFormat), which this fpsim build lacks ({e})") from None
-        return Policy(weight=fmt, activation=fmt, gradient=gfmt, name=name, description=desc)
+        gfmt = None if grad is None else as_format(grad)
+        return Policy(weight=as_format(elem), activation=as_format(elem), gradient=gfmt,
+                      name=name, description=desc)
     return make
 
 
 def _lmul(m):
     def make():
         what = f"lmul{m}"
-        seq = _need("accum", "Sequential", what)
-        lmul = _need("accum", "LMulProduct", what)
         fmt = f"e8m{m}"
-        return Policy(weight=fmt, activation=fmt, accum=seq("fp32", multiply=lmul(m)), name=what,
+        return Policy(weight=fmt, activation=fmt,
+                      accum=accum.Sequential("fp32", multiply=accum.LMulProduct(m)), name=what,
                       description=f"L-Mul (Luo & Sun 2024, 'int' semantics) on e8m{m} inputs, "
                                   "products summed sequentially in fp32 (RNE)")
     return make
@@ -149,7 +147,7 @@ def _dint4_w4a8():
 def _tc_profile(gpu, fmt):
     def make():
         what = f"{gpu}_{fmt}"
-        model = _tensor_core(gpu, fmt, what)
+        model = hardware.tensor_core(gpu, fmt)
         grad = "e5m2" if fmt in _FP8 else fmt
         op = Scaled(fmt) if fmt in _FP8 else fmt
         gop = Scaled(grad) if fmt in _FP8 else grad
@@ -174,37 +172,28 @@ _BASE = {
                     desc="NVFP4: E2M1 blocks of 16 with E4M3 scales and an fp32 tensor scale "
                          "(weights, activations), MX E5M2 gradients, fp32 accumulation"),
     "lmul3": _lmul(3), "lmul4": _lmul(4), "dint4_w4a8": _dint4_w4a8,
+    "b200_mxfp8": _b200_block(
+        "mxfp8", "mxfp8_e5m2", lambda: hardware.tensor_core("B200", ("mxfp8_e5m2", "mxfp8")),
+        desc="OCP MX E4M3 blocks of 32 along K (weights, activations), MX E5M2 gradients, "
+             "every GEMM on the B200 tcgen05.mma kind::mxf8f6f4 block32 model (backward: "
+             "E5M2 x E4M3 operands)"),
+    "b200_nvfp4": _b200_block(
+        "nvfp4", "nvfp4", lambda: None,
+        desc="NVFP4 (E2M1 blocks of 16, E4M3 scales, fp32 tensor scale) weights, activations "
+             "and gradients, every GEMM on the B200 tcgen05.mma kind::mxf4nvf4 block16 model, "
+             "the tensor scales applied to its fp32 result"),
+    "mi300x_fp8": _mi300x_fp8,
 }
-_USER: dict = {}
-
-
-@lru_cache(maxsize=1)
-def _tc_table():
-    """GPU -> input formats, from fpsim.hardware when present (else the SPEC table)."""
-    try:
-        from .. import hardware
-    except ImportError:
-        return dict(TENSOR_CORE_GPUS)
-    table = {}
-    for g in hardware.GPUS:
-        fmts = []
-        for f in hardware.IN_FORMATS:
-            try:
-                hardware.tensor_core(g, f)
-            except ValueError:
-                continue
-            fmts.append(f)
-        table[g.lower().replace(" ", "")] = tuple(fmts)  # "rtx4090_fp16"
-    return table
-
-
-def _registry():
-    reg = dict(_BASE)
-    for gpu, fmts in _tc_table().items():
+def _register_catalogue():
+    """Fill the registry of named policies (fpsim.torch.policy) with this module's profiles."""
+    for name, make in _BASE.items():
+        register_named(name, make)
+    for gpu, fmts in TENSOR_CORE_GPUS.items():
         for f in fmts:
-            reg[f"{gpu}_{f}"] = _tc_profile(gpu, f)
-    reg.update(_USER)
-    return reg
+            register_named(f"{gpu}_{f}", _tc_profile(gpu, f))
+
+
+_register_catalogue()
 
 
 def names() -> list:
@@ -214,24 +203,8 @@ def names() -> list:
     >>> profiles.names()[:4]
     ['fp32', 'tf32', 'bf16', 'fp16']
     """
-    return list(_registry())
+    return named_policies()
 
-
-@lru_cache(maxsize=None)
-def _get(name):
-    return _registry()[name]()
-
-
-#: (gpu, input format) pairs whose model reproduces every line of the captured GPU outputs
-#: in ``shared/data/tensor-cores`` (tests/test_tensor_cores.py checks it).
-def _captured():
-    from .. import hardware
-    return frozenset((g.lower(), f) for g, f, o in hardware.CAPTURED if o == "fp32")
-
-
-#: (gpu, input) of tensor-core profiles whose preset reproduces captured GPU outputs
-#: (fp32 output; from :data:`fpsim.hardware.CAPTURED`).
-CAPTURED = _captured()
 
 _V_FORMATS = ("formats only: the roundings are bit-exact against independent oracles "
               "(ml_dtypes, torch, gfloat, exact rationals); the fp32 accumulation is torch's "
@@ -251,11 +224,13 @@ def validation(name: str) -> str:
     p = get(name)
     key = p.name.lower()
     gpu, _, fmt = key.partition("_")
-    if gpu in _tc_table() and fmt in _tc_table()[gpu]:
-        from .. import hardware
+    if fmt in TENSOR_CORE_GPUS.get(gpu, ()):
+        return hardware.evidence(gpu, fmt, "fp32")
+    if key in ("b200_mxfp8", "b200_nvfp4", "mi300x_fp8"):
+        gpu, fmt = {"b200_mxfp8": ("B200", "mxfp8"), "b200_nvfp4": ("B200", "nvfp4"),
+                    "mi300x_fp8": ("MI300X", "e4m3fnuz")}[key]
         return hardware.evidence(gpu, fmt, "fp32")
     if key == "h100_fp8":
-        from .. import hardware
         inner = hardware.evidence("h100", "e4m3", "fp32")
         return (inner + " (the H100 e4m3 core; the promotion into fp32 every 128 products is "
                 "DeepSeek-V3's published recipe)")
@@ -273,14 +248,7 @@ def get(name: str) -> Policy:
     """
     if isinstance(name, Policy):
         return name
-    key = str(name).lower()
-    if key not in _registry():
-        import difflib
-        close = difflib.get_close_matches(key, names(), n=3, cutoff=0.5)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else \
-            "fpsim.torch.profiles.names() lists them"
-        raise ValueError(f"unknown profile {name!r}; {hint}")
-    return _get(key)
+    return named(name)
 
 
 def describe(name: str) -> str:
@@ -327,5 +295,4 @@ def register(name: str, policy_or_factory) -> None:
         if not p.description:  # derived from the policy's settings
             p = p.replace(description=p.summary().split(": ", 1)[1].split("\n")[0])
         return p
-    _USER[key] = make
-    _get.cache_clear()
+    register_named(key, make)
