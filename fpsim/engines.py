@@ -46,6 +46,8 @@ _F8F6F4 = ("e4m3", "e5m2", "e3m2", "e2m3", "e2m1")
 MMASIM = "MMA-Sim (bit-identical on random inputs, tests/test_mmasim.py)"
 DATA = "captured GPU outputs (every line reproduced) and MMA-Sim"
 DATA_ONLY = "captured GPU outputs (every line reproduced); MMA-Sim has no model"
+DATA_NOT_SIM = ("captured GPU outputs (every line reproduced); MMA-Sim models one fused group "
+                "and disagrees with the hardware (62-68% of lines)")
 PUBLISHED = "published parameters only (Khattak & Mikaitis 2025; not validated)"
 
 
@@ -73,6 +75,11 @@ class Engine:
     evidence: str
     F_fp16: int | None = None
     evidence_fp16: str | None = None
+    #: fp16 output: the instruction runs as two chained fused steps of 16 products into the
+    #: fp16 accumulator - the low 16-bit halves of each 32-bit register word first
+    #: (k = 0, 1, 4, 5, ...), from zero, then the high halves - and c is added last in one
+    #: fp16 rounding (fitted to the captured H100 and B200 FP8 -> fp16 outputs, every line)
+    fp16_halves: bool = False
     mmasim: bool = True  # MMA-Sim models this instruction (tests/test_mmasim.py compares)
     #: block-scaled kinds: the (block, scale format) pairs the instruction takes, products
     #: summed exactly per group before scaling (1: each product scaled) and the exponent of
@@ -116,16 +123,16 @@ def _mma_rows():
         Engine("RTX Blackwell", "mma", "f8f6f4", (32,), _F8F6F4, ("fp32", "fp16"), 32, 25,
                "rtz", MMASIM),
         # B200 mma.sync FP8: fitted to the captured outputs (the published model, truncation
-        # with F=25, matches 63%); fp16 output keeps the published parameters (unvalidated:
-        # no model reproduces those lines)
+        # with F=25, matches 63%); fp16 output: two chained k16 steps (tools/fit_fp8_fp16.py)
         Engine("Blackwell", "mma", "", (32,), _F8, ("fp32", "fp16"), 32, 31, "rne", DATA_ONLY,
-               F_fp16=25, evidence_fp16=PUBLISHED, mmasim=False),
+               F_fp16=25, evidence_fp16=DATA_ONLY, mmasim=False, fp16_halves=True),
         Engine("Hopper", "wgmma", "", (16,), ("fp16",), ("fp32", "fp16"), 16, 25, "rtz", DATA),
         Engine("Hopper", "wgmma", "", (16,), ("bf16",), ("fp32",), 16, 25, "rtz", DATA),
         Engine("Hopper", "wgmma", "", (8,), ("tf32",), ("fp32",), 8, 25, "rtz", DATA),
-        # H100 FP8 fp32 lines reproduced; the fp16-output lines are not (no model does)
+        # H100 FP8: fp32 output as published; fp16 output runs as two chained k16 steps into
+        # fp16 (fitted to the captured outputs, tools/fit_fp8_fp16.py; MMA-Sim differs)
         Engine("Hopper", "wgmma", "", (32,), _F8, ("fp32", "fp16"), 32, 13, "rtz", DATA,
-               evidence_fp16=MMASIM + "; the captured H100 fp16 outputs disagree (62-68%)"),
+               F_fp16=25, evidence_fp16=DATA_NOT_SIM, fp16_halves=True),
         Engine("Blackwell", "tcgen05.mma", "tf32", (8,), ("tf32",), ("fp32",), 8, 25, "rtz", MMASIM),
         Engine("Blackwell", "tcgen05.mma", "f16", (16,), ("fp16",), ("fp32", "fp16"), 16, 25,
                "rtz", MMASIM),

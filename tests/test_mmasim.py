@@ -38,7 +38,6 @@ CASES = [
     ("Hopper", "WGMMA", "m64n8k16.f16.f16.f16", ("H100", "fp16", "fp16"), 16),
     ("Hopper", "WGMMA", "m64n8k8.f32.tf32.tf32", ("H100", "tf32", "fp32"), 8),
     ("Hopper", "WGMMA", "m64n8k32.f32.e4m3.e4m3", ("H100", "e4m3", "fp32"), 32),
-    ("Hopper", "WGMMA", "m64n8k32.f16.e5m2.e5m2", ("H100", "e5m2", "fp16"), 32),
     ("Blackwell", "TCGen05MMA", "m128n8k16.kind::f16.f32.bf16.bf16", ("B200", "bf16", "fp32"), 16),
     ("Blackwell", "TCGen05MMA", "m128n8k8.kind::tf32.f32.tf32.tf32", ("B200", "tf32", "fp32"), 8),
 ]
@@ -174,6 +173,8 @@ def _instructions():
         pairs = [(fa, fb) for fa in e.inputs for fb in e.inputs]  # mixed where allowed
         for fin, fin_b in pairs:
             for fo in e.outputs:
+                if fo == "fp16" and e.fp16_halves:  # the hardware disagrees: tested below
+                    continue
                 t, d, k = _PTX.get(fin, fin), _PTX[fo], e.ks[-1]
                 tb = _PTX.get(fin_b, fin_b)
                 kind = f".kind::{e.kind}" if e.kind else ""
@@ -207,6 +208,20 @@ def test_every_instruction_equals_mmasim(arch, cls, short, full, fin, fout, K):
     want = _mmasim(op, fin[0], fout, a, b, c, fin[1])
     bad = ~_same(fpsim.dot(a, b, c, model=m), want)
     assert not bad.any(), (sorted(set(kinds[bad])), a[bad][:1], b[bad][:1], c[bad][:1])
+
+
+def test_fp8_fp16_path_departs_from_mmasim_where_the_hardware_does():
+    """Hopper wgmma FP8 -> fp16: MMA-Sim models one fused group of 32 with c inside; the
+    captured H100 outputs follow two chained k16 steps with c added last (every line,
+    tests/test_fp8_fp16_outputs.py). Where they differ, fpsim follows the hardware: the
+    models must disagree on random inputs (else this test and the claim are moot)."""
+    rng = np.random.default_rng(7)
+    op = sim.WGMMA("Hopper", "m64n8k32.f16.e4m3.e4m3")
+    m = fpsim.hardware.mma("Hopper", "wgmma.mma_async.sync.aligned.m64n256k32.f16.e4m3.e4m3")
+    a, b, c, kinds = _operands(rng, "e4m3", "fp16", 32)
+    want = _mmasim(op, "e4m3", "fp16", a, b, c)
+    same = _same(fpsim.dot(a, b, c, model=m), want)
+    assert 0.3 < same[kinds == "normal"].mean() < 0.99
 
 
 def test_the_table_covers_what_mmasim_models():

@@ -6,6 +6,7 @@ dtype's batch-1, tp-1 run (:func:`deployment_audit`); the metrics are those of
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from ._common import Result, new_figure
 from .drift import div_index, drift, greedy_runner
+from .sweep import sweep
 
 __all__ = ["deployment_audit", "DeploymentAudit", "deployment_configs", "plot_deployment_audit"]
 
@@ -174,10 +176,6 @@ def deployment_audit(model, prompts, *, judge=None, max_new_tokens: int = 16, eo
     >>> [r["config"] for r in a.to_records()]
     ['baseline', 'batch_size=2']
     """
-    import functools
-
-    from .sweep import sweep
-
     cfgs = deployment_configs(dtypes=dtypes, batch_sizes=batch_sizes, tps=tps, gpus=gpus, full=full)
     _check_deployments(cfgs, options)
     ids = [list(map(int, p)) for p in prompts]

@@ -11,6 +11,7 @@ from . import profiles
 from .deployment import Deployment
 from .convert import EmulatedModule, LowPrecisionOptimizer, convert
 from .gemm import gemm
+from . import mode
 from .mode import (EmulationMode, OperandMismatchError, Report, UnsupportedOpError, coverage_table,
                    emulate, supported_ops)
 from .policy import Policy, Scaled, as_policy
@@ -27,6 +28,5 @@ def __getattr__(name):
     # UNSUPPORTED (the contract's pass-through ops) is built on first use: enumerating
     # torch.overrides at import would slow down ``import fpsim.torch``
     if name == "UNSUPPORTED":
-        from . import mode
         return mode.UNSUPPORTED
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
