@@ -69,8 +69,8 @@ def sum(x, *, model, axis=-1):
     >>> try:
     ...     fpsim.sum(np.array([2**60 + 1, -2**60]), model=fpsim.accum.Exact("fp32"))
     ... except ValueError as e:
-    ...     print(str(e)[:61])
-    x holds the integer 1152921504606846977, which float64 cannot
+    ...     print(str(e)[:78])
+    x holds the integer 1152921504606846977, which is not exactly representable in
     """
     _check_model(model)
     x = exact_float64(x, "x")
