@@ -15,7 +15,7 @@ import enum
 
 import numpy as np
 
-from .kernels import _modes as K
+from .kernels import _modes as _C
 
 __all__ = ["Rounding", "Overflow", "NaNPolicy", "ROUNDING_MODES", "MODE_CODE", "OVF_CODE",
            "NAN_CODE", "enum_value", "check_flag"]
@@ -71,12 +71,12 @@ ROUNDING_MODES = tuple(r.value for r in Rounding)
 
 #: Kernel codes (``fpsim/kernels/_modes.py``) of the option values, next to the values: a
 #: new mode or policy is a member above and a line here.
-MODE_CODE = {Rounding.RNE: K.RNE, Rounding.RNA: K.RNA, Rounding.RTZ: K.RTZ, Rounding.RUP: K.RUP,
-             Rounding.RDN: K.RDN, Rounding.RTO: K.RTO, Rounding.STOCHASTIC: K.SR}
-OVF_CODE = {Overflow.SATURATE: K.OVF_SATURATE, Overflow.INF: K.OVF_INF, Overflow.NAN: K.OVF_NAN,
-            Overflow.WRAP: K.OVF_WRAP}
-NAN_CODE = {NaNPolicy.PROPAGATE: K.NAN_PROPAGATE, NaNPolicy.RAISE: K.NAN_ERROR,
-            NaNPolicy.ZERO: K.NAN_ZERO, NaNPolicy.MAX: K.NAN_MAX}
+MODE_CODE = {Rounding.RNE: _C.RNE, Rounding.RNA: _C.RNA, Rounding.RTZ: _C.RTZ, Rounding.RUP: _C.RUP,
+             Rounding.RDN: _C.RDN, Rounding.RTO: _C.RTO, Rounding.STOCHASTIC: _C.SR}
+OVF_CODE = {Overflow.SATURATE: _C.OVF_SATURATE, Overflow.INF: _C.OVF_INF, Overflow.NAN: _C.OVF_NAN,
+            Overflow.WRAP: _C.OVF_WRAP}
+NAN_CODE = {NaNPolicy.PROPAGATE: _C.NAN_PROPAGATE, NaNPolicy.RAISE: _C.NAN_ERROR,
+            NaNPolicy.ZERO: _C.NAN_ZERO, NaNPolicy.MAX: _C.NAN_MAX}
 
 
 def enum_value(cls, value, what):

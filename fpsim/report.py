@@ -25,7 +25,6 @@ import html
 import re
 import time
 import traceback
-import warnings
 from pathlib import Path
 
 import numpy as np

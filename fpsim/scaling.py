@@ -26,7 +26,7 @@ from typing import NamedTuple, Optional
 import numpy as np
 
 from . import lowering as _L
-from . import rounding as _r
+from . import rounding as _R
 from .block import engine
 from .block.descriptor import BlockCodes, BlockFormat, ElementOnly
 from .block.rules import default_scale_rounding
@@ -34,7 +34,7 @@ from .formats import Format, as_format, read_int_option, register_name
 from .kernels import _modes as _C
 from .kernels._lazy import lazy_module
 
-_k = lazy_module("block_round")  # numba loads on first use
+_K = lazy_module("block_round")  # numba loads on first use
 
 __all__ = ["ScaledFormat", "ScaledTensor", "scale_tensor", "DelayedScaling", "GRANULARITIES"]
 
@@ -186,7 +186,7 @@ class ScaledFormat(Format):
         ecodes, scales, shape, ax = _apply(x, self, axis, None, None, rounding, subnormals, seed,
                                            srbits, want_codes=True)
         ecodes = ecodes.reshape(shape)
-        scodes = _r.encode(scales, self.scale).reshape(np.shape(scales))  # keep 0-d
+        scodes = _R.encode(scales, self.scale).reshape(np.shape(scales))  # keep 0-d
         return BlockCodes(ecodes, scodes, None, ax)
 
     def _decode(self, codes, *, dtype=np.float64, axis=None):
@@ -197,17 +197,17 @@ class ScaledFormat(Format):
         if axis is None:
             axis = getattr(codes, "axis", self.axis)
         if self.granularity == "group":
-            return _r.decode(codes, self._block, dtype=dtype, axis=axis)
+            return _R.decode(codes, self._block, dtype=dtype, axis=axis)
         shape = ecodes.shape if ecodes.ndim else (1,)
         ax = engine.norm_axis(axis, len(shape))
-        sv = _r.decode(np.asarray(codes[1]), self.scale)
+        sv = _R.decode(np.asarray(codes[1]), self.scale)
         want = () if self.granularity == "tensor" else (shape[ax],)
         if sv.shape != want:
             raise ValueError(f"scale codes have shape {sv.shape}; {self.name} on element codes "
                              f"{shape} needs {want}")
         if self.granularity == "channel":
             sv = sv.reshape((-1,) + (1,) * (len(shape) - ax - 1))
-        ev = _r.decode(ecodes, self.elem)
+        ev = _R.decode(ecodes, self.elem)
         with np.errstate(invalid="ignore"):
             out = np.asarray(ev * sv).reshape(ecodes.shape)  # 0-d stays an array
         if np.dtype(dtype) != np.float64:
@@ -229,7 +229,7 @@ def _scales_from(fmt: ScaledFormat, amax, bad):
     if q.rule == _C.RULE_VALUE and q.zero_scale != 0.0:
         q = q._replace(zero_scale=0.0) if fmt.scale.has_zero else q
     out = np.empty(amax.size)
-    _k.scales_from_amax(np.ascontiguousarray(amax, dtype=np.float64).reshape(-1),
+    _K.scales_from_amax(np.ascontiguousarray(amax, dtype=np.float64).reshape(-1),
                         np.ascontiguousarray(bad, dtype=np.int64).reshape(-1), q, sp, out)
     return out.reshape(np.shape(amax))
 
@@ -271,7 +271,7 @@ def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, 
         sshape, red = shp[:ax] + (nb,) + shp[ax + 1:], None
     if scale is not None:
         s = _given(scale, "scale", sshape, fmt, shape)
-        s = _r.quantize(np.ascontiguousarray(s), fmt.scale, overflow="saturate")
+        s = _R.quantize(np.ascontiguousarray(s), fmt.scale, overflow="saturate")
         if np.any(~(s >= 0) & ~np.isnan(s)):
             raise ValueError("scales must be >= 0")
     else:

@@ -32,19 +32,13 @@ def dot(A, B, C=None, *, model, a_scale=None, b_scale=None):
     >>> float(fpsim.dot(a, b, model=fpsim.accum.Exact("fp32")))
     1.0000001192092896
     """
-    _check_model(model)
-    A = exact_float64(A, "A")
-    B = exact_float64(B, "B")
+    A, B = _operands(model, A, B)
     if A.ndim == 0 or B.ndim == 0:
         raise ValueError("dot needs arrays with at least one axis (the summed last axis)")
     if A.shape[-1] != B.shape[-1]:
         raise ValueError(f"dot: the last axes differ: A has {A.shape[-1]} and B has "
                          f"{B.shape[-1]} elements (shapes {A.shape} and {B.shape})")
-    try:
-        shp = np.broadcast_shapes(A.shape[:-1], B.shape[:-1])
-    except ValueError:
-        raise ValueError(f"dot: batch shapes {A.shape[:-1]} and {B.shape[:-1]} do not "
-                         "broadcast") from None
+    shp = _batch("dot", A.shape[:-1], B.shape[:-1])
     c = _c_rows(C, shp).reshape(-1)
     check_inputs(model, [("A", A), ("B", B)])
     return model._dot(A, B, c, shp, a_scale, b_scale).reshape(shp)
@@ -114,9 +108,7 @@ def matmul(A, B, C=None, *, model, a_scale=None, b_scale=None):
     >>> fpsim.matmul(A8, A8.T, model=fpsim.accum.Exact("fp32")).tolist()
     [[6.25]]
     """
-    _check_model(model)
-    A = exact_float64(A, "A")
-    B = exact_float64(B, "B")
+    A, B = _operands(model, A, B)
     if A.ndim < 2 or B.ndim < 2:
         raise ValueError(f"matmul needs A (..., M, K) and B (..., K, N) with at least 2 "
                          f"dimensions; got shapes {A.shape} and {B.shape} (use fpsim.dot for "
@@ -124,11 +116,7 @@ def matmul(A, B, C=None, *, model, a_scale=None, b_scale=None):
     if A.shape[-1] != B.shape[-2]:
         raise ValueError(f"matmul: A has K={A.shape[-1]} columns but B has {B.shape[-2]} rows "
                          f"(shapes {A.shape} and {B.shape})")
-    try:
-        batch = np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-    except ValueError:
-        raise ValueError(f"matmul: batch shapes {A.shape[:-2]} and {B.shape[:-2]} do not "
-                         "broadcast") from None
+    batch = _batch("matmul", A.shape[:-2], B.shape[:-2])
     M, N = A.shape[-2], B.shape[-1]
     Cb = _c_rows(C, batch + (M, N))
     check_inputs(model, [("A", A), ("B", B)])
@@ -164,6 +152,20 @@ def _check_model(model):
     if not isinstance(model, Model):
         raise TypeError(f"model= must be an accumulation model from fpsim.accum or "
                         f"fpsim.hardware.tensor_core(...), got {model!r}")
+
+
+def _operands(model, A, B):
+    """The model checked and A, B under the input rule (float64 arrays)."""
+    _check_model(model)
+    return exact_float64(A, "A"), exact_float64(B, "B")
+
+
+def _batch(what, sa, sb):
+    """The broadcast batch shape of two operands (or a ValueError naming both)."""
+    try:
+        return np.broadcast_shapes(sa, sb)
+    except ValueError:
+        raise ValueError(f"{what}: batch shapes {sa} and {sb} do not broadcast") from None
 
 
 def _c_rows(C, shape, what="C"):

@@ -16,8 +16,28 @@ from .models import Model, Sequential
 __all__ = ["Blocked", "Permuted", "Promoted"]
 
 
+class _OverInner(Model):
+    """A model built on ``self.inner``: its inputs, products and (unless overridden) output
+    are the inner model's."""
+
+    @property
+    def out_fmt(self):
+        return self.inner.out_fmt
+
+    @property
+    def in_fmt(self):
+        return self.inner.in_fmt
+
+    @property
+    def input_formats(self):
+        return self.inner.input_formats
+
+    def _multiplier(self):
+        return self.inner._multiplier()
+
+
 @dataclass(frozen=True)
-class Blocked(Model):
+class Blocked(_OverInner):
     """Split-K: chunks of ``k`` terms each summed by ``inner`` (from 0), then the partial
     sums and c combined by ``outer`` (default: ``inner``).
 
@@ -45,17 +65,6 @@ class Blocked(Model):
     @property
     def out_fmt(self):
         return self.outer.out_fmt
-
-    @property
-    def in_fmt(self):
-        return self.inner.in_fmt
-
-    @property
-    def input_formats(self):
-        return self.inner.input_formats
-
-    def _multiplier(self):
-        return self.inner._multiplier()
 
     def _evaluate(self, T, TA, TB, c, row0=0, salt=0, axis_last=True):
         R, K = T.shape
@@ -124,7 +133,7 @@ class Promoted(Blocked):
 
 
 @dataclass(frozen=True)
-class Permuted(Model):
+class Permuted(_OverInner):
     """Sum in another order: ``order`` a permutation of ``range(K)`` (summed by ``inner``),
     or a tree of nested tuples of indices (every node rounded into ``inner``'s format and
     rounding, children left to right, ``d = round(c + tree)``), or ``seed`` for a random
@@ -177,21 +186,6 @@ class Permuted(Model):
 
     def _is_tree(self):
         return self.order is not None and any(isinstance(o, tuple) for o in self.order)
-
-    @property
-    def out_fmt(self):
-        return self.inner.out_fmt
-
-    @property
-    def in_fmt(self):
-        return self.inner.in_fmt
-
-    @property
-    def input_formats(self):
-        return self.inner.input_formats
-
-    def _multiplier(self):
-        return self.inner._multiplier()
 
     def _perm(self, K):
         if self.period is not None and K != self.period:  # tile the order (K padded first)

@@ -20,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from .. import lowering as _L
-from .. import rounding as _r
+from .. import rounding as _R
 from ..formats import (FixedFormat, FloatFormat, Format, as_format, check_flag, parse,
                        read_int_option, register_name)
 from . import engine
@@ -307,8 +307,8 @@ class BlockFormat(Format):
         ecodes, scales, g = engine.run(self, arr, ax, rounding, subnormals, seed, srbits,
                                        want_codes=True)
         ecodes = ecodes.reshape(shape)
-        scodes = _r.encode(scales, self.scale)
-        tcode = None if g is None else _r.encode(np.array([g]), self.tensor_scale)[0]
+        scodes = _R.encode(scales, self.scale)
+        tcode = None if g is None else _R.encode(np.array([g]), self.tensor_scale)[0]
         return BlockCodes(ecodes, scodes, tcode, engine.norm_axis(ax, len(shape)))
 
     def _decode(self, codes, *, dtype=np.float64, axis=None):
@@ -326,14 +326,14 @@ class BlockFormat(Format):
         if scodes.shape != sshape:
             raise ValueError(f"scale codes have shape {scodes.shape}; {self.name} along axis {ax} of "
                              f"element codes {shape} needs {sshape}")
-        ev = _r.decode(ecodes.reshape(shape), self.elem).reshape(A, L, B)
-        sv = _r.decode(scodes, self.scale).reshape(A, nb, B)
+        ev = _R.decode(ecodes.reshape(shape), self.elem).reshape(A, L, B)
+        sv = _R.decode(scodes, self.scale).reshape(A, nb, B)
         if self.tensor_scale is not None:
             t = getattr(codes, "tensor_scale", None)
             if t is None:
                 raise ValueError(f"{self.name} has a per-tensor scale: pass the BlockCodes that "
                                  "fpsim.encode returned (its .tensor_scale)")
-            sv = sv * _r.decode(np.asarray(t), self.tensor_scale)
+            sv = sv * _R.decode(np.asarray(t), self.tensor_scale)
         full = np.repeat(sv, self.block, axis=1)[:, :L, :]
         with np.errstate(invalid="ignore"):
             out = (ev * full).reshape(ecodes.shape)

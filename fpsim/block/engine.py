@@ -27,14 +27,14 @@ import warnings
 import numpy as np
 
 from .. import lowering as _L
-from .. import rounding as _r
+from .. import rounding as _R
 from ..formats import FixedFormat, FloatFormat, check_flag, parse
 from ..kernels import _modes as _C
 from ..kernels._lazy import kernel, lazy_module
 from .rules import POW2_RULES, VALUE_RULES, is_table, out_dtype, precision
 
 # Kernels load on first use so that `import fpsim` does not import numba.
-_k = lazy_module("block_round")
+_K = lazy_module("block_round")
 _fast_params = kernel("fast_round", "fast_params")
 _rne32_params = kernel("fast_round", "rne32_params")
 _codes_from_bits = kernel("float_round", "codes_from_bits")
@@ -188,7 +188,7 @@ def params(fmt, rounding, subnormals, srbits, g=1.0, clip=1.0, rule=None, want_c
     nan = "propagate" if elem.has_nan else "raise"
     table = is_table(elem)
     if table:  # elements are rounded by fpsim.quantize in _run_table: options checked there
-        eopts = (_L.enum_value(_r.Rounding, rounding, "rounding"),)
+        eopts = (_L.enum_value(_R.Rounding, rounding, "rounding"),)
         ep = None
     else:
         eopts = _L.options(elem, rounding, "saturate", nan, subnormals, False, srbits)
@@ -213,7 +213,7 @@ def params(fmt, rounding, subnormals, srbits, g=1.0, clip=1.0, rule=None, want_c
              precision(elem) - 1 if table else elem.bits - 2)
     # the branch-free twin of round_bits (same results) where it covers the options
     fp = None if table else _fast_params(ep)
-    q = _k.BlockParams(rule=rule, emax_elem=emax, mbits=mbits, max_frac=max_frac, smin=smin,
+    q = _K.BlockParams(rule=rule, emax_elem=emax, mbits=mbits, max_frac=max_frac, smin=smin,
                        smax=smax, zero_scale=zero_scale, div=float(elem.max * g), clip=float(clip),
                        g=float(g), elem_nan=np.nan if elem.has_nan else 0.0,
                        want_codes=int(want_codes), fast=int(fp is not None), f32=0)
@@ -224,7 +224,7 @@ def params(fmt, rounding, subnormals, srbits, g=1.0, clip=1.0, rule=None, want_c
             elem, "rne", "saturate", nan, subnormals, False, None)))
     # float32 lanes (block_round._f32_ok): float32 in and out, rne, a float32 fast path
     p32 = None
-    if (np.dtype(dtype) == np.float32 and not want_codes and eopts[0] is _r.Rounding.RNE
+    if (np.dtype(dtype) == np.float32 and not want_codes and eopts[0] is _R.Rounding.RNE
             and elem.min_subnormal >= _F32_LANES_MIN_ELEM):
         p32 = _rne32_params(_L.round_params(elem, _L.DTYPES[np.dtype(np.float32)], *eopts))
     if p32 is not None:
@@ -252,13 +252,13 @@ def _tensor_scale(fmt, arr) -> float:
     if amax == 0.0:
         return 1.0
     ts = fmt.tensor_scale
-    q = _k.BlockParams(rule=_C.RULE_VALUE, emax_elem=0, mbits=0, max_frac=0, smin=0, smax=0,
+    q = _K.BlockParams(rule=_C.RULE_VALUE, emax_elem=0, mbits=0, max_frac=0, smin=0, smax=0,
                        zero_scale=1.0, div=fmt.elem.max * fmt.scale.max, clip=1.0, g=1.0,
                        elem_nan=0.0, want_codes=0, fast=0, f32=0)
     sp = _L.round_params(ts, _L.F64, *_L.options(ts, "rne", "saturate", "propagate", None,
                                                   False, None))
     out = np.empty(1)
-    _k.scales_from_amax(np.array([amax]), np.zeros(1, np.int64), q, sp, out)
+    _K.scales_from_amax(np.array([amax]), np.zeros(1, np.int64), q, sp, out)
     g = float(out[0])
     return g if g > 0 else ts.min_subnormal
 
@@ -329,10 +329,10 @@ def _run_grid(fmt, arr, lay, k, rounding, subnormals, seed, srbits, want_codes, 
     sd = _L.seed(seed, mode)
     if n:
         if B == 1:
-            err = _k.block_round_rows(x, out, ebits, scales, given, gstr, A, L, k, q, ep, fp, p32,
+            err = _K.block_round_rows(x, out, ebits, scales, given, gstr, A, L, k, q, ep, fp, p32,
                                       sp, sd)
         else:
-            err = _k.block_round_cols(x, out, ebits, scales, given, gstr, A, L, B, k, q, ep, fp,
+            err = _K.block_round_cols(x, out, ebits, scales, given, gstr, A, L, B, k, q, ep, fp,
                                       p32, sp, sd)
         if err:
             raise ValueError(f"{fmt.elem.name} has no NaN but {err} NaN input(s) met a given scale")
@@ -349,8 +349,8 @@ def _run_chunked(fmt, arr, lay, k, rounding, want_codes, one, chunk, given, gstr
     A, L, B = lay
     nb = -(-L // k) if L else 0
     n = A * L * B
-    cdt = _r.code_dtype(fmt.elem)
-    sr = _L.enum_value(_r.Rounding, rounding, "rounding") is _r.Rounding.STOCHASTIC
+    cdt = _R.code_dtype(fmt.elem)
+    sr = _L.enum_value(_R.Rounding, rounding, "rounding") is _R.Rounding.STOCHASTIC
     x3 = arr.reshape(A, L, B)
     if chunk is None or n <= chunk or sr:
         v, s = one(x3, lay, given)
@@ -417,7 +417,7 @@ def _run_table(fmt, arr, lay, k, rounding, seed, srbits, want_codes, given, gstr
         amax = np.where(fin, a, 0.0).max(axis=2, initial=0.0)
         sval = np.empty(A * nb * B)
         if sval.size:
-            _k.scales_from_amax(np.ascontiguousarray(amax).reshape(-1), bad.reshape(-1), q, sp,
+            _K.scales_from_amax(np.ascontiguousarray(amax).reshape(-1), bad.reshape(-1), q, sp,
                                 sval)
     else:
         gs = np.asarray(gstride, dtype=np.int64)
@@ -433,9 +433,9 @@ def _run_table(fmt, arr, lay, k, rounding, seed, srbits, want_codes, given, gstr
     xs, ts = np.ascontiguousarray(x[ok]), np.ascontiguousarray(tot[ok])
     yv = np.empty_like(xs)
     if xs.size:
-        _k.div_odd(xs, ts, yv)
+        _K.div_odd(xs, ts, yv)
     y[ok] = yv
-    ev = np.asarray(_r.quantize(y, fmt.elem, rounding=rounding, seed=seed, srbits=srbits),
+    ev = np.asarray(_R.quantize(y, fmt.elem, rounding=rounding, seed=seed, srbits=srbits),
                     dtype=np.float64)
     if want_codes:
         ev = np.where(nan_blk, np.nan if fmt.elem.has_nan else 0.0, ev)
@@ -448,8 +448,8 @@ def _run_table(fmt, arr, lay, k, rounding, seed, srbits, want_codes, given, gstr
 def _elem_codes(ebits, elem):
     """Codes of element values given as float64 bit patterns."""
     if is_table(elem):
-        return _r.encode(ebits.view(np.float64), elem)
-    cdt = _r.code_dtype(elem)
+        return _R.encode(ebits.view(np.float64), elem)
+    cdt = _R.code_dtype(elem)
     if isinstance(elem, FixedFormat):
         kk = (ebits.view(np.float64) * math.ldexp(1.0, elem.frac_bits)).astype(np.int64)
         return (kk & (2**elem.bits - 1)).astype(cdt)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import rounding as _r
+from .. import rounding as _R
 from ..formats import Format, as_format
 from .descriptor import BlockFormat
 
@@ -42,8 +42,8 @@ def pack(codes, bits) -> np.ndarray:
     [1, 2, 15]
     """
     b = _bits_of(bits)
-    c = _r.as_codes(codes)
-    _r.check_code_range(c, b, f"{b}-bit codes")  # on the values as given, before any cast
+    c = _R.as_codes(codes)
+    _R.check_code_range(c, b, f"{b}-bit codes")  # on the values as given, before any cast
     c = c.reshape(-1).astype(np.uint8)
     if b == 8:
         return c.copy()

@@ -15,9 +15,9 @@ import types
 import torch
 import torch.nn.functional as F
 
-from . import coverage as _cov
-from . import compute_ops as C
-from . import gemm_ops as G
+from . import coverage as _COV
+from . import compute_ops as _CO
+from . import gemm_ops as _GO
 from . import profiles
 from .ops_common import OperandMismatchError, UnsupportedOpError, op_name
 
@@ -42,27 +42,27 @@ def _fns(*names):
 
 
 _GROUPS = [
-    (G.linear, ["F.linear"]),
-    (G.matmul, ["torch.matmul", "Tensor.matmul", "Tensor.__matmul__", "linalg.matmul"]),
-    (G.bmm, ["torch.mm", "Tensor.mm", "torch.bmm", "Tensor.bmm"]),
-    (G.addmm_like, ["torch.addmm", "Tensor.addmm", "torch.baddbmm", "Tensor.baddbmm",
+    (_GO.linear, ["F.linear"]),
+    (_GO.matmul, ["torch.matmul", "Tensor.matmul", "Tensor.__matmul__", "linalg.matmul"]),
+    (_GO.bmm, ["torch.mm", "Tensor.mm", "torch.bmm", "Tensor.bmm"]),
+    (_GO.addmm_like, ["torch.addmm", "Tensor.addmm", "torch.baddbmm", "Tensor.baddbmm",
                    "torch.addbmm", "Tensor.addbmm", "torch.addmv", "Tensor.addmv",
                    "torch.addr", "Tensor.addr"]),
-    (G.vec_ops, ["torch.mv", "Tensor.mv", "torch.dot", "Tensor.dot", "torch.vdot", "Tensor.vdot",
+    (_GO.vec_ops, ["torch.mv", "Tensor.mv", "torch.dot", "Tensor.dot", "torch.vdot", "Tensor.vdot",
                 "torch.inner", "Tensor.inner", "torch.outer", "Tensor.outer", "torch.ger",
                 "Tensor.ger", "linalg.vecdot"]),
-    (G.multi_dot, ["linalg.multi_dot", "torch.chain_matmul"]),
-    (G.tensordot, ["torch.tensordot"]),
-    (G.einsum, ["torch.einsum"]),
-    (G.bilinear, ["torch.bilinear"]),
-    (G.conv, ["torch.conv1d", "torch.conv2d", "torch.conv3d", "torch.conv_transpose1d",
+    (_GO.multi_dot, ["linalg.multi_dot", "torch.chain_matmul"]),
+    (_GO.tensordot, ["torch.tensordot"]),
+    (_GO.einsum, ["torch.einsum"]),
+    (_GO.bilinear, ["torch.bilinear"]),
+    (_GO.conv, ["torch.conv1d", "torch.conv2d", "torch.conv3d", "torch.conv_transpose1d",
              "torch.conv_transpose2d", "torch.conv_transpose3d", "torch.convolution"]),
-    (G.rnn, ["torch.lstm", "torch.gru", "torch.rnn_tanh", "torch.rnn_relu"]),
-    (G.rnn_cell_h, ["torch.lstm_cell", "torch.gru_cell", "torch.rnn_tanh_cell", "torch.rnn_relu_cell"]),
-    (G.sdpa, ["F.scaled_dot_product_attention"]),
-    (C.softmax, ["F.softmax", "torch.softmax", "Tensor.softmax", "F.log_softmax",
+    (_GO.rnn, ["torch.lstm", "torch.gru", "torch.rnn_tanh", "torch.rnn_relu"]),
+    (_GO.rnn_cell_h, ["torch.lstm_cell", "torch.gru_cell", "torch.rnn_tanh_cell", "torch.rnn_relu_cell"]),
+    (_GO.sdpa, ["F.scaled_dot_product_attention"]),
+    (_CO.softmax, ["F.softmax", "torch.softmax", "Tensor.softmax", "F.log_softmax",
                 "torch.log_softmax", "Tensor.log_softmax", "special.softmax", "special.log_softmax"]),
-    (C.first_in_compute, [
+    (_CO.first_in_compute, [
         "F.layer_norm", "torch.layer_norm", "F.rms_norm", "torch.rms_norm", "torch.batch_norm",
         "torch.instance_norm", "torch.group_norm", "torch.sum", "Tensor.sum", "Tensor.sum_to_size",
         "torch.mean", "Tensor.mean", "torch.nansum", "Tensor.nansum", "torch.nanmean",
@@ -72,7 +72,7 @@ _GROUPS = [
         "torch.logsumexp", "Tensor.logsumexp", "special.logsumexp", "torch.norm", "Tensor.norm",
         "torch.frobenius_norm", "linalg.vector_norm", "linalg.matrix_norm", "linalg.norm",
         "torch.renorm", "Tensor.renorm", "torch.trace", "Tensor.trace"]),
-    (C.all_in_compute, [
+    (_CO.all_in_compute, [
         "nn.cross_entropy_loss", "nn.nll_loss", "nn.nll_loss_nd", "nn.nll_loss2d", "nn.mse_loss",
         "nn.l1_loss", "nn.smooth_l1_loss", "nn.huber_loss", "nn.binary_cross_entropy",
         "nn.soft_margin_loss", "nn.multi_margin_loss", "nn.multilabel_margin_loss",
@@ -83,7 +83,7 @@ _GROUPS = [
 ]
 HANDLERS = {f: h for h, ns in _GROUPS for f in _fns(*ns)}
 if hasattr(_T, "__rmatmul__"):
-    HANDLERS[_T.__rmatmul__] = lambda m, f, a, k: G.matmul(m, torch.matmul, (a[1], a[0]), k)
+    HANDLERS[_T.__rmatmul__] = lambda m, f, a, k: _GO.matmul(m, torch.matmul, (a[1], a[0]), k)
 # torch.norm/cdist/chain_matmul/tensordot/einsum are Python functions of torch.functional:
 # handled above before they could run as composites
 
@@ -95,9 +95,9 @@ def classify(func):
     if is_composite(func):
         return "composite"
     n = op_name(func)
-    if n in _cov.PASSTHROUGH:
-        return _cov.PASSTHROUGH[n]
-    if _cov.matches_rule(n):
+    if n in _COV.PASSTHROUGH:
+        return _COV.PASSTHROUGH[n]
+    if _COV.matches_rule(n):
         return "not classified by the coverage contract (treated as pass-through)"
     return None
 
@@ -110,7 +110,7 @@ def coverage_table() -> list:
     True
     """
     rows = []
-    for n, f in sorted(_cov.candidates().items()):
+    for n, f in sorted(_COV.candidates().items()):
         c = classify(f)
         if c in ("emulated", "composite"):
             rows.append((n, c, ""))
@@ -121,7 +121,7 @@ def coverage_table() -> list:
 
 def __getattr__(name):
     if name == "UNSUPPORTED":  # the pass-through ops of the contract (functions), on demand
-        return tuple(f for n, f in sorted(_cov.candidates().items())
+        return tuple(f for n, f in sorted(_COV.candidates().items())
                      if classify(f) not in ("emulated", "composite"))
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.overrides import TorchFunctionMode
 
-from . import coverage as _cov
+from . import coverage as _COV
 from . import handlers
 from .handlers import (COMPOSITES, OperandMismatchError, UnsupportedOpError, classify,
                        coverage_table, op_name, supported_ops)
@@ -220,7 +220,7 @@ def _passthrough(func) -> bool:
         return False
     if v is None:
         n = op_name(func)
-        v = _pt_cache[func] = n in _cov.PASSTHROUGH or _cov.matches_rule(n)
+        v = _pt_cache[func] = n in _COV.PASSTHROUGH or _COV.matches_rule(n)
     return v
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from . import coverage as _cov
+from . import coverage as _COV
 
 __all__ = ["UnsupportedOpError", "OperandMismatchError", "op_name", "arg"]
 
@@ -20,7 +20,7 @@ class OperandMismatchError(RuntimeError):
 
 
 # torch.compile: a constant at trace time, not traced string operations
-op_name = torch.compiler.assume_constant_result(_cov.op_name)
+op_name = torch.compiler.assume_constant_result(_COV.op_name)
 
 
 def arg(args, kwargs, i, name, default=None):
