@@ -156,8 +156,8 @@ def decode(codes, fmt, *, dtype=np.float64, axis=None):
 
 def _out_dtype(dtype) -> np.dtype:
     """The output dtype of decode: a carrier float dtype (lowering.DTYPES)."""
-    try:
-        odt = np.dtype(dtype)
+    try:  # the name "bfloat16" works before ml_dtypes is imported (fpsim imports it lazily)
+        odt = lowering.BF16 if isinstance(dtype, str) and dtype == "bfloat16" else np.dtype(dtype)
     except TypeError:
         odt = None
     if odt is None or odt not in lowering.DTYPES:

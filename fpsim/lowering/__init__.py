@@ -29,13 +29,20 @@ from ..options import enum_value
 from .drivers import TABLE_CHUNK, nonpositive_to_nan, round_grid, round_table
 from .inputs import (INPUT_RULE, as_codes, as_input, check_code_range, exact_float64, real_input,
                      uint_dtype)
-from .params import (BF16, DTYPES, F64, MODE_CODE, NAN_CODE, OVF_CODE, PARALLEL_THRESHOLD, DType,
-                     RoundingSpec, cast_back, code_params, decode_params, exact_in, grid_limits,
-                     nan_input_error, options, round_params, seed)
+from .params import (DTYPES, F64, MODE_CODE, NAN_CODE, OVF_CODE, PARALLEL_THRESHOLD, DType,
+                     RoundingSpec, bf16_dtype, cast_back, code_params, decode_params, exact_in,
+                     grid_limits, ml_dtypes_module, nan_input_error, options, round_params, seed)
 
 __all__ = ["DType", "DTYPES", "F64", "BF16", "RoundingSpec", "enum_value", "options",
            "round_params", "code_params", "decode_params", "grid_limits", "exact_in", "seed",
            "cast_back", "as_input", "real_input", "exact_float64", "nan_input_error",
            "INPUT_RULE", "MODE_CODE", "OVF_CODE", "NAN_CODE", "PARALLEL_THRESHOLD",
            "round_grid", "round_table", "nonpositive_to_nan", "TABLE_CHUNK", "as_codes",
-           "check_code_range", "uint_dtype"]
+           "check_code_range", "uint_dtype", "bf16_dtype", "ml_dtypes_module"]
+
+
+def __getattr__(name):
+    # BF16 is computed on first use (ml_dtypes is not imported by `import fpsim`)
+    if name == "BF16":
+        return bf16_dtype()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import math
 
-import ml_dtypes
 import numpy as np
 
-from .params import DTYPES
+from .params import DTYPES, ml_dtypes_module
 
 __all__ = ["INPUT_RULE", "real_input", "exact_float64", "as_input", "as_codes", "check_code_range",
            "uint_dtype"]
@@ -85,7 +84,7 @@ def _is_ml_float(dt) -> bool:
     if not dt.type.__module__.startswith("ml_dtypes"):
         return False
     try:
-        ml_dtypes.finfo(dt)
+        ml_dtypes_module().finfo(dt)  # imported already: dt is one of its types
     except (ValueError, TypeError):
         return False  # ml_dtypes' int2/int4/uint4 (not floats)
     return True

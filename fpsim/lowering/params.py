@@ -7,12 +7,12 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 import secrets
 from functools import lru_cache
 from typing import NamedTuple
 
-import ml_dtypes
 import numpy as np
 
 from ..kernels._lazy import kernel
@@ -27,7 +27,8 @@ _FIXED_EMIN = kernel("float_round", "FIXED_EMIN")
 
 __all__ = ["DType", "DTYPES", "F64", "BF16", "RoundingSpec", "options", "round_params",
            "code_params", "decode_params", "grid_limits", "exact_in", "seed", "cast_back",
-           "nan_input_error", "MODE_CODE", "OVF_CODE", "NAN_CODE", "PARALLEL_THRESHOLD"]
+           "nan_input_error", "MODE_CODE", "OVF_CODE", "NAN_CODE", "PARALLEL_THRESHOLD",
+           "bf16_dtype", "ml_dtypes_module"]
 
 #: Arrays at least this long use the parallel kernels.
 PARALLEL_THRESHOLD = 1 << 15
@@ -53,15 +54,56 @@ class DType:
         self.sign_shift = M + E
 
 
-#: numpy dtype of bfloat16 (ml_dtypes, a core dependency).
-BF16 = np.dtype(ml_dtypes.bfloat16)
-#: The carriers: numpy float dtype -> :class:`DType`.
-DTYPES = {
+def ml_dtypes_module():
+    """The ``ml_dtypes`` module (a core dependency), imported on first need.
+
+    Not at ``import fpsim``: importing ml_dtypes 0.7 costs about 0.6 CPU s, more than all
+    the rest of ``import fpsim``; an array of one of its types only exists once the user
+    imported it, and fpsim asks for it only to name bfloat16 itself (:data:`BF16`).
+
+    >>> from fpsim import lowering
+    >>> lowering.ml_dtypes_module().bfloat16.__name__
+    'bfloat16'
+    """
+    return importlib.import_module("ml_dtypes")
+
+
+@lru_cache(maxsize=None)
+def bf16_dtype() -> np.dtype:
+    """numpy dtype of bfloat16 (ml_dtypes'), also spelled :data:`BF16`."""
+    return np.dtype(ml_dtypes_module().bfloat16)
+
+
+def _is_bf16(dt) -> bool:
+    return (isinstance(dt, np.dtype) and dt.name == "bfloat16"
+            and dt.type.__module__.startswith("ml_dtypes"))
+
+
+class _Carriers(dict):
+    """numpy float dtype -> :class:`DType`; bfloat16 joins when first looked up (so that
+    ml_dtypes need not be imported by ``import fpsim``: see :func:`ml_dtypes_module`)."""
+
+    def _join(self, key) -> bool:
+        if _is_bf16(key) and not dict.__contains__(self, key):
+            self[key] = DType(key, np.uint16, 7, 8)
+            return True
+        return False
+
+    def __missing__(self, key):
+        if self._join(key):
+            return dict.__getitem__(self, key)
+        raise KeyError(key)
+
+    def __contains__(self, key):
+        return dict.__contains__(self, key) or self._join(key)
+
+
+#: The carriers: numpy float dtype -> :class:`DType` (float64, float32, float16, bfloat16).
+DTYPES = _Carriers({
     np.dtype(np.float64): DType(np.float64, np.uint64, 52, 11),
     np.dtype(np.float32): DType(np.float32, np.uint32, 23, 8),
     np.dtype(np.float16): DType(np.float16, np.uint16, 10, 5),
-    BF16: DType(BF16, np.uint16, 7, 8),
-}
+})
 #: The float64 carrier (holds every value of every format).
 F64 = DTYPES[np.dtype(np.float64)]
 
@@ -342,3 +384,10 @@ def cast_back(vals: np.ndarray, dtype, fmt) -> np.ndarray:
                          f"representable in {np.dtype(dtype).name}; pass a float64 array to get it")
     return out
 
+
+
+def __getattr__(name):
+    # BF16 (bfloat16's numpy dtype) is computed on first use: see ml_dtypes_module
+    if name == "BF16":
+        return bf16_dtype()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
