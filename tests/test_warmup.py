@@ -107,3 +107,34 @@ def test_report_command_warms_the_common_families(monkeypatch, tmp_path, argv, w
     monkeypatch.setattr(fpsim.report, "write_report", lambda out, quick: str(out))
     assert main(["report", "--out", str(tmp_path)] + argv) == 0
     assert calls == ([()] if warmed else [])
+
+
+def test_kernel_cache_stamp_covers_every_kernel_source(tmp_path):
+    """A cached kernel is stale when *any* kernel source changed (kernels inline helpers of
+    other files: round_bits of float_round.py runs inside the accumulation kernels), not
+    only its own file, which is all Numba's stamp covers."""
+    import hashlib
+    import os
+
+    from numba.core import caching
+
+    from fpsim.kernels import _cache, accum_leaves, float_round
+
+    _cache.install()
+    kdir = os.path.dirname(float_round.__file__)
+    want = hashlib.sha256()
+    for name in sorted(n for n in os.listdir(kdir) if n.endswith(".py")):
+        want.update(name.encode())
+        want.update(hashlib.sha256(open(os.path.join(kdir, name), "rb").read()).digest())
+    assert _cache.kernels_digest() == want.hexdigest()
+    loc = caching.InTreeCacheLocator(accum_leaves.rnd1.py_func, accum_leaves.__file__)
+    own, digest = loc.get_source_stamp()
+    assert digest == want.hexdigest()
+    assert own == caching._SourceFileBackedLocatorMixin.get_source_stamp.__wrapped__(loc)
+    # a file outside fpsim/kernels keeps Numba's own stamp
+    other = tmp_path / "mod.py"
+    other.write_text("def f():\n    return 1\n")
+    ns = {}
+    exec(compile(other.read_text(), str(other), "exec"), ns)
+    loc2 = caching.InTreeCacheLocator(ns["f"], str(other))
+    assert not isinstance(loc2.get_source_stamp(), tuple)

@@ -1,4 +1,5 @@
-"""Recover from a damaged Numba cache file instead of failing on every call.
+"""Recover from a damaged Numba cache file instead of failing on every call, and never
+load a cached kernel compiled from other kernel sources than the ones installed.
 
 Why: Numba unpickles its on-disk cache (``__pycache__/*.nbi`` index and ``*.nbc`` data,
 or under ``NUMBA_CACHE_DIR``) without guarding against a truncated or corrupt file - a
@@ -8,6 +9,13 @@ is deleted by hand. :func:`install` wraps Numba's cache loader so that, for fpsi
 kernels only, a cache entry that cannot be read is dropped: the kernel is compiled again
 (and the cache file rewritten), with one RuntimeWarning per process saying what happened.
 
+Why the second: Numba stamps a cache entry with the hash of the kernel's *own* source file
+only, but fpsim's kernels inline helpers from other files (``round_bits`` of
+``float_round.py`` is compiled into the accumulation, arithmetic and block kernels). After
+an edit of such a helper, the kernels of the other files kept running their old, cached copy
+of it. :func:`install` adds the digest of every ``fpsim/kernels/*.py`` file to the stamp of
+fpsim's kernels: an edit of any kernel source recompiles them all (on first use).
+
 >>> from fpsim.kernels import _cache
 >>> _cache.install()
 True
@@ -15,10 +23,35 @@ True
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import warnings
 
 _STATE = {"installed": False, "warned": False}
+
+
+_KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@functools.lru_cache(maxsize=None)
+def kernels_digest() -> str:
+    """sha256 of every kernel source file (``fpsim/kernels/*.py``), in name order.
+
+    >>> len(kernels_digest())
+    64
+    """
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(_KERNELS_DIR)):
+        if name.endswith(".py"):
+            h.update(name.encode())
+            with open(os.path.join(_KERNELS_DIR, name), "rb") as f:
+                h.update(hashlib.sha256(f.read()).digest())
+    return h.hexdigest()
+
+
+def _is_kernel_file(path) -> bool:
+    return os.path.dirname(os.path.abspath(path)) == _KERNELS_DIR
 
 
 def _is_fpsim(py_func) -> bool:
@@ -67,5 +100,16 @@ def install() -> bool:
 
     load_overload.__wrapped__ = original
     caching.Cache.load_overload = load_overload
+
+    mixin = caching._SourceFileBackedLocatorMixin  # noqa: SLF001 - the one stamp to extend
+    stamp = mixin.get_source_stamp
+
+    def get_source_stamp(self):
+        own = stamp(self)
+        path = getattr(self, "_py_file", "")
+        return (own, kernels_digest()) if path and _is_kernel_file(path) else own
+
+    get_source_stamp.__wrapped__ = stamp
+    mixin.get_source_stamp = get_source_stamp
     _STATE["installed"] = True
     return True
