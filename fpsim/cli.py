@@ -9,21 +9,23 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
 
+from .analysis.tables import format_table, to_markdown
+from .formats import MAX_TABLE_BITS, parse
+from .report import write_report
+from .warmup import FAMILIES, warmup
+
 
 def _cmd_formats(args) -> int:
-    from .analysis.tables import format_table, to_markdown
-
     print(to_markdown(format_table(args.names or None)))
     return 0
 
 
 def _cmd_values(args) -> int:
-    from .formats import MAX_TABLE_BITS, parse
-
     fmt = parse(args.name)
     if fmt.kind == "block":  # list the element values, say what scales them
         print(f"# {fmt.name}: block format, {fmt.block} elements share one {fmt.scale.name} "
@@ -61,12 +63,9 @@ def _cmd_values(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import write_report
-
     if not (args.quick or args.no_warmup):
         # the README's first command: compile the common kernel families first (with a
         # progress bar; milliseconds when warm), so that they are warm afterwards
-        from .warmup import warmup
         warmup()
     path = write_report(args.out, quick=args.quick)
     print(f"report written to {path}")
@@ -74,8 +73,6 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_warmup(args) -> int:
-    from .warmup import FAMILIES, warmup
-
     if args.list:
         for f in FAMILIES.values():
             tags = ", ".join(t for t, on in (("default", f.common), ("needs torch", f.torch)) if on)
@@ -129,7 +126,6 @@ def main(argv=None) -> int:
         print(f"fpsim: error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `fpsim values fp16 | head`: stop quietly
-        import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as e:  # a path that cannot be written (a file in the way, no permission)

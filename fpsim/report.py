@@ -30,6 +30,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from . import __version__
+from . import accum as _A
+from . import hardware as _H
+from .analysis.audit import deployment_audit
+from .analysis.format_plots import plot_relative_precision
+from .analysis.tables import format_table, rounding_error_summary, to_markdown
+from .formats import list_formats
 from .hardware import data_dir
 
 __all__ = ["SECTIONS", "write_report", "tensor_core_data_dir", "tiny_lm"]
@@ -40,8 +47,6 @@ __all__ = ["SECTIONS", "write_report", "tensor_core_data_dir", "tiny_lm"]
 # ---------------------------------------------------------------------------------------
 
 def _section_formats(out: Path, quick: bool):
-    from .analysis.tables import format_table, to_markdown
-
     rows = format_table()
     text = ("Range and precision of the well-known formats (`fpsim formats` prints this table; "
             "`fpsim values NAME` lists every value of a format).\n\n" + to_markdown(rows))
@@ -57,10 +62,6 @@ def _section_rounding(out: Path, quick: bool):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from .analysis.format_plots import plot_relative_precision
-    from .analysis.tables import rounding_error_summary, to_markdown
-    from .formats import list_formats
 
     # integer and codebook formats mean nothing unscaled: they get their usual scaling below
     names = [n for n in list_formats()
@@ -117,30 +118,24 @@ _SCALED_FORMATS = {
 # ---------------------------------------------------------------------------------------
 
 def _accum_models():
-    from . import accum as A
-    from . import hardware as H
-
     return {
-        "Sequential fp32 (FMA)": A.Sequential("fp32", fma=True),
-        "Sequential bf16 (FMA)": A.Sequential("bf16", fma=True),
-        "Pairwise fp32": A.Pairwise("fp32"),
-        "Kahan fp32": A.Kahan("fp32"),
-        "Blocked(32) fp32 (split-K)": A.Blocked(32, A.Sequential("fp32", fma=True)),
-        "A100 tensor core (bf16)": H.tensor_core("A100", "bf16"),
-        "H100 tensor core (bf16)": H.tensor_core("H100", "bf16"),
-        "H100 FP8 tensor core (e4m3)": H.tensor_core("H100", "e4m3"),
-        "H100 FP8, promoted every 128": H.fp8_promoted("H100", "e4m3", 128),
+        "Sequential fp32 (FMA)": _A.Sequential("fp32", fma=True),
+        "Sequential bf16 (FMA)": _A.Sequential("bf16", fma=True),
+        "Pairwise fp32": _A.Pairwise("fp32"),
+        "Kahan fp32": _A.Kahan("fp32"),
+        "Blocked(32) fp32 (split-K)": _A.Blocked(32, _A.Sequential("fp32", fma=True)),
+        "A100 tensor core (bf16)": _H.tensor_core("A100", "bf16"),
+        "H100 tensor core (bf16)": _H.tensor_core("H100", "bf16"),
+        "H100 FP8 tensor core (e4m3)": _H.tensor_core("H100", "e4m3"),
+        "H100 FP8, promoted every 128": _H.fp8_promoted("H100", "e4m3", 128),
     }
 
 
 def _section_accumulation(out: Path, quick: bool):
-    from .accum import error_growth
-    from .analysis.tables import to_markdown
-
     Ks = (16, 64, 256, 1024) if quick else (16, 64, 256, 1024, 4096, 16384)
     trials = 8 if quick else 32
     models = _accum_models()
-    errs = error_growth(models, Ks, trials, seed=0, in_fmt="bf16", statistic="median")
+    errs = _A.error_growth(models, Ks, trials, seed=0, in_fmt="bf16", statistic="median")
 
     fig, ax = _figure((8, 5))
     for name, e in errs.items():
@@ -174,22 +169,18 @@ tensor_core_data_dir = data_dir
 
 
 def _section_tensor_cores(out: Path, quick: bool):
-    from . import hardware as H
-    from .analysis.tables import to_markdown
-
-    from . import accum as A
 
     title = "Tensor-core validation"
     d = tensor_core_data_dir()
     try:
-        res = H.validate(d)  # d None: the sample bundled with fpsim
+        res = _H.validate(d)  # d None: the sample bundled with fpsim
     except (ValueError, OSError) as e:
         return title, f"**Not run: the tensor-core data in `{d}` could not be read: {e}**", []
     rows = []
     for r in res.values():
         try:
-            m = H.tensor_core(r.gpu, r.in_fmt.lower(), r.out_fmt)
-            if isinstance(m, A.Permuted):  # FP8 -> fp16 on Hopper/Blackwell: two k16 steps
+            m = _H.tensor_core(r.gpu, r.in_fmt.lower(), r.out_fmt)
+            if isinstance(m, _A.Permuted):  # FP8 -> fp16 on Hopper/Blackwell: two k16 steps
                 s = m.inner.inner
                 model = f"2 x n={s.n} (low, high half-words), neab={s.neab}, {s.rounding}; + c"
             else:
@@ -320,8 +311,6 @@ def _section_drift(out: Path, quick: bool):
     except ImportError as e:
         return title, (f"**Not run: this section needs torch** (`pip install \"torch==2.13.0\"` or "
                        f"the `torch` extra): {e}"), []
-    from .analysis.audit import deployment_audit
-    from .analysis.tables import to_markdown
 
     t0 = time.perf_counter()
     model, enc, dec = tiny_lm()
@@ -446,9 +435,7 @@ def write_report(out="fpsim-report", *, quick: bool = False, sections=None, prog
         body.append(f'<h2 id="{anchor}">{i}. {html.escape(title)}</h2>\n{_md_to_html(text)}')
         body.extend(f'<p><img src="{f}" alt="{f}"></p>' for f in figs)
         body.append(f'<p class="t">({dt:.1f} s)</p>')
-    from . import __version__ as version  # noqa: PLC0415
-
-    head = (f"fpsim {version}, {'quick' if quick else 'full'} report, "
+    head = (f"fpsim {__version__}, {'quick' if quick else 'full'} report, "
             f"{time.strftime('%Y-%m-%d %H:%M:%S')} ({time.perf_counter() - t0:.0f} s)")
     (out / "report.md").write_text(f"# fpsim report\n\n{head}\n\n" + "\n".join(md))
     page = out / "index.html"

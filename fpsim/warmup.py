@@ -23,10 +23,19 @@ True
 
 from __future__ import annotations
 
+import difflib
+import importlib.util
 import time
 from typing import Callable, NamedTuple
 
 import numpy as np
+
+# warmup is the last module `import fpsim` runs: everything it calls is loaded by then
+from .accum import Blocked, Exact, Kahan, Pairwise, Sequential, dot, matmul
+from .arith import add, fma, lmul, mul
+from .hardware import fp8_promoted, mma, tensor_core
+from .kernels import _notice
+from .rounding import quantize
 
 
 class Family(NamedTuple):
@@ -46,19 +55,16 @@ def _x(shape=(4, 64), dtype=np.float32):
 
 def _q(fmt, **kw):
     def run():
-        from . import quantize
         return quantize(_x(), fmt, **kw)
     return run
 
 
 def _arith():
-    from . import add, fma, mul
     a, b = _x((64,)), _x((64,))
     return add(a, b, "bf16"), mul(a, b, "e4m3"), fma(a, b, a, "fp16")
 
 
 def _lmul():
-    from . import lmul
     return lmul(_x((64,)), _x((64,)), 3)
 
 
@@ -69,7 +75,6 @@ def _exact_x(shape):
 
 def _acc(make):
     def run():
-        from . import dot, matmul
         m = make()
         A, B = _exact_x((4, 32)), _exact_x((32, 4))
         return dot(A[0], B[:, 0], model=m), matmul(A, B, model=m)
@@ -77,55 +82,43 @@ def _acc(make):
 
 
 def _seq():
-    from .accum import Sequential
     return Sequential("bf16")
 
 
 def _pairwise():
-    from .accum import Pairwise
     return Pairwise("fp32")
 
 
 def _blocked():
-    from .accum import Blocked, Sequential
-    return Blocked(Sequential("fp32"), Sequential("fp32"), 8)
+    return Blocked(8, Sequential("fp32"), Sequential("fp32"))
 
 
 def _tensor_core():
-    from .hardware import tensor_core
     return tensor_core("A100", "bf16")
 
 
 def _promoted():
-    from .hardware import fp8_promoted
     return fp8_promoted("H100", "e4m3")
 
 
 def _exact():
-    from .accum import Exact
     return Exact("fp32")
 
 
 def _kahan():
-    from .accum import Kahan
     return Kahan("fp32")
 
 
 def _seq32():
-    from .accum import Sequential
     return Sequential("fp32")  # float32 data: the register-blocked GEMM kernel
 
 
 def _mfma():
-    from .hardware import mma
     return mma("CDNA3", "v_mfma_f32_32x32x8_bf16")
 
 
 def _block_scaled():
-    from . import dot, matmul
-    from .hardware import mma
     m = mma("Blackwell", "tcgen05.mma.m128n256k64.kind::mxf4nvf4.block16.f32.e2m1.e2m1.ue4m3")
-    from . import quantize
     A, B = quantize(_exact_x((4, 64)), "e2m1"), quantize(_exact_x((64, 4)), "e2m1")
     sa, sb = np.ones((4, 4)), np.ones((4, 4))
     return (dot(A[0], B[:, 0], model=m, a_scale=sa[0], b_scale=sb[:, 0]),
@@ -198,7 +191,6 @@ def families() -> list:
 
 
 def _has_torch() -> bool:
-    import importlib.util
     return importlib.util.find_spec("torch") is not None
 
 
@@ -210,7 +202,6 @@ def _select(names) -> list:
     out = []
     for n in ([names] if isinstance(names, str) else list(names)):
         if n not in FAMILIES:
-            import difflib
             near = difflib.get_close_matches(n, FAMILIES, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else ""
             raise ValueError(f"unknown kernel family {n!r}{hint}; known: {', '.join(FAMILIES)}")
@@ -229,8 +220,6 @@ def warmup(families=None, *, progress=True) -> dict:
     >>> warmup(["table-nf4"], progress=False)["table-nf4"] < 600
     True
     """
-    from .kernels import _notice
-
     sel = _select(families)
     times = {}
     from tqdm.auto import tqdm

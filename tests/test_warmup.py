@@ -89,6 +89,11 @@ def test_warmup_cli_errors(capsys, argv, msg):
     assert msg in capsys.readouterr().err
 
 
+def test_blocked_family_builds_its_model():
+    # it once passed Blocked's arguments in the wrong order, so `fpsim report` stopped there
+    assert fpsim.warmup(["accum-blocked"], progress=False)["accum-blocked"] >= 0
+
+
 def test_common_families_are_the_reports():
     # `fpsim warmup` (no names) compiles what `fpsim report` needs; torch families are opt-in
     common = [f.name for f in FAMILIES.values() if f.common]
@@ -98,13 +103,11 @@ def test_common_families_are_the_reports():
 
 @pytest.mark.parametrize("argv, warmed", [([], True), (["--quick"], False), (["--no-warmup"], False)])
 def test_report_command_warms_the_common_families(monkeypatch, tmp_path, argv, warmed):
-    import sys
-
-    import fpsim.report
-    fw = sys.modules["fpsim.warmup"]  # the module (the attribute fpsim.warmup is the function)
+    import fpsim.cli
     calls = []
-    monkeypatch.setattr(fw, "warmup", lambda *a, **k: calls.append(a) or {})
-    monkeypatch.setattr(fpsim.report, "write_report", lambda out, quick: str(out))
+    # stand-ins where the command looks them up (fpsim.cli imports both at module level)
+    monkeypatch.setattr(fpsim.cli, "warmup", lambda *a, **k: calls.append(a) or {})
+    monkeypatch.setattr(fpsim.cli, "write_report", lambda out, quick: str(out))
     assert main(["report", "--out", str(tmp_path)] + argv) == 0
     assert calls == ([()] if warmed else [])
 

@@ -89,12 +89,11 @@ def _quantize_numba(t, fmt, opts):
 
 
 def _quantize_block(t, fmt, opts, axis):
-    import fpsim
     src = t.detach()
     dev, dt = src.device, src.dtype
     arr = src.to("cpu", torch.float32 if dt in (torch.float16, torch.bfloat16) else dt).contiguous().numpy()
     try:
-        out = fpsim.quantize(arr, fmt, axis=axis, **{k: v for k, v in opts.items() if v is not None})
+        out = _R.quantize(arr, fmt, axis=axis, **{k: v for k, v in opts.items() if v is not None})
     except TypeError as e:
         raise TypeError(f"fpsim.quantize does not take block format {fmt!r} with axis=: {e}") from None
     # reshape: np.ascontiguousarray makes a 0-d result 1-d (issue 16's D1 on the torch path)
