@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import lowering
+from . import lowering as _L
 from .formats import FloatFormat, as_format
 from .kernels import _modes as _C
 from .kernels._lazy import lazy_module
@@ -41,7 +41,7 @@ def _operand(x, name):
     :func:`fpsim.lowering.real_input`: integers (Python ints, integer arrays) exactly or
     refused, no bools, no masked arrays; a 0-d array gives a 0-d result, a Python or numpy
     scalar a float."""
-    arr, kind = lowering.real_input(x, name)
+    arr, kind = _L.real_input(x, name)
     return arr.astype(np.float64, copy=False), kind != "array"
 
 
@@ -54,8 +54,8 @@ def _params(fmt, rounding, overflow, nan, subnormals, srbits):
         raise TypeError(f"{fmt.name} is a {fmt.kind} format: arithmetic is defined for element "
                         "formats (float, integer, fixed point) whose values do not depend on a "
                         "block scale; compute into fp32/fp64 and quantize() into it")
-    spec = lowering.RoundingSpec.resolve(fmt, rounding, overflow, nan, subnormals, False, srbits)
-    return fmt, spec, lowering.round_params(fmt, lowering.F64, spec)  # never None: float64 holds all
+    spec = _L.RoundingSpec.resolve(fmt, rounding, overflow, nan, subnormals, False, srbits)
+    return fmt, spec, _L.round_params(fmt, _L.F64, spec)  # never None: float64 holds all
 
 
 def _run(op, operands, fmt, rounding, overflow, nan, subnormals, seed, srbits):
@@ -76,8 +76,8 @@ def _run(op, operands, fmt, rounding, overflow, nan, subnormals, seed, srbits):
     while len(flat) < 3:
         flat.append(flat[0])
     out = np.empty(flat[0].size, dtype=np.float64)
-    kern = _K.arith_parallel if out.size >= lowering.PARALLEL_THRESHOLD else _K.arith_serial
-    bad = kern(op, flat[0], flat[1], flat[2], out, p, lowering.seed(seed, spec.mode))
+    kern = _K.arith_parallel if out.size >= _L.PARALLEL_THRESHOLD else _K.arith_serial
+    bad = kern(op, flat[0], flat[1], flat[2], out, p, _L.seed(seed, spec.mode))
     if bad:
         raise ValueError(f"{fmt.name} has no NaN but {bad} result(s) are NaN (invalid operations "
                          "or NaN operands); pass nan='zero' or nan='max' to map them")
@@ -345,7 +345,7 @@ def lmul(x, y, man_bits, *, semantics="int", fmt=None, out_fmt=None, rounding="r
         rng = np.random.default_rng(seed)
         qa = quantize(np.ascontiguousarray(a, dtype=np.float64), in_fmt, seed=rng, **qkw)
         qb = quantize(np.ascontiguousarray(b, dtype=np.float64), in_fmt, seed=rng, **qkw)
-        s = lowering.seed(rng, spec.mode)
+        s = _L.seed(rng, spec.mode)
     else:
         qa = quantize(np.ascontiguousarray(a, dtype=np.float64), in_fmt, **qkw)
         qb = quantize(np.ascontiguousarray(b, dtype=np.float64), in_fmt, **qkw)

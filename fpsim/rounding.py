@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import lowering
+from . import lowering as _L
 from .formats import as_format
 from .lowering import PARALLEL_THRESHOLD, TABLE_CHUNK, as_codes, check_code_range, real_input
 from .options import ROUNDING_MODES, NaNPolicy, Overflow, Rounding
@@ -91,8 +91,8 @@ def quantize(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=Fals
         return fmt._quantize(x, axis=axis, rounding=rounding, overflow=overflow,
                              subnormals=subnormals, daz=daz, nan=nan, seed=seed, srbits=srbits)
     _no_axis(axis, fmt)
-    arr, restore = lowering.as_input(x)
-    spec = lowering.RoundingSpec.resolve(fmt, rounding, overflow, nan, subnormals, daz, srbits)
+    arr, restore = _L.as_input(x)
+    spec = _L.RoundingSpec.resolve(fmt, rounding, overflow, nan, subnormals, daz, srbits)
     return restore(fmt._quantize(arr, spec, seed))
 
 
@@ -109,7 +109,7 @@ def code_dtype(fmt) -> np.dtype:
     >>> fpsim.code_dtype("e4m3"), fpsim.code_dtype("bf16"), fpsim.code_dtype("tf32")
     (dtype('uint8'), dtype('uint16'), dtype('uint32'))
     """
-    return lowering.uint_dtype(as_format(fmt).bits)
+    return _L.uint_dtype(as_format(fmt).bits)
 
 
 def encode(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False, nan=None,
@@ -130,8 +130,8 @@ def encode(x, fmt, *, rounding="rne", overflow=None, subnormals=None, daz=False,
         return fmt._encode(x, axis=axis, rounding=rounding, overflow=overflow,
                            subnormals=subnormals, daz=daz, nan=nan, seed=seed, srbits=srbits)
     _no_axis(axis, fmt)
-    arr, restore = lowering.as_input(x)
-    spec = lowering.RoundingSpec.resolve(fmt, rounding, overflow, nan, subnormals, daz, srbits)
+    arr, restore = _L.as_input(x)
+    spec = _L.RoundingSpec.resolve(fmt, rounding, overflow, nan, subnormals, daz, srbits)
     return restore(fmt._encode(arr, spec, seed))
 
 
@@ -157,10 +157,10 @@ def decode(codes, fmt, *, dtype=np.float64, axis=None):
 def _out_dtype(dtype) -> np.dtype:
     """The output dtype of decode: a carrier float dtype (lowering.DTYPES)."""
     try:  # the name "bfloat16" works before ml_dtypes is imported (fpsim imports it lazily)
-        odt = lowering.BF16 if isinstance(dtype, str) and dtype == "bfloat16" else np.dtype(dtype)
+        odt = _L.BF16 if isinstance(dtype, str) and dtype == "bfloat16" else np.dtype(dtype)
     except TypeError:
         odt = None
-    if odt is None or odt not in lowering.DTYPES:
+    if odt is None or odt not in _L.DTYPES:
         shown = odt.name if odt is not None else repr(dtype)
         raise TypeError(f"dtype={shown} is not allowed as the output dtype of decode (allowed "
                         "dtypes: float16, bfloat16 (ml_dtypes), float32, float64, native byte "

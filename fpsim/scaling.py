@@ -27,7 +27,7 @@ import numpy as np
 
 from . import lowering as _L
 from . import rounding as _R
-from .block import engine
+from .block import engine as _EN
 from .block.descriptor import BlockCodes, BlockFormat, ElementOnly
 from .block.rules import default_scale_rounding
 from .formats import Format, as_format, read_int_option, register_name
@@ -176,13 +176,13 @@ class ScaledFormat(Format):
     # -- behaviour -------------------------------------------------------------------------
     def _quantize(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                   daz=False, nan=None, seed=None, srbits=None):
-        engine.check_elem_opts(overflow, nan, daz, subnormals)
+        _EN.check_elem_opts(overflow, nan, daz, subnormals)
         return scale_tensor(x, self, axis=axis, rounding=rounding, subnormals=subnormals,
                             seed=seed, srbits=srbits).values
 
     def _encode(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                 daz=False, nan=None, seed=None, srbits=None):
-        engine.check_elem_opts(overflow, nan, daz, subnormals)
+        _EN.check_elem_opts(overflow, nan, daz, subnormals)
         ecodes, scales, shape, ax = _apply(x, self, axis, None, None, rounding, subnormals, seed,
                                            srbits, want_codes=True)
         ecodes = ecodes.reshape(shape)
@@ -199,7 +199,7 @@ class ScaledFormat(Format):
         if self.granularity == "group":
             return _R.decode(codes, self._block, dtype=dtype, axis=axis)
         shape = ecodes.shape if ecodes.ndim else (1,)
-        ax = engine.norm_axis(axis, len(shape))
+        ax = _EN.norm_axis(axis, len(shape))
         sv = _R.decode(np.asarray(codes[1]), self.scale)
         want = () if self.granularity == "tensor" else (shape[ax],)
         if sv.shape != want:
@@ -225,7 +225,7 @@ def _amax(a, axes):
 
 def _scales_from(fmt: ScaledFormat, amax, bad):
     bf = fmt._block
-    q, _, _, _, sp, _ = engine.params(bf, "rne", None, None, clip=fmt.clip)
+    q, _, _, _, sp, _ = _EN.params(bf, "rne", None, None, clip=fmt.clip)
     if q.rule == _C.RULE_VALUE and q.zero_scale != 0.0:
         q = q._replace(zero_scale=0.0) if fmt.scale.has_zero else q
     out = np.empty(amax.size)
@@ -247,19 +247,19 @@ def _given(v, what, sshape, fmt, shape):
 
 def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, srbits,
            want_codes):
-    arr, _, shape, dt = engine.block_input(x)
+    arr, _, shape, dt = _EN.block_input(x)
     nd = len(shape)
-    ax = engine.norm_axis(fmt.axis if axis is None else axis, nd)
+    ax = _EN.norm_axis(fmt.axis if axis is None else axis, nd)
     shp = shape if nd else (1,)
     arr = arr.reshape(shp)
     bf = fmt._block
     if fmt.granularity == "group" and scale is None and amax is None:
-        res = engine.run(bf, arr, ax, rounding, subnormals, seed, srbits, want_codes,
+        res = _EN.run(bf, arr, ax, rounding, subnormals, seed, srbits, want_codes,
                          clip=fmt.clip)
         if want_codes:
             return res[0], res[1], shape, ax
-        out = engine.to_dtype(res[0], bf, dt)
-        engine.check_range(out, arr, res[1], bf)
+        out = _EN.to_dtype(res[0], bf, dt)
+        _EN.check_range(out, arr, res[1], bf)
         return out.reshape(shape), res[1], shape, ax
     # scales: given, from a given amax, or from the data
     if fmt.granularity == "tensor":
@@ -287,26 +287,26 @@ def _apply(x, fmt: ScaledFormat, axis, scale, amax, rounding, subnormals, seed, 
     G = _C.RULE_GIVEN
     if fmt.granularity == "tensor":
         flat = arr.reshape(-1)
-        res = engine.run(bf, flat, 0, rounding, subnormals, seed, srbits, want_codes,
+        res = _EN.run(bf, flat, 0, rounding, subnormals, seed, srbits, want_codes,
                          given=sflat, gstride=(0, 0, 0), rule=G, block=_CHUNK)
     elif fmt.granularity == "channel":
         P = int(np.prod(shp[:ax], dtype=np.int64))
         C, Q = shp[ax], int(np.prod(shp[ax + 1:], dtype=np.int64))
         if Q == 1:  # channel is the last axis: blocks of rows, scale indexed by b
-            res = engine.run(bf, arr.reshape(P, C), 0, rounding, subnormals, seed, srbits,
+            res = _EN.run(bf, arr.reshape(P, C), 0, rounding, subnormals, seed, srbits,
                              want_codes, given=sflat, gstride=(0, 0, 1), rule=G, block=64)
         else:
-            res = engine.run(bf, arr.reshape(P, C, Q), 1, rounding, subnormals, seed, srbits,
+            res = _EN.run(bf, arr.reshape(P, C, Q), 1, rounding, subnormals, seed, srbits,
                              want_codes, given=sflat, gstride=(0, 1, 0), rule=G, block=1)
     else:
         B = int(np.prod(shp[ax + 1:], dtype=np.int64))
         nb = sshape[ax]
-        res = engine.run(bf, arr, ax, rounding, subnormals, seed, srbits, want_codes,
+        res = _EN.run(bf, arr, ax, rounding, subnormals, seed, srbits, want_codes,
                          given=sflat, gstride=(nb * B, B, 1), rule=G)
     if want_codes:
         return res[0], s, shape, ax
-    out = engine.to_dtype(res[0], bf, dt)
-    engine.check_range(out, arr, s, bf)
+    out = _EN.to_dtype(res[0], bf, dt)
+    _EN.check_range(out, arr, s, bf)
     return out.reshape(shape), s, shape, ax
 
 

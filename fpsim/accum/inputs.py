@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import lowering
+from .. import lowering as _L
 from ..rounding import quantize
 
 __all__ = ["check_inputs", "exact_float64"]
@@ -32,7 +32,7 @@ def exact_float64(x, what="x"):
     ...     print(str(e)[:54])
     A holds the integer 9007199254740993, which is not exa
     """
-    return lowering.exact_float64(x, what)
+    return _L.exact_float64(x, what)
 
 
 def check_inputs(model, arrays, multiplied=True):

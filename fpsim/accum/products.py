@@ -12,7 +12,7 @@ from typing import Union
 
 import numpy as np
 
-from .. import arith
+from .. import arith as _AR
 from ..formats import FloatFormat, Format, as_format
 from ._common import K as _K, acc_format, mode, params, raise_nan
 
@@ -93,7 +93,7 @@ class LMulProduct:
 
     def _products(self, A, B):
         fmt = self.fmt if self.fmt is not None else FloatFormat(8, self.man_bits)
-        return np.asarray(arith.lmul(A, B, self.man_bits, semantics=self.semantics, fmt=fmt,
+        return np.asarray(_AR.lmul(A, B, self.man_bits, semantics=self.semantics, fmt=fmt,
                                      out_fmt="fp64"), dtype=np.float64)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import hardware
+from .. import hardware as _H
 from ..accum import Blocked, Exact, Kahan, Pairwise, Promoted, Sequential, error_growth
 from ._common import new_figure
 
@@ -29,10 +29,10 @@ def error_growth_models() -> dict:
         "Kahan fp32": Kahan("fp32"),
         "Blocked(32) fp32": Blocked(32, Sequential("fp32", fma=True)),
         "Exact fp32": Exact("fp32"),
-        "A100 tensor core (bf16)": hardware.tensor_core("A100", "bf16"),
+        "A100 tensor core (bf16)": _H.tensor_core("A100", "bf16"),
         "Sequential bf16": Sequential("bf16", fma=True),
-        "Ada FP8 (e4m3)": hardware.tensor_core("Ada", "e4m3"),
-        "Ada FP8, promoted every 128": Promoted(hardware.tensor_core("Ada", "e4m3"), every=128),
+        "Ada FP8 (e4m3)": _H.tensor_core("Ada", "e4m3"),
+        "Ada FP8, promoted every 128": Promoted(_H.tensor_core("Ada", "e4m3"), every=128),
     }
 
 

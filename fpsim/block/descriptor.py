@@ -23,7 +23,7 @@ from .. import lowering as _L
 from .. import rounding as _R
 from ..formats import (FixedFormat, FloatFormat, Format, as_format, check_flag, parse,
                        read_int_option, register_name)
-from . import engine
+from . import engine as _EN
 from .rules import SCALE_ROUNDINGS, default_scale_rounding, is_table, precision, scale_extra_bits
 
 __all__ = ["BlockFormat", "BlockCodes", "MX_FORMATS", "ElementOnly"]
@@ -291,25 +291,25 @@ class BlockFormat(Format):
     # -- behaviour (reached through fpsim.quantize / encode / decode) ----------------------
     def _quantize(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                   daz=False, nan=None, seed=None, srbits=None):
-        engine.check_elem_opts(overflow, nan, daz, subnormals)
-        arr, restore, shape, dt = engine.block_input(x)
-        res = engine.run(self, arr, self.axis if axis is None else axis, rounding, subnormals,
+        _EN.check_elem_opts(overflow, nan, daz, subnormals)
+        arr, restore, shape, dt = _EN.block_input(x)
+        res = _EN.run(self, arr, self.axis if axis is None else axis, rounding, subnormals,
                          seed, srbits, want_codes=False)
-        out = engine.to_dtype(res[0], self, dt)
-        engine.check_range(out, arr, res[1], self)
+        out = _EN.to_dtype(res[0], self, dt)
+        _EN.check_range(out, arr, res[1], self)
         return restore(out.reshape(shape))
 
     def _encode(self, x, *, axis=None, rounding="rne", overflow=None, subnormals=None,
                 daz=False, nan=None, seed=None, srbits=None):
-        engine.check_elem_opts(overflow, nan, daz, subnormals)
-        arr, _, shape, _ = engine.block_input(x)
+        _EN.check_elem_opts(overflow, nan, daz, subnormals)
+        arr, _, shape, _ = _EN.block_input(x)
         ax = self.axis if axis is None else axis
-        ecodes, scales, g = engine.run(self, arr, ax, rounding, subnormals, seed, srbits,
+        ecodes, scales, g = _EN.run(self, arr, ax, rounding, subnormals, seed, srbits,
                                        want_codes=True)
         ecodes = ecodes.reshape(shape)
         scodes = _R.encode(scales, self.scale)
         tcode = None if g is None else _R.encode(np.array([g]), self.tensor_scale)[0]
-        return BlockCodes(ecodes, scodes, tcode, engine.norm_axis(ax, len(shape)))
+        return BlockCodes(ecodes, scodes, tcode, _EN.norm_axis(ax, len(shape)))
 
     def _decode(self, codes, *, dtype=np.float64, axis=None):
         if not isinstance(codes, (tuple, list)) or len(codes) != 2:
@@ -319,8 +319,8 @@ class BlockFormat(Format):
         if axis is None:
             axis = getattr(codes, "axis", self.axis)
         shape = ecodes.shape if ecodes.ndim else (1,)
-        ax = engine.norm_axis(axis, len(shape))
-        A, L, B = engine.layout(shape, ax)
+        ax = _EN.norm_axis(axis, len(shape))
+        A, L, B = _EN.layout(shape, ax)
         nb = -(-L // self.block)
         sshape = shape[:ax] + (nb,) + shape[ax + 1:]
         if scodes.shape != sshape:

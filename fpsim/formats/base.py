@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import lowering
+from .. import lowering as _L
 from ..options import check_flag  # noqa: F401 - re-exported by fpsim.formats
 
 __all__ = ["Format", "ElementFormat", "GridFormat", "Encoding", "encoding", "FAMILIES",
@@ -38,7 +38,7 @@ class Format:
     **Element formats** (float, integer, fixed point, codebook, dINT) implement::
 
         _quantize(arr, spec, seed) -> values: arr's shape and dtype
-        _encode(arr, spec, seed)   -> codes: arr's shape, dtype lowering.uint_dtype(bits)
+        _encode(arr, spec, seed)   -> codes: arr's shape, dtype _L.uint_dtype(bits)
         _decode(codes, dtype)      -> values: codes' shape, float dtype ``dtype``
 
     ``arr`` is a contiguous array of a carrier dtype (:data:`fpsim.lowering.DTYPES`: the
@@ -130,12 +130,12 @@ class GridFormat(ElementFormat):
 
     def _round(self, arr, spec, seed):
         """(rounded bit patterns, carrier) of ``arr`` (see lowering.round_grid)."""
-        return lowering.round_grid(arr, self, spec, seed)
+        return _L.round_grid(arr, self, spec, seed)
 
     def _quantize(self, arr, spec, seed):
         bits, dt = self._round(arr, spec, seed)
         out = bits.view(dt.dtype)
-        return out if dt.dtype == arr.dtype else lowering.cast_back(out, arr.dtype, self)
+        return out if dt.dtype == arr.dtype else _L.cast_back(out, arr.dtype, self)
 
 
 # ---------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from typing import Union
 
 import numpy as np
 
-from .. import lowering
+from .. import lowering as _L
 from ..kernels._lazy import kernel
 from .base import DEFAULT_FAMILY, FAMILIES, GridFormat, check_flag, encoding, pow2
 
@@ -372,15 +372,15 @@ class FloatFormat(GridFormat):
 
     # -- the format protocol (see fpsim.formats.Format) ----------------------------------
     def _round(self, arr, spec, seed):
-        bits, dt = lowering.round_grid(arr, self, spec, seed)
+        bits, dt = _L.round_grid(arr, self, spec, seed)
         if self.encoding.all_normal:  # positive powers of two only: x <= 0 has no value
-            lowering.nonpositive_to_nan(arr, bits, dt)
+            _L.nonpositive_to_nan(arr, bits, dt)
         return bits, dt
 
     def _encode(self, arr, spec, seed):
         bits, dt = self._round(arr, spec, seed)
-        out = np.empty(bits.size, dtype=lowering.uint_dtype(self.bits))  # written in place
-        _codes_from_bits(bits.reshape(-1), out, lowering.code_params(self, dt))
+        out = np.empty(bits.size, dtype=_L.uint_dtype(self.bits))  # written in place
+        _codes_from_bits(bits.reshape(-1), out, _L.code_params(self, dt))
         return out.reshape(arr.shape)
 
     def _decode(self, c, odt):
@@ -388,13 +388,13 @@ class FloatFormat(GridFormat):
             # fast path: unsigned codes that cannot be out of range, and an output type that
             # holds every value exactly: no int64 copy, no range scan, no cast-back check
             out = np.empty(c.size, dtype=odt)
-            _decode_codes(c.reshape(-1), out, lowering.decode_params(self), _POW2)
+            _decode_codes(c.reshape(-1), out, _L.decode_params(self), _POW2)
             return self._flush_subnormal_codes(out).reshape(c.shape)
-        lowering.check_code_range(c, self.bits, f"the {self.bits}-bit format {self.name}")
+        _L.check_code_range(c, self.bits, f"the {self.bits}-bit format {self.name}")
         out = np.empty(c.size, dtype=np.float64)
-        _decode_codes(c.reshape(-1).astype(np.int64), out, lowering.decode_params(self), _POW2)
+        _decode_codes(c.reshape(-1).astype(np.int64), out, _L.decode_params(self), _POW2)
         out = self._flush_subnormal_codes(out).reshape(c.shape)
-        return lowering.cast_back(out, odt, self)
+        return _L.cast_back(out, odt, self)
 
     def _flush_subnormal_codes(self, out):
         """A format without subnormals (``subnormals=False``, ``_ftz`` names) has no value for
@@ -418,9 +418,9 @@ def _direct_decode(fmt: FloatFormat, code_dt: np.dtype, out_dt: np.dtype) -> boo
         return True
     if out_dt != np.float32:
         return False
-    dt = lowering.DTYPES[out_dt]
-    M, _, mx, mxneg, minsub, minnorm = lowering.grid_limits(fmt)
-    return M <= dt.M and all(lowering.exact_in(v, dt) for v in (mx, mxneg, minsub, minnorm))
+    dt = _L.DTYPES[out_dt]
+    M, _, mx, mxneg, minsub, minnorm = _L.grid_limits(fmt)
+    return M <= dt.M and all(_L.exact_in(v, dt) for v in (mx, mxneg, minsub, minnorm))
 
 
 def _float_name(f: FloatFormat) -> str:

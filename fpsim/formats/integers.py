@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import lowering
+from .. import lowering as _L
 from .base import GridFormat, check_flag, pow2
 
 __all__ = ["FixedFormat", "IntFormat"]
@@ -138,22 +138,22 @@ class FixedFormat(GridFormat):
     def _encode(self, arr, spec, seed):
         bits, dt = self._round(arr, spec, seed)
         vals = bits.reshape(-1).view(dt.dtype)
-        out = np.empty(vals.size, dtype=lowering.uint_dtype(self.bits))
-        for b in range(0, vals.size, lowering.TABLE_CHUNK):  # small temporaries, whatever the size
+        out = np.empty(vals.size, dtype=_L.uint_dtype(self.bits))
+        for b in range(0, vals.size, _L.TABLE_CHUNK):  # small temporaries, whatever the size
             # two's complement of k = value * 2**frac_bits (exact)
-            k = vals[b:b + lowering.TABLE_CHUNK].astype(np.float64) * pow2(self.frac_bits)
-            out[b:b + lowering.TABLE_CHUNK] = k.astype(np.int64) & (2**self.bits - 1)
+            k = vals[b:b + _L.TABLE_CHUNK].astype(np.float64) * pow2(self.frac_bits)
+            out[b:b + _L.TABLE_CHUNK] = k.astype(np.int64) & (2**self.bits - 1)
         return out.reshape(arr.shape)
 
     def _decode(self, c, odt):
-        lowering.check_code_range(c, self.bits, f"the {self.bits}-bit format {self.name}")
+        _L.check_code_range(c, self.bits, f"the {self.bits}-bit format {self.name}")
         k = c.reshape(-1).astype(np.int64)
         if self.signed:
             k[k >= 2 ** (self.bits - 1)] -= 2**self.bits
         if self.narrow and np.any(k == -(2 ** (self.bits - 1))):
             raise ValueError(f"code {2 ** (self.bits - 1)} is not used by the narrow format {self.name}")
         out = (k.astype(np.float64) * pow2(-self.frac_bits)).reshape(c.shape)
-        return lowering.cast_back(out, odt, self)
+        return _L.cast_back(out, odt, self)
 
     def _code_table(self):
         codes = np.arange(2**self.bits, dtype=np.uint64)

@@ -15,7 +15,7 @@ from typing import Union
 
 import numpy as np
 
-from .. import lowering
+from .. import lowering as _L
 from .base import ElementFormat
 
 __all__ = ["TableFormat", "CodebookFormat", "DIntFormat", "NF4_VALUES", "CODEBOOKS"]
@@ -82,20 +82,20 @@ class TableFormat(ElementFormat):
 
     # -- the format protocol (see fpsim.formats.Format) ----------------------------------
     def _quantize(self, arr, spec, seed):
-        return lowering.round_table(arr, self, spec, seed, self.sorted_values, arr.dtype)
+        return _L.round_table(arr, self, spec, seed, self.sorted_values, arr.dtype)
 
     def _encode(self, arr, spec, seed):
-        return lowering.round_table(arr, self, spec, seed, self.sorted_codes,
-                                    lowering.uint_dtype(self.bits))
+        return _L.round_table(arr, self, spec, seed, self.sorted_codes,
+                                    _L.uint_dtype(self.bits))
 
     def _decode(self, c, odt):
-        lowering.check_code_range(c, self.bits, f"the {self.bits}-bit format {self.name}")
+        _L.check_code_range(c, self.bits, f"the {self.bits}-bit format {self.name}")
         c64 = c.reshape(-1).astype(np.int64)
         out = self.code_values[c64]
         if np.any(np.isnan(out)):  # codebooks of fewer than 2**bits values
             bad = c64[np.isnan(out)][0]
             raise ValueError(f"code {bad} is not used by {self.name} ({self.sorted_values.size} values)")
-        return lowering.cast_back(out.reshape(c.shape), odt, self)
+        return _L.cast_back(out.reshape(c.shape), odt, self)
 
     def _code_table(self):
         return self.code_values.copy()

@@ -23,7 +23,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from . import coverage as _COV
-from . import handlers
+from . import handlers as _HD
 from .handlers import (COMPOSITES, OperandMismatchError, UnsupportedOpError, classify,
                        coverage_table, op_name, supported_ops)
 from .policy import Policy, as_policy
@@ -34,7 +34,7 @@ __all__ = ["emulate", "EmulationMode", "UnsupportedOpError", "OperandMismatchErr
 
 def __getattr__(name):
     if name == "UNSUPPORTED":  # the pass-through ops of the contract (functions), on demand
-        return handlers.UNSUPPORTED
+        return _HD.UNSUPPORTED
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # ---------------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ class EmulationMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types_, args=(), kwargs=None):
         kwargs = kwargs or {}
-        h = handlers.HANDLERS.get(func)  # module attribute: tests may swap the table
+        h = _HD.HANDLERS.get(func)  # module attribute: tests may swap the table
         if h is not None:
             n0 = self._pt_calls
             out = h(self, func, args, kwargs)
