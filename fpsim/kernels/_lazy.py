@@ -64,7 +64,7 @@ class lazy_module:  # noqa: N801 - stands for a module
     """A module of :mod:`fpsim.kernels` imported on first attribute access.
 
     For modules that use a kernel module as a namespace (``_k.some_kernel(...)``):
-    ``_k = lazy_module("block_round")`` instead of ``from .kernels import block_round as _k``
+    ``_K = lazy_module("block_round")`` instead of ``from .kernels import block_round as _K``
     keeps numba out of ``import fpsim``.
 
     >>> from fpsim.kernels._lazy import lazy_module
