@@ -63,7 +63,7 @@ class kernel:  # noqa: N801 - reads like the function it stands for
 class lazy_module:  # noqa: N801 - stands for a module
     """A module of :mod:`fpsim.kernels` imported on first attribute access.
 
-    For modules that use a kernel module as a namespace (``_k.some_kernel(...)``):
+    For modules that use a kernel module as a namespace (``_K.some_kernel(...)``):
     ``_K = lazy_module("block_round")`` instead of ``from .kernels import block_round as _K``
     keeps numba out of ``import fpsim``.
 
