@@ -79,6 +79,10 @@ def _from_numpy(a: np.ndarray, dtype) -> torch.Tensor:
 
 def _quantize_numba(t, fmt, opts):
     src = t.detach()
+    if src.dim() >= 2 and not src.is_contiguous() and src.mT.is_contiguous():
+        # a transposed matrix (a GEMM's ``w.t()``): rounding is elementwise, so round the
+        # contiguous original and transpose the result back, instead of copying it first
+        return _quantize_numba(src.mT, fmt, opts).mT
     if not src.is_contiguous():
         src = src.contiguous()
     arr = _to_numpy(src)
@@ -210,12 +214,20 @@ def _check_dtype(t):
                         f"got {t.dtype}; convert with .float() first")
 
 
+def _layout_of(t):
+    """Strides of the op's result: ``t``'s own when ``t`` is dense (a transposed weight stays
+    transposed, no copy), else contiguous (what ``torch.empty_like`` gives, as the fake)."""
+    return torch.empty_like(t, device="meta").stride()  # the meta device allocates nothing
+
+
 def _fresh(out, t):
-    """``out`` contiguous and not sharing ``t``'s memory (a custom op may not alias its
-    input; a format that holds every input value may hand the input back)."""
-    out = out.contiguous()
+    """``out`` with the strides of :func:`_layout_of` and not sharing ``t``'s memory (a
+    custom op may not alias its input; a format that holds every input value may hand the
+    input back)."""
+    if out.stride() != _layout_of(t):
+        out = torch.empty_like(t).copy_(out)
     if out.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
-        out = out.clone()
+        out = out.clone(memory_format=torch.preserve_format)
     return out
 
 
@@ -238,7 +250,7 @@ def _quantize_op(t: torch.Tensor, fmt: str, rounding: str, overflow: Optional[st
 @_quantize_op.register_fake
 def _(t, fmt, rounding, overflow, subnormals, daz, nan, seed, seed_key, srbits, axis, impl,
       backward, grad_fmt, grad_rounding):
-    return torch.empty(t.shape, dtype=t.dtype, device=t.device)
+    return torch.empty_like(t)  # the strides _fresh gives
 
 
 def _q_setup(ctx, inputs, output):
