@@ -169,6 +169,23 @@ def test_instruction_model_runs_a_long_k():
     assert fpsim.dot(a, a[::-1], 0.5, model=m) == want
 
 
+def test_fp64_mma_rows_follow_the_ptx_tables():
+    """fp64 mma: m8n8k4 from Ampere on, m16n8k4/k8/k16 on Hopper (MMA-Sim's PTX tables);
+    an FMA chain in the table, with no fused-group parameters."""
+    f64 = fpsim.accum.Sequential("fp64", fma=True)
+    for arch in ("Ampere", "Ada", "Hopper", "Blackwell", "RTX Blackwell"):
+        assert fpsim.hardware.mma(arch, "mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64") == f64
+    assert fpsim.hardware.mma("Hopper", "mma.m16n8k16.f64.f64.f64.f64") == f64
+    for arch, instr in [("Volta", "mma.m8n8k4.f64.f64.f64.f64"),
+                        ("Ampere", "mma.m16n8k16.f64.f64.f64.f64"),
+                        ("Hopper", "mma.m16n8k16.f64.f16.f16.f64")]:
+        with pytest.raises(ValueError, match=f"{arch} has no modelled instruction"):
+            fpsim.hardware.mma(arch, instr)
+    rows = [r for r in E.table() if r["inputs"] == "fp64"]
+    assert len(rows) == 7 and {(r["arithmetic"], r["L"], r["F"], r["rounding"]) for r in rows} == {
+        ("FMA chain", "–", "–", "RNE")}
+
+
 def test_table_rows():
     rows = E.table()
     assert {r["arch"] for r in rows} == set(E.ARCHS)
@@ -191,8 +208,13 @@ def test_amd_mfma_names_and_errors():
     assert isinstance(fpsim.hardware.mma("CDNA3", "v_mfma_f32_16x16x4_f32"), fpsim.accum.Sequential)
     with pytest.raises(ValueError, match="CDNA1 has no modelled instruction.*CDNA1 has: v_mfma"):
         fpsim.hardware.mma("CDNA1", "v_mfma_f32_32x32x8bf16_1k")
-    with pytest.raises(ValueError, match="fp64 MFMA is not modelled"):
-        fpsim.hardware.mma("CDNA3", "v_mfma_f64_16x16x4_f64")
+    f64 = fpsim.accum.Sequential("fp64", fma=True)
+    assert fpsim.hardware.mma("CDNA3", "v_mfma_f64_16x16x4_f64") == f64
+    assert fpsim.hardware.mma("CDNA2", "v_mfma_f64_4x4x4f64") == f64
+    with pytest.raises(ValueError, match="fp64 MFMA takes fp64 operands into an fp64 result"):
+        fpsim.hardware.mma("CDNA3", "v_mfma_f32_16x16x4_f64")
+    with pytest.raises(ValueError, match="CDNA1 has no modelled instruction"):
+        fpsim.hardware.mma("CDNA1", "v_mfma_f64_16x16x4f64")
     with pytest.raises(ValueError, match="expected an AMD name such as"):
         fpsim.hardware.mma("CDNA3", "v_mfma_f32_32x32_bf16")
     with pytest.raises(ValueError, match="not a value of the model's input format e4m3fnuz"):

@@ -70,7 +70,7 @@ def sum(x, *, model, axis=-1):
     ...     fpsim.sum(np.array([2**60 + 1, -2**60]), model=fpsim.accum.Exact("fp32"))
     ... except ValueError as e:
     ...     print(str(e)[:61])
-    x holds the integer 1152921504606846977, which float64 cannot
+    x holds the integer 1152921504606846977, which is not exactly
     """
     _check_model(model)
     x = exact_float64(x, "x")
