@@ -178,6 +178,47 @@ def test_sequential_fp64_fma_specials_and_composites():
         fpsim.dot(w, v, model=A.Sequential("fp64"))  # rounded products still need 26 bits
 
 
+def _seq32_ref(a, b, c, fma):
+    """Sequential fp32 (RNE) per step, IEEE specials: MPFR rounds each finite exact sum
+    (overflow to inf included); an inf or NaN operand follows IEEE addition."""
+    s = float(c)
+    for x, y in zip(a, b):
+        p = float(x) * float(y)  # exact in float64 for fp32 inputs (or inf/NaN)
+        if not fma:
+            p = mpfr_round(Fraction(p), "fp32", "rne") if math.isfinite(p) else p
+        if math.isfinite(s) and math.isfinite(p):
+            s = mpfr_round(Fraction(s) + Fraction(p), "fp32", "rne")
+        else:
+            s = s + p  # inf + finite = inf, inf - inf = NaN
+    return s
+
+
+@pytest.mark.parametrize("fma", [False, True], ids=["mul-add", "fma"])
+def test_sequential_fp32_matmul_overflow_against_mpfr(fma):
+    """Rows whose fp32 accumulator overflows to +inf or -inf and stays there, and +inf meeting
+    -inf (NaN), through both GEMM kernels (float32 data: the register-blocked kernel; C not
+    in fp32: the float64 kernel gemm_seq_f32) and fpsim.dot: the same bits as MPFR per step."""
+    big = float(np.finfo(np.float32).max)
+    A_ = np.array([[big, big, 1.0, -big, -big, 3.0],
+                   [big, big, -big, -big, -big, -big],
+                   [big, big, 1.0, -np.inf, 1.0, 1.0],
+                   [2.0**100, -2.0**100, 1.0, 1.0, 1.0, 1.0],
+                   [-big, -big, 2.0**-149, big, 7.0, big]])
+    B_ = np.stack([np.ones(6), np.full(6, 0.5), -np.ones(6), np.full(6, 2.0**100)], axis=1)
+    for C in (np.zeros((5, 4)), np.full((5, 4), 0.1)):  # 0.1 is no fp32 value: float64 kernel
+        m = A.Sequential("fp32", fma=fma)
+        want = np.array([[_seq32_ref(A_[i], B_[:, j], C[i, j], fma) for j in range(4)]
+                         for i in range(5)])
+        assert np.isposinf(want).any() and np.isneginf(want).any() and np.isnan(want).any()
+        got = fpsim.matmul(A_, B_, C, model=m)
+        assert np.array_equal(got, want, equal_nan=True), (got, want)
+        dot = fpsim.dot(A_[:, None, :], B_.T[None, :, :], C, model=m)  # the generic path
+        assert np.array_equal(dot, want, equal_nan=True)
+    # a product that overflows fp32 after rounding: inf, then -2**200 gives NaN only when
+    # the product is rounded first (fma=False)
+    assert np.isnan(want[3, 3]) != fma
+
+
 def _pairwise_ref(x):
     if len(x) == 1:
         return x[0]
