@@ -141,38 +141,13 @@ class BlockScaledFused(_Fp32Engine):
                                 else f"(values of {sf.name}: 0 .. {sf.max}, or NaN)"))
         return v
 
-    def _terms(self, A, B, SA, SB):
-        """Terms and alignment exponents of block-scaled rows: A, B (R, K); SA, SB (R, K/block)."""
-        R, K = A.shape
-        ea_min, eb_min = (f.emin for f in self.input_formats)
-        se = self.scale_fmt.emin
-        with np.errstate(invalid="ignore", over="ignore"):
-            P = A * B
-            if self.group == 1:
-                sa = np.repeat(SA, self.block, axis=1)
-                sb = np.repeat(SB, self.block, axis=1)
-                T = P * sa * sb
-                X = (_log2_clamped(A, ea_min) + _log2_clamped(B, eb_min)
-                     + _log2_clamped(sa, se) + _log2_clamped(sb, se))
-                X[T == 0.0] = self.e_zero
-                return T, X
-            g = self.group
-            Pg = P.reshape(R, K // g, g)
-            zero = (Pg == 0.0).all(axis=2)
-            sa = np.repeat(SA, self.block // g, axis=1)
-            sb = np.repeat(SB, self.block // g, axis=1)
-            T = Pg.sum(axis=2) * sa * sb  # group sums are exact (at most 16 small products)
-            X = _log2_clamped(sa, se) + _log2_clamped(sb, se)
-            X[zero | (sa == 0.0) | (sb == 0.0)] = self.e_zero
-            return T, X
-
     def _dot(self, A, B, c, shp, a_scale, b_scale):
         nb = self._blocks(A.shape[-1], "dot")
         R = math.prod(shp)
         SA = self._scales(a_scale, "a_scale", A.shape[:-1] + (nb,))
         SB = self._scales(b_scale, "b_scale", B.shape[:-1] + (nb,))
-        SA = np.broadcast_to(SA, shp + (nb,)).reshape(R, nb)
-        SB = np.broadcast_to(SB, shp + (nb,)).reshape(R, nb)
+        SA = np.ascontiguousarray(np.broadcast_to(SA, shp + (nb,))).reshape(R, nb)
+        SB = np.ascontiguousarray(np.broadcast_to(SB, shp + (nb,))).reshape(R, nb)
         A2, B2 = dot_rows(A, B, shp)
         pad = -A2.shape[1] % self.L  # K not a whole number of instructions: zeros, as padded
         if pad:
@@ -180,12 +155,13 @@ class BlockScaledFused(_Fp32Engine):
             A2, B2 = np.concatenate([A2, z], 1), np.concatenate([B2, z], 1)
             one = np.ones((R, pad // self.block))
             SA, SB = np.concatenate([SA, one], 1), np.concatenate([SB, one], 1)
-        T, X = self._terms(A2, B2, SA, SB)
         out = np.empty(R)
-        err = _K.rows_scaled_fused(np.ascontiguousarray(T), np.ascontiguousarray(X),
-                                   np.ascontiguousarray(c, dtype=np.float64), out,
-                                   self.L // self.group, int(self.F), int(self.e_zero),
-                                   params(FP32, "rtz", "inf"), 2.0 ** 128)
+        ea, eb = (int(f.emin) for f in self.input_formats)
+        # the terms are formed inside the kernel (as in _gemm): no term matrix in memory
+        err = _K.rows_scaled(A2, B2, SA, SB, np.ascontiguousarray(c, dtype=np.float64), out,
+                             int(self.L), int(self.block), int(self.group), int(self.F),
+                             int(self.e_zero), ea, eb, int(self.scale_fmt.emin),
+                             params(FP32, "rtz", "inf"), 2.0 ** 128)
         raise_nan(err, FP32)
         return out
 
@@ -218,12 +194,6 @@ class BlockScaledFused(_Fp32Engine):
                                  int(self.e_zero), ea, eb, int(self.scale_fmt.emin), p, 2.0 ** 128)
             raise_nan(err, FP32)
         return D.reshape(batch + (M, N))
-
-
-def _log2_clamped(x, emin):
-    """floor(log2 |x|) clamped at ``emin`` (x finite; zeros give emin)."""
-    _, e = np.frexp(np.where(np.isfinite(x), x, 1.0))
-    return np.maximum(e.astype(np.int64) - 1, emin)
 
 
 @dataclass(frozen=True)

@@ -21,4 +21,4 @@ from .accum_gemm import gemm_fused_vec, gemm_seq_f32, rows_fused_fast, clamped_e
 from .accum_leaves import (add_arrays, fma64_rows, fused_block, fused_row, leaf,  # noqa: F401
                            pow2, radd, rnd1, round_array, seq_stochastic, tree_sum)
 from .accum_mfma import (MFMA_EXACT, MFMA_FTZ, MFMA_GTR, MFMA_TR, mfma_rows)  # noqa: F401
-from .accum_scaled import gemm_scaled, rows_scaled_fused  # noqa: F401
+from .accum_scaled import gemm_scaled, rows_scaled  # noqa: F401
