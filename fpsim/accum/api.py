@@ -23,7 +23,9 @@ def dot(A, B, C=None, *, model, a_scale=None, b_scale=None):
     Values must already be in the model's input format (when it has one); the result holds
     values of ``model.out_fmt`` as float64. Block-scaled models (:class:`BlockScaledFused`)
     take ``a_scale`` shaped ``A.shape[:-1] + (K // block,)`` and ``b_scale`` likewise: one
-    scale per ``block`` consecutive elements along K, as the hardware consumes them.
+    scale per ``block`` consecutive elements along K, as the hardware consumes them - or
+    ``A``/``B`` as the block codes ``fpsim.encode`` returns (blocked along K; the scales come
+    with them).
 
     >>> import numpy as np, fpsim
     >>> a = np.array([1.0, 2.0**-12, 2.0**-12]); b = np.array([1.0, 2.0**-12, 2.0**-12])
@@ -33,6 +35,7 @@ def dot(A, B, C=None, *, model, a_scale=None, b_scale=None):
     1.0000001192092896
     """
     _check_model(model)
+    A, B, a_scale, b_scale = model._coded(A, B, a_scale, b_scale, (-1, -1))
     A = exact_float64(A, "A")
     B = exact_float64(B, "B")
     if A.ndim == 0 or B.ndim == 0:
@@ -100,7 +103,8 @@ def matmul(A, B, C=None, *, model, a_scale=None, b_scale=None):
     round-to-nearest-even and tensor-core models run fused kernels without materialising
     the products; other models process the products in chunks. Block-scaled models
     (:class:`BlockScaledFused`) take ``a_scale`` (..., M, K // block) and ``b_scale``
-    (..., K // block, N): one scale per K-block of each row of A and column of B.
+    (..., K // block, N): one scale per K-block of each row of A and column of B - or ``A``
+    and ``B`` as block codes (``fpsim.encode``, A blocked along its last axis, B along K).
 
     >>> import numpy as np, fpsim
     >>> A = np.array([[1.0, 2.0**-12], [0.5, 0.25]]); B = np.array([[1.0], [2.0**-12]])
@@ -115,6 +119,7 @@ def matmul(A, B, C=None, *, model, a_scale=None, b_scale=None):
     [[6.25]]
     """
     _check_model(model)
+    A, B, a_scale, b_scale = model._coded(A, B, a_scale, b_scale, (-1, -2))
     A = exact_float64(A, "A")
     B = exact_float64(B, "B")
     if A.ndim < 2 or B.ndim < 2:

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..block.descriptor import BlockCodes, BlockFormat
 from ..formats import FloatFormat, Format, as_format
-from ..rounding import quantize
+from ..rounding import decode, quantize
 from ._common import FP32, check_int, dot_rows, params, raise_nan, set_input_formats
 from ._common import K as _K
 from .inputs import exact_float64
@@ -60,13 +61,18 @@ class BlockScaledFused(_Fp32Engine):
     largest exponent; the sum is rounded once toward zero into fp32 (an overflow gives
     inf); instructions chain through c. An instruction holding inf or NaN (a NaN scale
     included) gives their IEEE sum. :func:`fpsim.hardware.mma` builds these models from
-    PTX names.
+    PTX names. The operands may also be the block codes :func:`fpsim.encode` returns (a
+    block format of the model's block size, blocked along K, without a per-tensor scale):
+    their elements and scales are decoded and checked as values.
 
     >>> import numpy as np, fpsim
     >>> m = fpsim.hardware.mma("Blackwell", "tcgen05.mma.m128n256k32.kind::mxf8f6f4.block32.f32.e4m3.e4m3.ue8m0")
     >>> a = np.ones(32); b = np.full(32, 0.5)
     >>> float(fpsim.dot(a, b, 1.0, model=m, a_scale=[2.0**-4], b_scale=[1.0]))
     2.0
+    >>> ca, cb = fpsim.encode(a, "mxfp8_e4m3"), fpsim.encode(b, "mxfp8_e4m3")
+    >>> float(fpsim.dot(ca, cb, 1.0, model=m))  # block codes: scales 1 and 2**-1
+    17.0
     """
 
     L: int = 32
@@ -110,6 +116,42 @@ class BlockScaledFused(_Fp32Engine):
         raise TypeError(f"{self!r} needs its block scales: use it directly in fpsim.dot or "
                         "fpsim.matmul with a_scale=/b_scale= (it cannot be nested in another "
                         "model or used by fpsim.sum)")
+
+    def _coded(self, A, B, a_scale, b_scale, k_axes):
+        """Block codes (``fpsim.encode`` of a block format, blocked along K) as values and
+        scales; values and scales given apart pass through."""
+        (A, a_scale), (B, b_scale) = (
+            self._decoded(what, x, s, kax) if isinstance(x, BlockCodes) else (x, s)
+            for what, x, s, kax in (("A", A, a_scale, k_axes[0]), ("B", B, b_scale, k_axes[1])))
+        return A, B, a_scale, b_scale
+
+    def _decoded(self, what, x, s, kax):
+        """Element values and scales of the block codes ``x`` (checked against the model)."""
+        sname = what.lower() + "_scale"
+        f = getattr(x, "fmt", None)
+        if s is not None:
+            raise ValueError(f"{what} is block-encoded (its scales come with the codes): pass no "
+                             f"{sname}")
+        if not isinstance(f, BlockFormat):
+            raise TypeError(f"{what}: block codes of {'no known format' if f is None else f.name} "
+                            "(pass what fpsim.encode(x, block format) returned, or values with "
+                            f"{sname}=)")
+        if f.block != self.block:
+            raise ValueError(f"{what}: codes of {f.name} have blocks of {f.block}; {self!r} "
+                             f"takes one scale per {self.block} elements")
+        ndim = max(np.ndim(x.elements), 1)
+        if x.axis % ndim != (ndim + kax) % ndim:
+            raise ValueError(f"{what}: the codes are blocked along axis {x.axis % ndim}; the "
+                             f"instruction needs the blocks along K (axis {(ndim + kax) % ndim} "
+                             f"of {what}; encode with axis=)")
+        if f.tensor_scale is not None and decode(np.asarray(x.tensor_scale),
+                                                 f.tensor_scale) != 1.0:
+            raise ValueError(f"{what}: the codes of {f.name} carry a per-tensor scale, which the "
+                             "instruction has no operand for (it is applied after the MMA, "
+                             "e.g. as the GEMM's alpha): encode with a block format without "
+                             "one (fpsim.BlockFormat('e2m1', 16, 'ue4m3')) and scale the "
+                             "result")
+        return decode(x.elements, f.elem), decode(x.scales, f.scale)
 
     def _blocks(self, K, what):
         """The number of scale blocks along K (a whole number, or a ValueError)."""

@@ -30,6 +30,7 @@ from fractions import Fraction
 import numpy as np
 
 from .. import lowering as _L
+from ..block.descriptor import BlockCodes
 from ..formats import FixedFormat, FloatFormat, Format, as_format
 from ..rounding import Rounding
 from ._common import FP32, acc_format, dot_rows, leaf_kind, mode, params, raise_nan
@@ -78,6 +79,16 @@ class Model:
     def _node_params(self):
         """RoundParams of one node of a summation tree (:class:`Permuted`), or None."""
         return None
+
+    def _coded(self, A, B, a_scale, b_scale, k_axes):
+        """Operands given as block codes (``fpsim.encode`` of a block format) as values and
+        scales: ``(A, B, a_scale, b_scale)``. Only block-scaled models take codes."""
+        if isinstance(A, BlockCodes) or isinstance(B, BlockCodes):
+            raise TypeError(f"block-encoded operands (BlockCodes from fpsim.encode) go with a "
+                            f"block-scaled model (BlockScaledFused, fpsim.hardware.mma of a "
+                            f"kind::mx* instruction); {self!r} takes values: decode them first "
+                            "(fpsim.decode(codes, fmt))")
+        return A, B, a_scale, b_scale
 
     def _no_scales(self, a_scale, b_scale):
         if a_scale is not None or b_scale is not None:
