@@ -172,6 +172,13 @@ def test_sequential_fp64_fma_specials_and_composites():
     perm = A.Permuted(m, order=tuple(range(39, -1, -1)))
     want = np.array([_fma64_chain(p[::-1], q[::-1], 0.0) for p, q in zip(w, v)])
     assert np.array_equal(fpsim.dot(w, v, model=perm), want)
+    # the GEMM kernel (columns vectorised) against the row-by-row FMA leaf, specials too
+    G, H, C = rng.standard_normal((9, 40)), rng.standard_normal((40, 17)), rng.standard_normal((9, 17))
+    G[0, :3] = [np.inf, -np.inf, np.nan]
+    H[5, 2] = 1e308
+    D = fpsim.matmul(G, H, C, model=m)
+    ref = fpsim.dot(G[:, None, :], H.T[None, :, :], C, model=m)
+    assert np.array_equal(D, ref, equal_nan=True) and np.isnan(D[0]).all()
     with pytest.raises(ValueError, match="tree order adds products held on their own"):
         A.Permuted(m, order=((0, 1), 2))
     with pytest.raises(ValueError, match="more than 26 significant bits"):

@@ -251,6 +251,10 @@ class Sequential(_Leaf):
         return out
 
     def _matmul(self, A, B, C, row0=0):
+        if isinstance(self._multiplier(), FusedProduct):  # fp64 FMA chains: one kernel
+            D = np.empty((A.shape[0], B.shape[1]))
+            _K.gemm_fma64(A, np.ascontiguousarray(B), C, D)
+            return D
         fma = self._fast_f32()
         if fma is None:
             return super()._matmul(A, B, C, row0)

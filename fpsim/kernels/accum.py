@@ -17,7 +17,8 @@ CDNA) -; this module is the one name the accumulation layer loads them by.
 
 from ._modes import (EXACT, FUSED, KAHAN, MUL_EXACT, MUL_ROUND, NATIVE, NUMPY,  # noqa: F401
                      PAIR, SEQ)
-from .accum_gemm import gemm_fused_vec, gemm_seq_f32, rows_fused_fast, clamped_exps  # noqa: F401
+from .accum_gemm import (clamped_exps, gemm_fma64, gemm_fused_vec, gemm_seq_f32,  # noqa: F401
+                         rows_fused_fast)
 from .accum_leaves import (add_arrays, fma64_rows, fused_block, fused_row, leaf,  # noqa: F401
                            pow2, radd, rnd1, round_array, seq_stochastic, tree_sum)
 from .accum_mfma import (MFMA_EXACT, MFMA_FTZ, MFMA_GTR, MFMA_TR, mfma_rows)  # noqa: F401
