@@ -1,5 +1,6 @@
 """Fast GEMM kernels of the accumulation models: no product matrix in memory (see
-:mod:`fpsim.kernels.accum`)."""
+:mod:`fpsim.kernels.accum`); and the fp64 FMA chains (rows and GEMM), whose products exist
+only inside each fused multiply-add."""
 
 import numpy as np
 from numba import njit, prange
@@ -48,6 +49,18 @@ def gemm_seq_f32(A, B, C, D, fma):
                 s[j] = np.float64(np.float32(bits_f64(np.uint64(hh))))
         for j in range(N):
             D[i, j] = s[j]
+    return 0
+
+
+@njit(cache=True, parallel=True)
+def fma64_rows(A, B, c, out):
+    """fp64 FMA chains: ``s = c[r]; for k: s = fl64(A[r, k] * B[r, k] + s)``, one rounding
+    per step (round to nearest even; IEEE inf/NaN), for any float64 factors."""
+    for r in prange(A.shape[0]):
+        s = c[r]
+        for k in range(A.shape[1]):
+            s = fma64(A[r, k], B[r, k], s)
+        out[r] = s
     return 0
 
 

@@ -5,7 +5,7 @@ the fused (tensor-core) block sum."""
 import numpy as np
 from numba import njit, prange
 
-from .eft import bits_f64, f64_bits, fma64, pow2, to_odd_bits, two_sum
+from .eft import bits_f64, f64_bits, pow2, to_odd_bits, two_sum
 from ._rng import random_bits
 from .float_round import round_bits
 
@@ -468,18 +468,6 @@ def leaf(T, TB, c, out, kind, p, n, neab, emin_a, emin_b, ovf_lim):
         out[r] = s
         errs[r] = e
     return errs.sum()
-
-
-@njit(cache=True, parallel=True)
-def fma64_rows(A, B, c, out):
-    """fp64 FMA chains: ``s = c[r]; for k: s = fl64(A[r, k] * B[r, k] + s)``, one rounding
-    per step (round to nearest even; IEEE inf/NaN), for any float64 factors."""
-    for r in prange(A.shape[0]):
-        s = c[r]
-        for k in range(A.shape[1]):
-            s = fma64(A[r, k], B[r, k], s)
-        out[r] = s
-    return 0
 
 
 @njit(cache=True, parallel=True)
