@@ -183,6 +183,8 @@ def test_sequential_fp64_fma_specials_and_composites():
         A.Permuted(m, order=((0, 1), 2))
     with pytest.raises(ValueError, match="more than 26 significant bits"):
         fpsim.dot(w, v, model=A.Sequential("fp64"))  # rounded products still need 26 bits
+    with pytest.raises(ValueError, match="overflow='saturate' is not supported there"):
+        A.Sequential("fp64", fma=True, overflow="saturate")  # native fp64 overflows to inf
 
 
 def _seq32_ref(a, b, c, fma):

@@ -214,7 +214,11 @@ class Sequential(_Leaf):
         if self.multiply is not None:
             object.__setattr__(self, "multiply", as_multiplier(self.multiply))
         params(self.fmt, self.rounding, self.overflow)
-        leaf_kind(self.fmt, self.rounding, _C.SEQ)
+        ovf = getattr(self.overflow, "value", self.overflow)
+        if self._fp64() and ovf not in (None, "inf"):
+            raise ValueError(f"Sequential({self.fmt.name}) adds in native float64 (an overflow "
+                             f"is inf): overflow={ovf!r} is not supported there; allowed None "
+                             "or 'inf'")
 
     def _multiplier(self):
         if self.multiply is not None:
