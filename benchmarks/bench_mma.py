@@ -54,6 +54,7 @@ def versus_mmasim(args, rng):
     except ImportError:
         print("MMA-Sim (mmasim) not installed: fpsim vs MMA-Sim skipped")
         return
+    torch.set_num_threads(numba.get_num_threads())  # the same cores for both
     R = args.rows
     cases = []
     # Hopper wgmma bf16 (K=16) and the B200 NVFP4 instruction (K=64)
@@ -74,7 +75,8 @@ def versus_mmasim(args, rng):
     op = sim.TCGen05MMABlockScale("Blackwell", "m128n8k64.kind::mxf4nvf4.block16.f32.e2m1.e2m1.ue4m3")
     cases.append((f"Blackwell {NVFP4.split('.', 2)[2]}", op, (*packed, tc, *scales),
                   fpsim.hardware.mma("Blackwell", NVFP4), (a, b, c), {"a_scale": sa, "b_scale": sb}))
-    print(f"fpsim vs MMA-Sim on {R} dot products of one instruction (same inputs, same run)")
+    print(f"fpsim vs MMA-Sim on {R} dot products of one instruction (same inputs, same run, "
+          f"{numba.get_num_threads()} thread(s) each)")
     for name, op, targs, model, fargs, kw in cases:
         want = op.dpa(*targs).double().numpy()
         got = fpsim.dot(*fargs, model=model, **kw)

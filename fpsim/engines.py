@@ -35,13 +35,15 @@ _ALIASES = {"gfx908": "CDNA1", "gfx90a": "CDNA2", "gfx940": "CDNA3", "gfx941": "
             "sm_120": "RTX Blackwell", "rtx_blackwell": "RTX Blackwell"}
 
 # PTX type names -> fpsim format names
-OPERAND_FORMATS = {"f16": "fp16", "bf16": "bf16", "tf32": "tf32", "f32": "fp32", "e4m3": "e4m3",
+OPERAND_FORMATS = {"f16": "fp16", "bf16": "bf16", "tf32": "tf32", "f32": "fp32", "f64": "fp64",
+          "e4m3": "e4m3",
           "e5m2": "e5m2", "e2m1": "e2m1", "e3m2": "e3m2", "e2m3": "e2m3",
           # AMD ISA type names (v_mfma_*): xf32 is tf32, fp8/bf8 the fnuz FP8 formats
           "xf32": "tf32", "fp8": "e4m3fnuz", "bf8": "e5m2fnuz"}
 _AMD_ONLY = ("xf32", "fp8", "bf8")
 _F8 = ("e4m3", "e5m2")
 _F8F6F4 = ("e4m3", "e5m2", "e3m2", "e2m3", "e2m1")
+_FP64 = ("fp64",)
 
 MMASIM = "MMA-Sim (bit-identical on random inputs, tests/test_mmasim.py)"
 DATA = "captured GPU outputs (every line reproduced) and MMA-Sim"
@@ -87,8 +89,9 @@ class Engine:
     scaling: tuple = ()
     group: int = 1
     e_zero: int = -133
-    #: AMD v_mfma rows: fpsim.accum.MFMA's variant ("fma": fp32 FMA per product, the
-    #: Sequential fp32 model) and its second alignment width F2
+    #: AMD v_mfma rows: fpsim.accum.MFMA's variant and its second alignment width F2;
+    #: "fma" (AMD and NVIDIA rows): one IEEE FMA per product in the output format, the
+    #: Sequential(fp32 or fp64, fma=True) model (L and F do not apply)
     variant: str = ""
     F2: int = 0
 
@@ -141,6 +144,11 @@ def _mma_rows():
         Engine("Blackwell", "tcgen05.mma", "f8f6f4", (32,), _F8F6F4, ("fp32", "fp16"), 32, 25,
                "rtz", MMASIM + "; differs from B200 mma.sync FP8 hardware outputs"),
     ]
+    # fp64 (DMMA): a chain of fp64 FMAs, c first, k = 0..K-1 (MMA-Sim's MMA_FMA); MMA-Sim's
+    # PTX tables give m8n8k4 from sm_80 on and m16n8k4/k8/k16 to Hopper only
+    for arch in ("Ampere", "Ada", "Hopper", "Blackwell", "RTX Blackwell"):
+        rows.append(Engine(arch, "mma", "", (4, 8, 16) if arch == "Hopper" else (4,), _FP64,
+                           _FP64, 1, 0, "rne", MMASIM, variant="fma"))
     # Block-scaled kinds (MMA-Sim's ST-FDPA and GST-FDPA models): MXF8F6F4 scales every
     # product and fuses 32 of them with F=25; MXF4/NVFP4 sums groups of 16 products exactly,
     # scales the group sums and fuses them with F=35, zero terms at exponent -139
@@ -161,7 +169,8 @@ def _mfma_rows():
     """AMD CDNA matrix cores, per MMA-Sim's models (mmasim.amd): CDNA1 fuses 4 fp16 or 2 bf16
     products exactly (E-FDPA), CDNA2 adds fp32 products pairwise with subnormals flushed,
     CDNA3 fuses 8 products (4 xf32, 16 FP8 split into odd and even halves) with F=24 and
-    adds c with F2=31 (TR-FDPA, GTR-FDPA); fp32 inputs run one FMA per product."""
+    adds c with F2=31 (TR-FDPA, GTR-FDPA); fp32 and fp64 inputs run one FMA per product
+    (CDNA2 and CDNA3 have fp64 MFMA, K=4)."""
     fnuz = ("e4m3fnuz", "e5m2fnuz")
     V = "v_mfma"
     fp32 = ("fp32",)
@@ -174,6 +183,8 @@ def _mfma_rows():
         Engine("CDNA2", V, "", (4, 8, 16), ("fp16",), fp32, 4, 0, "rne", MMASIM, variant="ftz"),
         Engine("CDNA2", V, "", (2, 4, 8), ("bf16",), fp32, 2, 0, "rne", MMASIM, variant="ftz"),
         Engine("CDNA2", V, "1k", (4, 8, 16), ("bf16",), fp32, 4, 0, "rne", MMASIM, variant="ftz"),
+        Engine("CDNA2", V, "", (4,), _FP64, _FP64, 1, 0, "rne", MMASIM, variant="fma"),
+        Engine("CDNA3", V, "", (4,), _FP64, _FP64, 1, 0, "rne", MMASIM, variant="fma"),
         Engine("CDNA3", V, "", (1, 2, 4), fp32, fp32, 1, 0, "rne", MMASIM, variant="fma"),
         Engine("CDNA3", V, "", (4, 8), ("tf32",), fp32, 4, 24, "rne", MMASIM, variant="tr", F2=31),
         Engine("CDNA3", V, "", (4, 8, 16), ("fp16",), fp32, 8, 24, "rne", MMASIM, variant="tr",
@@ -198,9 +209,9 @@ def _parse_mfma(text):
                          "'v_mfma_f32_32x32x8_bf16', 'v_mfma_f32_16x16x32_fp8_bf8' or "
                          "'v_mfma_f32_32x32x8bf16_1k'")
     d, m, n, k, a, b, k1 = mt.groups()
-    if d == "f64":
-        raise ValueError(f"instruction {text!r}: fp64 MFMA is not modelled (fpsim models fp32 "
-                         "results)")
+    if (d == "f64") != (a == "f64"):
+        raise ValueError(f"instruction {text!r}: fp64 MFMA takes fp64 operands into an fp64 "
+                         "result (v_mfma_f64_16x16x4_f64); other inputs give f32 results")
     return Instruction("v_mfma", "1k" if k1 else "", int(m), int(n), int(k), d, a, b or a)
 
 
@@ -278,6 +289,11 @@ def parse_instruction(text: str) -> Instruction:
                          f"the shape, from {', '.join(ptx_types)}; got "
                          f"{'.'.join(rest) or 'nothing'}")
     if len(rest) == 4 and rest[3] != rest[0]:
+        if (m, n, k, rest[0], rest[1], rest[3]) == (8, 8, 4, "f32", "f16", "f16"):
+            # MMA-Sim aligns an f16 C at fp16's smallest exponent (an fp16 subnormal C
+            # counts as 2**-14), which fpsim's fused kernels do not model
+            raise ValueError(f"instruction {text!r}: an f16 C into an f32 D is not modelled "
+                             "(fpsim models mma.m8n8k4.f32.f16.f16.f32, whose C is fp32)")
         raise ValueError(f"instruction {text!r}: C ({rest[3]}) must have D's type ({rest[0]})")
     if not opcode:  # MMA-Sim's short forms: tcgen05 has a kind, others are mma
         opcode = "tcgen05.mma" if kind and m in (64, 128) else "mma"
@@ -357,8 +373,8 @@ def table() -> list:
 
     >>> from fpsim.engines import table
     >>> row = table()[0]
-    >>> row["arch"], row["instruction"], row["L"], row["F"]
-    ('Volta', 'mma K=4', 4, 23)
+    >>> row["arch"], row["instruction"], row["arithmetic"], row["L"], row["F"]
+    ('Volta', 'mma K=4', 'fused dot-add', 4, 23)
     """
     rows = []
     for e in ENGINES:
@@ -368,9 +384,20 @@ def table() -> list:
             op = e.opcode + (f".kind::{e.kind}" if e.kind else "")
             if e.scaling:
                 op += " " + "/".join(f"block{b}.{sc}" for b, sc in e.scaling)
+            fused = not e.variant  # L and F describe fused groups only
             rows.append({"arch": e.arch, "instruction": f"{op} K={'/'.join(map(str, e.ks))}",
-                         "inputs": ", ".join(e.inputs), "output": fo, "L": e.L, "F": F,
+                         "inputs": ", ".join(e.inputs), "output": fo,
+                         "arithmetic": _ARITHMETIC.get(e.variant) or (
+                             "block-scaled fused dot-add" if e.scaling else "fused dot-add"),
+                         "L": e.L if e.variant != "fma" else "–",
+                         "F": F if fused or e.variant in ("tr", "gtr") else "–",
                          "rounding": "RNE" if f16 else e.fp32_rounding.upper()
-                         + (f" (e8m{F})" if F < 23 else ""),
+                         + (f" (e8m{F})" if fused and F < 23 else ""),
                          "evidence": (e.evidence_fp16 or e.evidence) if f16 else e.evidence})
     return rows
+
+
+# what a row of the table computes, by Engine.variant (no variant: a fused dot-add)
+_ARITHMETIC = {"fma": "FMA chain", "exact": "exact sum of L products and c",
+               "ftz": "pairwise, FTZ", "tr": "fused L, then c (F2)",
+               "gtr": "fused odd/even halves, then c (F2)"}

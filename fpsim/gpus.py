@@ -309,6 +309,9 @@ def mma(arch: str, instruction: str):
     RTX Blackwell, CDNA1, CDNA2, CDNA3, or an ``sm_XX``/``gfxNNN`` name (case-insensitive).
     AMD instructions as the ISA spells them (``v_mfma_f32_32x32x8_bf16``) give a
     :class:`fpsim.accum.MFMA` (fp32 inputs: :class:`fpsim.accum.Sequential` fp32 FMA).
+    fp64 instructions (``mma.m8n8k4.f64.f64.f64.f64``, ``v_mfma_f64_16x16x4_f64``) give
+    ``Sequential("fp64", fma=True)``: one IEEE fp64 FMA per product, c first, as MMA-Sim
+    models them.
     ``instruction`` as PTX spells it (``mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32``,
     ``wgmma.mma_async...``, ``tcgen05.mma.m128n256k32.kind::f8f6f4.f32.e2m1.e2m1``) or
     MMA-Sim's short form after the opcode (``m16n8k16.f32.bf16.bf16.f32``). M and N do not
@@ -325,13 +328,15 @@ def mma(arch: str, instruction: str):
     >>> import fpsim
     >>> fpsim.hardware.mma("Ada Lovelace", "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32")
     FusedBlock<Ada mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32>(n=16, neab=-10, out=fp32, rounding='rtz')
+    >>> fpsim.hardware.mma("Hopper", "mma.sync.aligned.m16n8k16.row.col.f64.f64.f64.f64")
+    Sequential(fmt=FloatFormat(11, 52), rounding='rne', fma=True, multiply=None, overflow=None, seed=None)
     """
     ins = _E.parse_instruction(instruction)
     e = _E.lookup(arch, instruction)
     fa, fb, fout = (_E.OPERAND_FORMATS[ins.a], _E.OPERAND_FORMATS[ins.b],
                     _E.OPERAND_FORMATS[ins.d])
-    if e.variant == "fma":  # fp32 MFMA: one fused multiply-add per product
-        return _A.Sequential("fp32", fma=True)
+    if e.variant == "fma":  # fp32/fp64 MFMA, fp64 mma: one fused multiply-add per product
+        return _A.Sequential(fout, fma=True)
     if e.variant:  # AMD matrix cores
         return _A.MFMA(e.variant, e.L if e.variant == "ftz" else min(e.L, ins.k), e.F, e.F2,
                        in_fmt=fa, in_fmt_b=fb, name=f"{e.arch} {instruction}")

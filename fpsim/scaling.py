@@ -187,7 +187,7 @@ class ScaledFormat(Format):
                                            srbits, want_codes=True)
         ecodes = ecodes.reshape(shape)
         scodes = _R.encode(scales, self.scale).reshape(np.shape(scales))  # keep 0-d
-        return BlockCodes(ecodes, scodes, None, ax)
+        return BlockCodes(ecodes, scodes, None, ax, self)
 
     def _decode(self, codes, *, dtype=np.float64, axis=None):
         if not isinstance(codes, (tuple, list)) or len(codes) != 2:

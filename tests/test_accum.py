@@ -110,6 +110,124 @@ def test_sequential_fma_and_modes_against_mpfr_per_step():
         assert got == s, (fmt, mode)
 
 
+def _fma64_chain(a, b, c):
+    """s = fl64(a_k * b_k + s) per step: the exact value rounded by MPFR (finite inputs;
+    an infinite s stays, as IEEE fma gives for finite products)."""
+    s = float(c)
+    for x, y in zip(a, b):
+        if math.isfinite(s):
+            s = mpfr_round(Fraction(s) + Fraction(float(x)) * Fraction(float(y)), "fp64", "rne")
+    return s
+
+
+def test_sequential_fp64_fma_against_mpfr_per_step():
+    """Sequential("fp64", fma=True) (fp64 mma/v_mfma) on any float64 inputs: 53-bit
+    products that float64 cannot hold, cancellation, subnormal products and sums, overflow."""
+    rng = np.random.default_rng(12)
+    R, K = 60, 13
+    a, b = rng.standard_normal((R, K)), rng.standard_normal((R, K))
+    a[20:30] *= 2.0 ** rng.integers(-560, 520, (10, K))  # wide exponents
+    b[20:30] *= 2.0 ** rng.integers(-560, 520, (10, K))
+    a[30:35] *= 2.0**-530  # products and sums among the subnormals
+    b[30:35] *= 2.0**-540
+    a[35:40] *= 2.0**1000  # overflow to +-inf, which later finite products keep
+    b[35:40] *= 2.0**23
+    b[40:, 1::2] = b[40:, ::2][:, :6]  # cancellation: a x b + (-a (1 + u)) x b
+    a[40:, 1::2] = -a[40:, ::2][:, :6] * (1 + 2.0 ** -rng.integers(20, 52, (20, 6)))
+    c = rng.standard_normal(R)
+    c[::7] = 0.0
+    c[30:33] = 2.0**-1070  # a subnormal start
+    m = A.Sequential("fp64", fma=True)
+    want = np.array([_fma64_chain(x, y, z) for x, y, z in zip(a, b, c)])
+    assert np.array_equal(fpsim.dot(a, b, c, model=m), want)
+    D = fpsim.matmul(a, b.T, np.diag(c), model=m)  # the GEMM path: the diagonal
+    assert np.array_equal(np.diag(D), want)
+    # the rounded-product loop gives other bits (the test can fail)
+    with np.errstate(all="ignore"):
+        plain = c + sum(a[:, k] * b[:, k] for k in range(K))
+    assert not np.array_equal(plain, want)
+    assert np.isinf(want).any() and (np.abs(want[want != 0]) < 2.0**-1022).any()
+
+
+def test_sequential_fp64_fma_specials_and_composites():
+    m = A.Sequential("fp64", fma=True)
+    inf, nan = np.inf, np.nan
+    a = np.array([[inf, 1.0], [inf, -inf], [1e308, 1e308], [0.0, inf], [1.0, nan]])
+    b = np.array([[1.0, -5.0], [1.0, 1.0], [10.0, -10.0], [1.0, 0.0], [1.0, 1.0]])
+    got = fpsim.dot(a, b, np.zeros(5), model=m)
+    # inf stays; inf - inf is NaN; an fp64 overflow is inf then inf - huge stays inf;
+    # inf * 0 is NaN; NaN propagates
+    assert got[0] == inf and np.isnan(got[1]) and got[2] == inf
+    assert np.isnan(got[3]) and np.isnan(got[4])
+    # narrow inputs: exact float64 products, the same as the exact-product loop
+    rng = np.random.default_rng(13)
+    x = fpsim.quantize(rng.standard_normal((8, 40)), "fp32")
+    y = fpsim.quantize(rng.standard_normal((8, 40)), "fp32")
+    assert np.array_equal(fpsim.dot(x, y, model=m),
+                          fpsim.dot(x, y, model=A.Sequential("fp64", multiply="exact")))
+    # inside composites the factors reach the FMA leaf (wide inputs)
+    w, v = rng.standard_normal((8, 40)), rng.standard_normal((8, 40))
+    chained = fpsim.dot(w, v, model=m)
+    assert np.array_equal(fpsim.dot(w, v, model=A.Blocked(40, m)), chained)
+    perm = A.Permuted(m, order=tuple(range(39, -1, -1)))
+    want = np.array([_fma64_chain(p[::-1], q[::-1], 0.0) for p, q in zip(w, v)])
+    assert np.array_equal(fpsim.dot(w, v, model=perm), want)
+    # the GEMM kernel (columns vectorised) against the row-by-row FMA leaf, specials too
+    G, H, C = rng.standard_normal((9, 40)), rng.standard_normal((40, 17)), rng.standard_normal((9, 17))
+    G[0, :3] = [np.inf, -np.inf, np.nan]
+    H[5, 2] = 1e308
+    D = fpsim.matmul(G, H, C, model=m)
+    ref = fpsim.dot(G[:, None, :], H.T[None, :, :], C, model=m)
+    assert np.array_equal(D, ref, equal_nan=True) and np.isnan(D[0]).all()
+    with pytest.raises(ValueError, match="tree order adds products held on their own"):
+        A.Permuted(m, order=((0, 1), 2))
+    with pytest.raises(ValueError, match="more than 26 significant bits"):
+        fpsim.dot(w, v, model=A.Sequential("fp64"))  # rounded products still need 26 bits
+    with pytest.raises(ValueError, match="overflow='saturate' is not supported there"):
+        A.Sequential("fp64", fma=True, overflow="saturate")  # native fp64 overflows to inf
+
+
+def _seq32_ref(a, b, c, fma):
+    """Sequential fp32 (RNE) per step, IEEE specials: MPFR rounds each finite exact sum
+    (overflow to inf included); an inf or NaN operand follows IEEE addition."""
+    s = float(c)
+    for x, y in zip(a, b):
+        p = float(x) * float(y)  # exact in float64 for fp32 inputs (or inf/NaN)
+        if not fma:
+            p = mpfr_round(Fraction(p), "fp32", "rne") if math.isfinite(p) else p
+        if math.isfinite(s) and math.isfinite(p):
+            s = mpfr_round(Fraction(s) + Fraction(p), "fp32", "rne")
+        else:
+            s = s + p  # inf + finite = inf, inf - inf = NaN
+    return s
+
+
+@pytest.mark.parametrize("fma", [False, True], ids=["mul-add", "fma"])
+def test_sequential_fp32_matmul_overflow_against_mpfr(fma):
+    """Rows whose fp32 accumulator overflows to +inf or -inf and stays there, and +inf meeting
+    -inf (NaN), through both GEMM kernels (float32 data: the register-blocked kernel; C not
+    in fp32: the float64 kernel gemm_seq_f32) and fpsim.dot: the same bits as MPFR per step."""
+    big = float(np.finfo(np.float32).max)
+    A_ = np.array([[big, big, 1.0, -big, -big, 3.0],
+                   [big, big, -big, -big, -big, -big],
+                   [big, big, 1.0, -np.inf, 1.0, 1.0],
+                   [2.0**100, -2.0**100, 1.0, 1.0, 1.0, 1.0],
+                   [-big, -big, 2.0**-149, big, 7.0, big]])
+    B_ = np.stack([np.ones(6), np.full(6, 0.5), -np.ones(6), np.full(6, 2.0**100)], axis=1)
+    for C in (np.zeros((5, 4)), np.full((5, 4), 0.1)):  # 0.1 is no fp32 value: float64 kernel
+        m = A.Sequential("fp32", fma=fma)
+        want = np.array([[_seq32_ref(A_[i], B_[:, j], C[i, j], fma) for j in range(4)]
+                         for i in range(5)])
+        assert np.isposinf(want).any() and np.isneginf(want).any() and np.isnan(want).any()
+        got = fpsim.matmul(A_, B_, C, model=m)
+        assert np.array_equal(got, want, equal_nan=True), (got, want)
+        dot = fpsim.dot(A_[:, None, :], B_.T[None, :, :], C, model=m)  # the generic path
+        assert np.array_equal(dot, want, equal_nan=True)
+    # a product that overflows fp32 after rounding: inf, then -2**200 gives NaN only when
+    # the product is rounded first (fma=False)
+    assert np.isnan(want[3, 3]) != fma
+
+
 def _pairwise_ref(x):
     if len(x) == 1:
         return x[0]

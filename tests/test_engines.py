@@ -169,6 +169,23 @@ def test_instruction_model_runs_a_long_k():
     assert fpsim.dot(a, a[::-1], 0.5, model=m) == want
 
 
+def test_fp64_mma_rows_follow_the_ptx_tables():
+    """fp64 mma: m8n8k4 from Ampere on, m16n8k4/k8/k16 on Hopper (MMA-Sim's PTX tables);
+    an FMA chain in the table, with no fused-group parameters."""
+    f64 = fpsim.accum.Sequential("fp64", fma=True)
+    for arch in ("Ampere", "Ada", "Hopper", "Blackwell", "RTX Blackwell"):
+        assert fpsim.hardware.mma(arch, "mma.sync.aligned.m8n8k4.row.col.f64.f64.f64.f64") == f64
+    assert fpsim.hardware.mma("Hopper", "mma.m16n8k16.f64.f64.f64.f64") == f64
+    for arch, instr in [("Volta", "mma.m8n8k4.f64.f64.f64.f64"),
+                        ("Ampere", "mma.m16n8k16.f64.f64.f64.f64"),
+                        ("Hopper", "mma.m16n8k16.f64.f16.f16.f64")]:
+        with pytest.raises(ValueError, match=f"{arch} has no modelled instruction"):
+            fpsim.hardware.mma(arch, instr)
+    rows = [r for r in E.table() if r["inputs"] == "fp64"]
+    assert len(rows) == 7 and {(r["arithmetic"], r["L"], r["F"], r["rounding"]) for r in rows} == {
+        ("FMA chain", "–", "–", "RNE")}
+
+
 def test_table_rows():
     rows = E.table()
     assert {r["arch"] for r in rows} == set(E.ARCHS)
@@ -191,12 +208,79 @@ def test_amd_mfma_names_and_errors():
     assert isinstance(fpsim.hardware.mma("CDNA3", "v_mfma_f32_16x16x4_f32"), fpsim.accum.Sequential)
     with pytest.raises(ValueError, match="CDNA1 has no modelled instruction.*CDNA1 has: v_mfma"):
         fpsim.hardware.mma("CDNA1", "v_mfma_f32_32x32x8bf16_1k")
-    with pytest.raises(ValueError, match="fp64 MFMA is not modelled"):
-        fpsim.hardware.mma("CDNA3", "v_mfma_f64_16x16x4_f64")
+    f64 = fpsim.accum.Sequential("fp64", fma=True)
+    assert fpsim.hardware.mma("CDNA3", "v_mfma_f64_16x16x4_f64") == f64
+    assert fpsim.hardware.mma("CDNA2", "v_mfma_f64_4x4x4f64") == f64
+    with pytest.raises(ValueError, match="fp64 MFMA takes fp64 operands into an fp64 result"):
+        fpsim.hardware.mma("CDNA3", "v_mfma_f32_16x16x4_f64")
+    with pytest.raises(ValueError, match="CDNA1 has no modelled instruction"):
+        fpsim.hardware.mma("CDNA1", "v_mfma_f64_16x16x4f64")
     with pytest.raises(ValueError, match="expected an AMD name such as"):
         fpsim.hardware.mma("CDNA3", "v_mfma_f32_32x32_bf16")
     with pytest.raises(ValueError, match="not a value of the model's input format e4m3fnuz"):
         fpsim.dot(np.full(16, 448.0), np.ones(16), model=f8)  # e4m3 (fn) max, not in fnuz
+
+
+_NV16 = fpsim.BlockFormat("e2m1", 16, "ue4m3")  # NVFP4's elements and scales, no tensor scale
+
+
+def _same(x, y):
+    return x.shape == y.shape and bool(((x == y) | (np.isnan(x) & np.isnan(y))).all())
+
+
+@pytest.mark.parametrize("instr,fmt", [
+    ("tcgen05.mma.m128n256k32.kind::mxf8f6f4.block32.f32.e4m3.e4m3.ue8m0", "mxfp8_e4m3"),
+    ("tcgen05.mma.m128n256k32.kind::mxf8f6f4.block32.f32.e3m2.e3m2.ue8m0", "mxfp6_e3m2"),
+    ("tcgen05.mma.m128n256k64.kind::mxf4.block32.f32.e2m1.e2m1.ue8m0", "mxfp4"),
+    ("tcgen05.mma.m128n256k64.kind::mxf4nvf4.block16.f32.e2m1.e2m1.ue4m3", _NV16),
+], ids=["mxfp8", "mxfp6", "mxfp4", "nvfp4-block16"])
+def test_block_codes_as_operands_equal_the_decoded_path(instr, fmt):
+    """fpsim.encode's block codes go straight into dot/matmul of a block-scaled instruction:
+    the same bits as its elements and scales decoded and passed as values."""
+    m = fpsim.hardware.mma("Blackwell", instr)
+    f = fpsim.parse(fmt) if isinstance(fmt, str) else fmt
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 128)) * 2.0 ** rng.integers(-8, 8, (5, 1))
+    y = rng.standard_normal((128, 7)) * 2.0 ** rng.integers(-8, 8, (1, 7))
+    c = rng.standard_normal((5, 7))
+    cx, cy = fpsim.encode(x, f), fpsim.encode(y, f, axis=0)  # both blocked along K
+    vx, sx = fpsim.decode(cx.elements, f.elem), fpsim.decode(cx.scales, f.scale)
+    vy, sy = fpsim.decode(cy.elements, f.elem), fpsim.decode(cy.scales, f.scale)
+    assert np.array_equal(fpsim.decode(cx, f), vx * np.repeat(sx, f.block, 1))
+    want = fpsim.matmul(vx, vy, c, model=m, a_scale=sx, b_scale=sy)
+    assert _same(fpsim.matmul(cx, cy, c, model=m), want)
+    assert _same(fpsim.matmul(cx, vy, c, model=m, b_scale=sy), want)  # codes and values mixed
+    cb = fpsim.encode(y.T[:5], f)  # dot: rows of A against rows of B, both blocked along K
+    vb, sb = fpsim.decode(cb.elements, f.elem), fpsim.decode(cb.scales, f.scale)
+    d_want = fpsim.dot(vx, vb, c[:, 0], model=m, a_scale=sx, b_scale=sb)
+    assert _same(fpsim.dot(cx, cb, c[:, 0], model=m), d_want)
+    # the instruction's result is the matmul of the dequantized operands, up to its rounding
+    assert np.allclose(want, fpsim.decode(cx, f) @ fpsim.decode(cy, f) + c, rtol=1e-5, atol=1e-6)
+
+
+def test_block_codes_that_do_not_fit_the_instruction_are_refused():
+    m = fpsim.hardware.mma("Blackwell",
+                           "tcgen05.mma.m128n256k64.kind::mxf4nvf4.block16.f32.e2m1.e2m1.ue4m3")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 64))
+    cx = fpsim.encode(x, _NV16)
+    with pytest.raises(ValueError, match="per-tensor scale"):
+        fpsim.dot(fpsim.encode(x, "nvfp4"), cx, model=m)  # the preset has an fp32 tensor scale
+    with pytest.raises(ValueError, match="blocks of 32"):
+        fpsim.dot(fpsim.encode(x, "mxfp4"), cx, model=m)
+    with pytest.raises(ValueError, match=r"blocked along axis 1; .* along K \(axis 0 of B"):
+        fpsim.matmul(cx, fpsim.encode(x.T, _NV16), model=m)  # B (K, N) blocked along N
+    with pytest.raises(ValueError, match="pass no a_scale"):
+        fpsim.dot(cx, cx, model=m, a_scale=np.ones((4, 4)))
+    with pytest.raises(TypeError, match="block codes of no known format"):
+        fpsim.dot(fpsim.block.BlockCodes(cx.elements, cx.scales), cx, model=m)
+    with pytest.raises(TypeError, match="block-encoded operands"):
+        fpsim.dot(cx, cx, model=fpsim.hardware.tensor_core("H100", "bf16"))
+    m8 = fpsim.hardware.mma("Blackwell",
+                            "tcgen05.mma.m128n256k32.kind::mxf8f6f4.block32.f32.e4m3.e4m3.ue8m0")
+    with pytest.raises(ValueError, match="not a value of the model's input format e4m3"):
+        c5 = fpsim.encode(x * 100, "mxfp8_e5m2")  # E5M2 elements are no E4M3 values
+        fpsim.dot(c5, c5, model=m8)
 
 
 @pytest.mark.parametrize("gpu,fmt,kind", [("B200", "nvfp4", "mxf4nvf4"), ("B300", "mxfp8", "mxf8f6f4"),

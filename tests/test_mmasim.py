@@ -18,11 +18,16 @@ from fpsim import accum as A
 
 torch = pytest.importorskip("torch")
 sim = pytest.importorskip("mmasim.nv_ptx.sim")
+from mmasim.amd import isa_mfma  # noqa: E402  (MMA-Sim's instruction tables)
+from mmasim.nv_ptx import isa_mma, isa_tcgen05mma, isa_wgmma  # noqa: E402
 
 N = int(os.environ.get("FPSIM_MMASIM_N", "128"))
 KINDS = ["normal", "wide", "cancel", "zeros", "subnormal", "tiny", "special"]
 TORCH = {"fp16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32,
-         "e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2}
+         "e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2, "fp64": torch.float64}
+OUT_TORCH = {"fp16": torch.float16, "fp32": torch.float32, "fp64": torch.float64}
+# c of the 'tiny' rows: near the bottom of the output format's range
+TINY_C = {"fp16": 2.0**-20, "fp32": 2.0**-130, "fp64": 2.0**-1060}
 
 # (MMA-Sim arch, class, instruction, fpsim preset (GPU, input, output), K of the instruction)
 CASES = [
@@ -44,11 +49,17 @@ CASES = [
 
 
 def _inputs(rng, fmt, kind, n, K):
+    with np.errstate(over="ignore"):  # fp64 'wide' values may overflow (then clipped)
+        return _inputs_of(rng, fmt, kind, n, K)
+
+
+def _inputs_of(rng, fmt, kind, n, K):
     f = fpsim.parse(fmt)
     if kind == "normal":
         x = rng.standard_normal((n, K)) * 2.0 ** rng.integers(-4, 5, (n, 1))
     elif kind in ("wide", "special"):
-        x = rng.standard_normal((n, K)) * 2.0 ** rng.integers(f.emin - 3, f.emax, (n, K))
+        lo, hi = (f.emin - 3, f.emax) if fmt != "fp64" else (-540, 520)  # fp64: mostly finite
+        x = rng.standard_normal((n, K)) * 2.0 ** rng.integers(lo, hi, (n, K))
     elif kind == "cancel":
         x = rng.standard_normal((n, K))
         x[:, 1::2] = -x[:, ::2] * (1 + 2.0 ** -rng.integers(3, 12, (n, K // 2)))
@@ -57,7 +68,7 @@ def _inputs(rng, fmt, kind, n, K):
     elif kind == "subnormal":
         x = rng.standard_normal((n, K)) * 2.0 ** (f.emin - rng.integers(0, f.man_bits + 1, (n, K)))
     else:  # tiny: products near the bottom of the output range, with zero products among them
-        e = max(f.emin - f.man_bits, -68)
+        e = -540 if fmt == "fp64" else max(f.emin - f.man_bits, -68)
         x = rng.standard_normal((n, K)) * 2.0 ** rng.integers(e, e + 8, (n, K))
         x *= rng.random((n, K)) < 0.7
     x = fpsim.quantize(np.clip(x, -f.max, f.max), fmt)
@@ -87,20 +98,20 @@ def _operands(rng, fmt, out, K, fmt_b=None):
     kinds = np.repeat(KINDS, N)
     c = rng.standard_normal(len(a)) * 2.0 ** rng.integers(-6, 6, len(a))
     c[::5] = 0.0
-    c[kinds == "tiny"] *= 2.0 ** -130 if out == "fp32" else 2.0 ** -20
+    c[kinds == "tiny"] *= TINY_C[out]
     return a, b, fpsim.quantize(c, out), kinds
 
 
 def _operand(x, fmt):
-    if fmt in TORCH:
-        return torch.tensor(x, dtype=torch.float32).to(TORCH[fmt])
+    if fmt in TORCH:  # (the values are exact in the format: any conversion path is exact)
+        return torch.tensor(x, dtype=torch.float64).to(TORCH[fmt])
     # MMA-Sim takes FP6 codes in bits 5:0 of a byte and FP4 codes in bits 5:2
     return torch.tensor(fpsim.encode(x, fmt).astype(np.uint8) << (2 if fmt == "e2m1" else 0))
 
 
-def _mmasim(op, fmt, out, a, b, c, fmt_b=None):
+def _mmasim(op, fmt, out, a, b, c, fmt_b=None, c_fmt=None):
     ta, tb = _operand(a, fmt), _operand(b, fmt if fmt_b is None else fmt_b)
-    tc = torch.tensor(c, dtype=torch.float32).to(torch.float16 if out == "fp16" else torch.float32)
+    tc = torch.tensor(c, dtype=torch.float64).to(OUT_TORCH[c_fmt or out])
     return op.dpa(ta, tb, tc).double().numpy()
 
 
@@ -161,37 +172,46 @@ def test_overflow_in_an_early_block_stays_inf():
 from fpsim import engines as E  # noqa: E402
 
 _SIM_ARCH = {"Ada": "Ada Lovelace"}
-_PTX = {"fp16": "f16", "fp32": "f32"}
+_PTX = {"fp16": "f16", "fp32": "f32", "fp64": "f64"}
+
+
+def _shapes(e):
+    """(M x N prefix, K) of the instructions compared for row ``e``: the largest K (fp64
+    mma: every shape MMA-Sim lists, m8n8k4 and, on Hopper, m16n8k4/k8/k16)."""
+    if e.inputs == ("fp64",):
+        return [("m8n8", 4)] + [("m16n8", k) for k in e.ks if len(e.ks) > 1]
+    k = e.ks[-1]
+    return [("m8n8" if k == 4 and e.inputs == ("fp16",) else "m16n8", k)]
 
 
 def _instructions():
     """(arch, MMA-Sim class, MMA-Sim short form, fpsim's full PTX spelling, in, out, K)."""
     out = []
     for e in E.ENGINES:
-        if not e.mmasim or e.scaling or e.variant:  # block-scaled, AMD: tested below
+        dmma = e.opcode == "mma" and e.variant == "fma"  # fp64 mma: an FMA chain
+        if not e.mmasim or e.scaling or (e.variant and not dmma):  # block-scaled, AMD: below
             continue
         pairs = [(fa, fb) for fa in e.inputs for fb in e.inputs]  # mixed where allowed
-        for fin, fin_b in pairs:
-            for fo in e.outputs:
-                if fo == "fp16" and e.fp16_halves:  # the hardware disagrees: tested below
-                    continue
-                t, d, k = _PTX.get(fin, fin), _PTX[fo], e.ks[-1]
-                tb = _PTX.get(fin_b, fin_b)
-                kind = f".kind::{e.kind}" if e.kind else ""
-                if e.opcode == "mma":
-                    mn = "m8n8" if k == 4 and fin == "fp16" else "m16n8"
-                    short = f"{mn}k{k}{kind}.{d}.{t}.{tb}.{d}"
-                    full = f"mma.sync.aligned.{mn}k{k}.row.col{kind}.{d}.{t}.{tb}.{d}"
-                    cls = "MMA"
-                elif e.opcode == "wgmma":
-                    short = f"m64n8k{k}.{d}.{t}.{tb}"
-                    full = f"wgmma.mma_async.sync.aligned.m64n256k{k}.{d}.{t}.{tb}"
-                    cls = "WGMMA"
-                else:
-                    short = f"m128n8k{k}{kind}.{d}.{t}.{tb}"
-                    full = f"tcgen05.mma.cta_group::1.m128n256k{k}{kind}.{d}.{t}.{tb}"
-                    cls = "TCGen05MMA"
-                out.append((e.arch, cls, short, full, (fin, fin_b), fo, k))
+        for (fin, fin_b), fo, (mn, k) in ((p, fo, s) for p in pairs for fo in e.outputs
+                                          for s in _shapes(e)):
+            if fo == "fp16" and e.fp16_halves:  # the hardware disagrees: tested below
+                continue
+            t, d = _PTX.get(fin, fin), _PTX[fo]
+            tb = _PTX.get(fin_b, fin_b)
+            kind = f".kind::{e.kind}" if e.kind else ""
+            if e.opcode == "mma":
+                short = f"{mn}k{k}{kind}.{d}.{t}.{tb}.{d}"
+                full = f"mma.sync.aligned.{mn}k{k}.row.col{kind}.{d}.{t}.{tb}.{d}"
+                cls = "MMA"
+            elif e.opcode == "wgmma":
+                short = f"m64n8k{k}.{d}.{t}.{tb}"
+                full = f"wgmma.mma_async.sync.aligned.m64n256k{k}.{d}.{t}.{tb}"
+                cls = "WGMMA"
+            else:
+                short = f"m128n8k{k}{kind}.{d}.{t}.{tb}"
+                full = f"tcgen05.mma.cta_group::1.m128n256k{k}{kind}.{d}.{t}.{tb}"
+                cls = "TCGen05MMA"
+            out.append((e.arch, cls, short, full, (fin, fin_b), fo, k))
     return out
 
 
@@ -208,6 +228,32 @@ def test_every_instruction_equals_mmasim(arch, cls, short, full, fin, fout, K):
     want = _mmasim(op, fin[0], fout, a, b, c, fin[1])
     bad = ~_same(fpsim.dot(a, b, c, model=m), want)
     assert not bad.any(), (sorted(set(kinds[bad])), a[bad][:1], b[bad][:1], c[bad][:1])
+    if fout == "fp64":  # FMA chains: two chained instructions, and the GEMM path, specials too
+        a2, b2, _, _ = _operands(rng, fin[0], fout, K, fin[1])
+        want2 = _mmasim(op, fin[0], fout, a2, b2, want, fin[1])
+        a, b = np.concatenate([a, a2], 1), np.concatenate([b, b2], 1)
+        bad = ~_same(fpsim.dot(a, b, c, model=m), want2)
+        assert not bad.any(), sorted(set(kinds[bad]))
+        idx = np.arange(0, len(c), len(c) // 24)
+        D = fpsim.matmul(a[idx], b[idx].T, np.diag(c[idx]), model=m)
+        assert _same(np.diag(D).copy(), want2[idx]).all()
+
+
+@pytest.mark.parametrize("arch", ["Volta", "Turing"])
+def test_f16_c_into_f32_d_is_refused_where_mmasim_differs(arch):
+    """mma.m8n8k4.f32.f16.f16.f16 (an f16 C into an f32 D): MMA-Sim aligns C at fp16's
+    smallest exponent, so an fp16-subnormal C gives other bits than the f32-C model (shown
+    here); fpsim refuses the instruction instead of answering with the f32-C model."""
+    rng = np.random.default_rng(11)
+    op = sim.MMA(arch, "m8n8k4.f32.f16.f16.f16")
+    a, b, c, kinds = _operands(rng, "fp16", "fp32", 4)
+    c = fpsim.quantize(np.where(kinds == "tiny", c * 2.0**110, c), "fp16")  # fp16 subnormals
+    want = _mmasim(op, "fp16", "fp32", a, b, c, c_fmt="fp16")
+    f32_c = fpsim.hardware.mma(arch, "mma.m8n8k4.f32.f16.f16.f32")
+    same = _same(fpsim.dot(a, b, c, model=f32_c), want)
+    assert same[kinds != "tiny"].all() and not same[kinds == "tiny"].all()
+    with pytest.raises(ValueError, match="f16 C into an f32 D is not modelled"):
+        fpsim.hardware.mma(arch, "mma.sync.aligned.m8n8k4.row.col.f32.f16.f16.f16")
 
 
 def test_fp8_fp16_path_departs_from_mmasim_where_the_hardware_does():
@@ -229,7 +275,30 @@ def test_the_table_covers_what_mmasim_models():
     archs = {i[0] for i in INSTRUCTIONS}
     assert archs == {"Volta", "Turing", "Ampere", "Ada", "Hopper", "Blackwell", "RTX Blackwell"}
     inputs = {i[4][0] for i in INSTRUCTIONS}
-    assert inputs == {"fp16", "bf16", "tf32", "e4m3", "e5m2", "e2m1", "e3m2", "e2m3"}
+    assert inputs == {"fp16", "bf16", "tf32", "e4m3", "e5m2", "e2m1", "e3m2", "e2m3", "fp64"}
+    fp64 = {(i[0], i[2]) for i in INSTRUCTIONS if i[5] == "fp64"}
+    assert ("Hopper", "m16n8k16.f64.f64.f64.f64") in fp64 and len(fp64) == 8
+
+
+def test_fpsim_has_every_instruction_mmasim_lists():
+    """MMA-Sim's own PTX and AMD ISA tables: fpsim.hardware.mma takes every instruction
+    they list, on the same architecture (the comparisons above and below run each kind),
+    except the f16-C-into-f32-D form it refuses."""
+    tables = [("mma.", isa_mma.mma_shape_and_type), ("mma.", isa_mma.mma_block_scale_shape_and_type),
+              ("wgmma.", isa_wgmma.wgmma_shape_and_type),
+              ("tcgen05.mma.", isa_tcgen05mma.tcgen05mma_shape_and_type),
+              ("tcgen05.mma.", isa_tcgen05mma.tcgen05mma_block_scale_shape_and_type),
+              ("v_mfma_", isa_mfma.arch_mfma_suffix)]
+    n = 0
+    for prefix, table in tables:
+        for arch, names in table.items():
+            for name in names:
+                if name == "m8n8k4.f32.f16.f16.f16":  # refused on purpose (see above)
+                    continue
+                m = fpsim.hardware.mma(arch, prefix + name)  # raises if fpsim lacks it
+                assert isinstance(m, fpsim.accum.Model)
+                n += 1
+    assert n > 400
     assert ("e4m3", "e5m2") in {i[4] for i in INSTRUCTIONS}  # mixed operands
     assert ("e2m1", "e4m3") in {i[4] for i in INSTRUCTIONS}
 
@@ -338,14 +407,20 @@ TORCH.update({"fp32": torch.float32, "e4m3fnuz": torch.float8_e4m3fnuz,
               "e5m2fnuz": torch.float8_e5m2fnuz})
 _AMD_T = {"fp32": "f32", "tf32": "xf32", "fp16": "f16", "bf16": "bf16", "e4m3fnuz": "fp8",
           "e5m2fnuz": "bf8"}
+# fp64 MFMA: both shapes of each architecture (MMA-Sim's suffixes)
+_F64_MFMA = {"CDNA2": ("f64_16x16x4f64", "f64_4x4x4f64"),
+             "CDNA3": ("f64_16x16x4_f64", "f64_4x4x4_4b_f64")}
 
 
 def _mfma_instructions():
-    """(arch, MMA-Sim suffix, inputs, K): the largest K of every table row (both K of FP8,
-    and every operand pairing of FP8)."""
+    """(arch, MMA-Sim suffix, inputs, K, output): the largest K of every table row (both K
+    of FP8, and every operand pairing of FP8; both fp64 shapes)."""
     out = []
     for e in E.ENGINES:
         if e.opcode != "v_mfma":
+            continue
+        if e.inputs == ("fp64",):
+            out += [(e.arch, sfx, ("fp64", "fp64"), 4, "fp64") for sfx in _F64_MFMA[e.arch]]
             continue
         pairs = [(fa, fb) for fa in e.inputs for fb in e.inputs]
         for fa, fb in pairs:
@@ -364,23 +439,24 @@ def _mfma_instructions():
                     if fa == "bf16" and not e.kind:
                         mn = {2: "32x32", 4: "32x32", 8: "16x16"}[k]
                     suffix = f"f32_{mn}x{k}{ta}" + ("_1k" if e.kind else "")
-                out.append((e.arch, suffix, (fa, fb), k))
+                out.append((e.arch, suffix, (fa, fb), k, "fp32"))
     return out
 
 
 MFMAS = _mfma_instructions()
 
 
-@pytest.mark.parametrize("arch,suffix,fin,K", MFMAS, ids=[f"{m[0]}:v_mfma_{m[1]}" for m in MFMAS])
-def test_every_mfma_equals_mmasim(arch, suffix, fin, K):
+@pytest.mark.parametrize("arch,suffix,fin,K,fout", MFMAS,
+                         ids=[f"{m[0]}:v_mfma_{m[1]}" for m in MFMAS])
+def test_every_mfma_equals_mmasim(arch, suffix, fin, K, fout):
     rng = np.random.default_rng(sum(map(ord, arch + suffix)))
     op = amd.MFMA(arch, suffix)
     m = fpsim.hardware.mma(arch, "v_mfma_" + suffix)
-    ops = [_operands(rng, fin[0], "fp32", K, fin[1]) for _ in range(2)]
+    ops = [_operands(rng, fin[0], fout, K, fin[1]) for _ in range(2)]
     c, kinds = ops[0][2], ops[0][3]
     want, cc = [], c
     for a, b, _, _ in ops:  # two chained instructions (c <- d)
-        cc = _mmasim(op, fin[0], "fp32", a, b, cc, fin[1])
+        cc = _mmasim(op, fin[0], fout, a, b, cc, fin[1])
         want.append(cc)
     a, b = (np.concatenate([o[i] for o in ops], 1) for i in (0, 1))
     for n in (1, 2):
@@ -399,11 +475,9 @@ def test_every_mfma_equals_mmasim(arch, suffix, fin, K):
         bad = ~_same(got, want[n - 1]) & ~dropped
         assert not bad.any(), (n, sorted(set(kinds[bad])), a[bad][:1, :n * K],
                                b[bad][:1, :n * K], c[bad][:1], want[n - 1][bad][:1])
-    # the GEMM path on finite rows (C = diag(c): the diagonal holds the dot products). fp32
-    # FMA rows skip the 'wide' kind: fpsim's vectorised fp32 GEMM kernel (gemm_seq_f32)
-    # turns an accumulator that overflowed to inf into NaN (its two_sum meets inf - inf);
-    # fpsim.dot gives MMA-Sim's bits there
-    skip = ("special", "wide") if isinstance(m, fpsim.accum.Sequential) else ("special",)
+    # the GEMM path (C = diag(c): the diagonal holds the dot products); finite rows, and
+    # inf/NaN too for the FMA chains (fp32, fp64)
+    skip = () if isinstance(m, fpsim.accum.Sequential) else ("special",)
     idx = np.nonzero(~np.isin(kinds, skip))[0][::len(c) // 16]
     D = fpsim.matmul(a[idx], b[idx].T, np.diag(c[idx]), model=m)
     assert _same(np.diag(D).copy(), want[1][idx]).all()
@@ -411,4 +485,7 @@ def test_every_mfma_equals_mmasim(arch, suffix, fin, K):
 
 def test_every_cdna_arch_is_compared():
     assert {m[0] for m in MFMAS} == {"CDNA1", "CDNA2", "CDNA3"}
-    assert {m[2] for m in MFMAS} >= {("e4m3fnuz", "e5m2fnuz"), ("fp32", "fp32"), ("tf32", "tf32")}
+    assert {m[2] for m in MFMAS} >= {("e4m3fnuz", "e5m2fnuz"), ("fp32", "fp32"), ("tf32", "tf32"),
+                                     ("fp64", "fp64")}
+    assert {(m[0], m[1]) for m in MFMAS if m[4] == "fp64"} == {
+        (a, sfx) for a, sfxs in _F64_MFMA.items() for sfx in sfxs}

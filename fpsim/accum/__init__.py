@@ -25,7 +25,9 @@ model             arithmetic
 
 Products (the ``multiply=`` option): ``"exact"`` (default where it makes sense), a format
 name or :class:`RoundedProduct` (rounded once into that format), or :class:`LMulProduct`.
-Exact products need inputs of at most 26 significant bits (exact in float64).
+Exact products need inputs of at most 26 significant bits (exact in float64), except in
+``Sequential("fp64", fma=True)``: fp64 fused multiply-adds (:class:`FusedProduct`), any
+float64 inputs.
 
 Inputs are converted to float64 *exactly* or refused: float16/bfloat16/float32/float64 and
 ml_dtypes' 8/6/4-bit float arrays are accepted; integer and longdouble inputs are accepted
@@ -33,7 +35,8 @@ when float64 holds every value exactly (else ValueError); bool, complex, object 
 arrays raise TypeError.
 
 Accumulators: any float format of at most 51 significant bits in every rounding mode
-(correctly rounded via two_sum + round-to-odd), fp64 with round-to-nearest-even, and
+(correctly rounded via two_sum + round-to-odd), fp64 with round-to-nearest-even (native
+float64 additions, or fused multiply-adds), and
 integer/fixed-point formats (with ``overflow="wrap"`` or ``"saturate"``).
 
 >>> import numpy as np, fpsim
@@ -55,7 +58,7 @@ from .growth import error_growth
 from .inputs import exact_float64
 from .mma import MFMA, BlockScaledFused
 from .models import Exact, Integer, Kahan, Model, NumpyOrder, Pairwise, Sequential
-from .products import ExactProduct, LMulProduct, Multiplier, RoundedProduct  # noqa: F401
+from .products import ExactProduct, FusedProduct, LMulProduct, Multiplier, RoundedProduct  # noqa: F401
 
 __all__ = [
     "BlockScaledFused",
@@ -63,6 +66,7 @@ __all__ = [
     "Exact",
     "ExactProduct",
     "FusedBlock",
+    "FusedProduct",
     "Integer",
     "Kahan",
     "LMulProduct",

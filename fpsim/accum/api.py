@@ -23,7 +23,9 @@ def dot(A, B, C=None, *, model, a_scale=None, b_scale=None):
     Values must already be in the model's input format (when it has one); the result holds
     values of ``model.out_fmt`` as float64. Block-scaled models (:class:`BlockScaledFused`)
     take ``a_scale`` shaped ``A.shape[:-1] + (K // block,)`` and ``b_scale`` likewise: one
-    scale per ``block`` consecutive elements along K, as the hardware consumes them.
+    scale per ``block`` consecutive elements along K, as the hardware consumes them - or
+    ``A``/``B`` as the block codes ``fpsim.encode`` returns (blocked along K; the scales come
+    with them).
 
     >>> import numpy as np, fpsim
     >>> a = np.array([1.0, 2.0**-12, 2.0**-12]); b = np.array([1.0, 2.0**-12, 2.0**-12])
@@ -32,7 +34,7 @@ def dot(A, B, C=None, *, model, a_scale=None, b_scale=None):
     >>> float(fpsim.dot(a, b, model=fpsim.accum.Exact("fp32")))
     1.0000001192092896
     """
-    A, B = _operands(model, A, B)
+    A, B, a_scale, b_scale = _operands(model, A, B, a_scale, b_scale, (-1, -1))
     if A.ndim == 0 or B.ndim == 0:
         raise ValueError("dot needs arrays with at least one axis (the summed last axis)")
     if A.shape[-1] != B.shape[-1]:
@@ -94,7 +96,8 @@ def matmul(A, B, C=None, *, model, a_scale=None, b_scale=None):
     round-to-nearest-even and tensor-core models run fused kernels without materialising
     the products; other models process the products in chunks. Block-scaled models
     (:class:`BlockScaledFused`) take ``a_scale`` (..., M, K // block) and ``b_scale``
-    (..., K // block, N): one scale per K-block of each row of A and column of B.
+    (..., K // block, N): one scale per K-block of each row of A and column of B - or ``A``
+    and ``B`` as block codes (``fpsim.encode``, A blocked along its last axis, B along K).
 
     >>> import numpy as np, fpsim
     >>> A = np.array([[1.0, 2.0**-12], [0.5, 0.25]]); B = np.array([[1.0], [2.0**-12]])
@@ -108,7 +111,7 @@ def matmul(A, B, C=None, *, model, a_scale=None, b_scale=None):
     >>> fpsim.matmul(A8, A8.T, model=fpsim.accum.Exact("fp32")).tolist()
     [[6.25]]
     """
-    A, B = _operands(model, A, B)
+    A, B, a_scale, b_scale = _operands(model, A, B, a_scale, b_scale, (-1, -2))
     if A.ndim < 2 or B.ndim < 2:
         raise ValueError(f"matmul needs A (..., M, K) and B (..., K, N) with at least 2 "
                          f"dimensions; got shapes {A.shape} and {B.shape} (use fpsim.dot for "
@@ -154,10 +157,12 @@ def _check_model(model):
                         f"fpsim.hardware.tensor_core(...), got {model!r}")
 
 
-def _operands(model, A, B):
-    """The model checked and A, B under the input rule (float64 arrays)."""
+def _operands(model, A, B, a_scale, b_scale, axes):
+    """The model checked; A, B (block codes decoded by a block-scaled model, their scales
+    taken out: ``axes`` are the K axes of A and B) under the input rule (float64 arrays)."""
     _check_model(model)
-    return exact_float64(A, "A"), exact_float64(B, "B")
+    A, B, a_scale, b_scale = model._coded(A, B, a_scale, b_scale, axes)
+    return exact_float64(A, "A"), exact_float64(B, "B"), a_scale, b_scale
 
 
 def _batch(what, sa, sb):

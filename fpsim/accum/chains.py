@@ -12,6 +12,7 @@ from ._common import C as _C, K as _K
 from ._common import raise_nan
 from .fused import FusedBlock
 from .models import Model, Sequential
+from .products import FusedProduct
 
 __all__ = ["Blocked", "Permuted", "Promoted"]
 
@@ -171,6 +172,12 @@ class Permuted(_OverInner):
             if self._is_tree() and self.inner._node_params() is None:
                 raise ValueError("a tree order needs a leaf inner model with fmt/rounding "
                                  "(Sequential, Pairwise, Kahan, Exact)")
+            if self._is_tree() and isinstance(self.inner._multiplier(), FusedProduct):
+                raise ValueError("a tree order adds products held on their own; "
+                                 "Sequential('fp64', fma=True) forms them inside its fused "
+                                 "multiply-adds: use a permutation order, or "
+                                 "Sequential('fp64', multiply='exact') for inputs of at most "
+                                 "26 significant bits")
             if self._is_tree() and self.inner.rounding == "stochastic":
                 raise ValueError("a tree order rounds its nodes to nearest or directed only; "
                                  "stochastic rounding needs a permutation order (or seed=)")

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..block.descriptor import BlockCodes, BlockFormat
 from ..formats import FloatFormat, Format, as_format
-from ..rounding import quantize
+from ..rounding import decode, quantize
 from ._common import FP32, check_int, dot_rows, params, raise_nan, set_input_formats
 from ._common import K as _K
 from .inputs import exact_float64
@@ -60,13 +61,18 @@ class BlockScaledFused(_Fp32Engine):
     largest exponent; the sum is rounded once toward zero into fp32 (an overflow gives
     inf); instructions chain through c. An instruction holding inf or NaN (a NaN scale
     included) gives their IEEE sum. :func:`fpsim.hardware.mma` builds these models from
-    PTX names.
+    PTX names. The operands may also be the block codes :func:`fpsim.encode` returns (a
+    block format of the model's block size, blocked along K, without a per-tensor scale):
+    their elements and scales are decoded and checked as values.
 
     >>> import numpy as np, fpsim
     >>> m = fpsim.hardware.mma("Blackwell", "tcgen05.mma.m128n256k32.kind::mxf8f6f4.block32.f32.e4m3.e4m3.ue8m0")
     >>> a = np.ones(32); b = np.full(32, 0.5)
     >>> float(fpsim.dot(a, b, 1.0, model=m, a_scale=[2.0**-4], b_scale=[1.0]))
     2.0
+    >>> ca, cb = fpsim.encode(a, "mxfp8_e4m3"), fpsim.encode(b, "mxfp8_e4m3")
+    >>> float(fpsim.dot(ca, cb, 1.0, model=m))  # block codes: scales 1 and 2**-1
+    17.0
     """
 
     L: int = 32
@@ -111,6 +117,42 @@ class BlockScaledFused(_Fp32Engine):
                         "fpsim.matmul with a_scale=/b_scale= (it cannot be nested in another "
                         "model or used by fpsim.sum)")
 
+    def _coded(self, A, B, a_scale, b_scale, k_axes):
+        """Block codes (``fpsim.encode`` of a block format, blocked along K) as values and
+        scales; values and scales given apart pass through."""
+        (A, a_scale), (B, b_scale) = (
+            self._decoded(what, x, s, kax) if isinstance(x, BlockCodes) else (x, s)
+            for what, x, s, kax in (("A", A, a_scale, k_axes[0]), ("B", B, b_scale, k_axes[1])))
+        return A, B, a_scale, b_scale
+
+    def _decoded(self, what, x, s, kax):
+        """Element values and scales of the block codes ``x`` (checked against the model)."""
+        sname = what.lower() + "_scale"
+        f = getattr(x, "fmt", None)
+        if s is not None:
+            raise ValueError(f"{what} is block-encoded (its scales come with the codes): pass no "
+                             f"{sname}")
+        if not isinstance(f, BlockFormat):
+            raise TypeError(f"{what}: block codes of {'no known format' if f is None else f.name} "
+                            "(pass what fpsim.encode(x, block format) returned, or values with "
+                            f"{sname}=)")
+        if f.block != self.block:
+            raise ValueError(f"{what}: codes of {f.name} have blocks of {f.block}; {self!r} "
+                             f"takes one scale per {self.block} elements")
+        ndim = max(np.ndim(x.elements), 1)
+        if x.axis % ndim != (ndim + kax) % ndim:
+            raise ValueError(f"{what}: the codes are blocked along axis {x.axis % ndim}; the "
+                             f"instruction needs the blocks along K (axis {(ndim + kax) % ndim} "
+                             f"of {what}; encode with axis=)")
+        if f.tensor_scale is not None and decode(np.asarray(x.tensor_scale),
+                                                 f.tensor_scale) != 1.0:
+            raise ValueError(f"{what}: the codes of {f.name} carry a per-tensor scale, which the "
+                             "instruction has no operand for (it is applied after the MMA, "
+                             "e.g. as the GEMM's alpha): encode with a block format without "
+                             "one (fpsim.BlockFormat('e2m1', 16, 'ue4m3')) and scale the "
+                             "result")
+        return decode(x.elements, f.elem), decode(x.scales, f.scale)
+
     def _blocks(self, K, what):
         """The number of scale blocks along K (a whole number, or a ValueError)."""
         if K % self.block:
@@ -141,38 +183,13 @@ class BlockScaledFused(_Fp32Engine):
                                 else f"(values of {sf.name}: 0 .. {sf.max}, or NaN)"))
         return v
 
-    def _terms(self, A, B, SA, SB):
-        """Terms and alignment exponents of block-scaled rows: A, B (R, K); SA, SB (R, K/block)."""
-        R, K = A.shape
-        ea_min, eb_min = (f.emin for f in self.input_formats)
-        se = self.scale_fmt.emin
-        with np.errstate(invalid="ignore", over="ignore"):
-            P = A * B
-            if self.group == 1:
-                sa = np.repeat(SA, self.block, axis=1)
-                sb = np.repeat(SB, self.block, axis=1)
-                T = P * sa * sb
-                X = (_log2_clamped(A, ea_min) + _log2_clamped(B, eb_min)
-                     + _log2_clamped(sa, se) + _log2_clamped(sb, se))
-                X[T == 0.0] = self.e_zero
-                return T, X
-            g = self.group
-            Pg = P.reshape(R, K // g, g)
-            zero = (Pg == 0.0).all(axis=2)
-            sa = np.repeat(SA, self.block // g, axis=1)
-            sb = np.repeat(SB, self.block // g, axis=1)
-            T = Pg.sum(axis=2) * sa * sb  # group sums are exact (at most 16 small products)
-            X = _log2_clamped(sa, se) + _log2_clamped(sb, se)
-            X[zero | (sa == 0.0) | (sb == 0.0)] = self.e_zero
-            return T, X
-
     def _dot(self, A, B, c, shp, a_scale, b_scale):
         nb = self._blocks(A.shape[-1], "dot")
         R = math.prod(shp)
         SA = self._scales(a_scale, "a_scale", A.shape[:-1] + (nb,))
         SB = self._scales(b_scale, "b_scale", B.shape[:-1] + (nb,))
-        SA = np.broadcast_to(SA, shp + (nb,)).reshape(R, nb)
-        SB = np.broadcast_to(SB, shp + (nb,)).reshape(R, nb)
+        SA = np.ascontiguousarray(np.broadcast_to(SA, shp + (nb,))).reshape(R, nb)
+        SB = np.ascontiguousarray(np.broadcast_to(SB, shp + (nb,))).reshape(R, nb)
         A2, B2 = dot_rows(A, B, shp)
         pad = -A2.shape[1] % self.L  # K not a whole number of instructions: zeros, as padded
         if pad:
@@ -180,12 +197,13 @@ class BlockScaledFused(_Fp32Engine):
             A2, B2 = np.concatenate([A2, z], 1), np.concatenate([B2, z], 1)
             one = np.ones((R, pad // self.block))
             SA, SB = np.concatenate([SA, one], 1), np.concatenate([SB, one], 1)
-        T, X = self._terms(A2, B2, SA, SB)
         out = np.empty(R)
-        err = _K.rows_scaled_fused(np.ascontiguousarray(T), np.ascontiguousarray(X),
-                                   np.ascontiguousarray(c, dtype=np.float64), out,
-                                   self.L // self.group, int(self.F), int(self.e_zero),
-                                   params(FP32, "rtz", "inf"), 2.0 ** 128)
+        ea, eb = (int(f.emin) for f in self.input_formats)
+        # the terms are formed inside the kernel (as in _gemm): no term matrix in memory
+        err = _K.rows_scaled(A2, B2, SA, SB, np.ascontiguousarray(c, dtype=np.float64), out,
+                             int(self.L), int(self.block), int(self.group), int(self.F),
+                             int(self.e_zero), ea, eb, int(self.scale_fmt.emin),
+                             params(FP32, "rtz", "inf"), 2.0 ** 128)
         raise_nan(err, FP32)
         return out
 
@@ -218,12 +236,6 @@ class BlockScaledFused(_Fp32Engine):
                                  int(self.e_zero), ea, eb, int(self.scale_fmt.emin), p, 2.0 ** 128)
             raise_nan(err, FP32)
         return D.reshape(batch + (M, N))
-
-
-def _log2_clamped(x, emin):
-    """floor(log2 |x|) clamped at ``emin`` (x finite; zeros give emin)."""
-    _, e = np.frexp(np.where(np.isfinite(x), x, 1.0))
-    return np.maximum(e.astype(np.int64) - 1, emin)
 
 
 @dataclass(frozen=True)

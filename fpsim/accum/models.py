@@ -30,11 +30,12 @@ from fractions import Fraction
 import numpy as np
 
 from .. import lowering as _L
+from ..block.descriptor import BlockCodes
 from ..formats import FixedFormat, FloatFormat, Format, as_format
 from ..rounding import Rounding
 from ._common import FP32, acc_format, dot_rows, leaf_kind, mode, params, raise_nan
 from ._common import C as _C, G as _G, K as _K
-from .products import ExactProduct, Multiplier, RoundedProduct, as_multiplier
+from .products import ExactProduct, FusedProduct, Multiplier, RoundedProduct, as_multiplier
 
 __all__ = ["Exact", "Integer", "Kahan", "Model", "NumpyOrder", "Pairwise", "Sequential"]
 
@@ -78,6 +79,16 @@ class Model:
     def _node_params(self):
         """RoundParams of one node of a summation tree (:class:`Permuted`), or None."""
         return None
+
+    def _coded(self, A, B, a_scale, b_scale, k_axes):
+        """Operands given as block codes (``fpsim.encode`` of a block format) as values and
+        scales: ``(A, B, a_scale, b_scale)``. Only block-scaled models take codes."""
+        if isinstance(A, BlockCodes) or isinstance(B, BlockCodes):
+            raise TypeError(f"block-encoded operands (BlockCodes from fpsim.encode) go with a "
+                            f"block-scaled model (BlockScaledFused, fpsim.hardware.mma of a "
+                            f"kind::mx* instruction); {self!r} takes values: decode them first "
+                            "(fpsim.decode(codes, fmt))")
+        return A, B, a_scale, b_scale
 
     def _no_scales(self, a_scale, b_scale):
         if a_scale is not None or b_scale is not None:
@@ -164,6 +175,9 @@ class Sequential(_Leaf):
     ``fma=False`` (default): every product is first rounded into ``fmt`` (a float32 loop
     ``s += a * b``); ``fma=True``: the exact product is added with one rounding.
     ``multiply`` overrides the product (``"exact"``, a format, or an L-Mul multiplier).
+    ``Sequential("fp64", fma=True)`` is a chain of IEEE fp64 fused multiply-adds
+    ``s = fma(a_k, b_k, s)`` and takes any float64 inputs (:class:`FusedProduct`; NVIDIA's
+    fp64 ``mma`` and AMD's fp64 ``v_mfma`` run it, :func:`fpsim.hardware.mma`).
 
     ``rounding="stochastic"`` rounds every *addition* stochastically (up with probability
     equal to the discarded fraction of a quantum), from the stream ``seed`` (an int; ``None``
@@ -200,11 +214,17 @@ class Sequential(_Leaf):
         if self.multiply is not None:
             object.__setattr__(self, "multiply", as_multiplier(self.multiply))
         params(self.fmt, self.rounding, self.overflow)
-        leaf_kind(self.fmt, self.rounding, _C.SEQ)
+        ovf = getattr(self.overflow, "value", self.overflow)
+        if self._fp64() and ovf not in (None, "inf"):
+            raise ValueError(f"Sequential({self.fmt.name}) adds in native float64 (an overflow "
+                             f"is inf): overflow={ovf!r} is not supported there; allowed None "
+                             "or 'inf'")
 
     def _multiplier(self):
         if self.multiply is not None:
             return self.multiply
+        if self.fma and self._fp64():
+            return FusedProduct()
         if self.fma or isinstance(self.fmt, FixedFormat):
             return ExactProduct()
         return RoundedProduct(self.fmt, "rne" if self.rounding == "stochastic" else self.rounding)
@@ -213,7 +233,18 @@ class Sequential(_Leaf):
         return (leaf_kind(self.fmt, self.rounding, _C.SEQ),
                 params(self.fmt, self.rounding, self.overflow))
 
+    def _fp64(self):
+        return leaf_kind(self.fmt, self.rounding, _C.SEQ) == _C.NATIVE
+
     def _evaluate(self, T, TA, TB, c, row0=0, salt=0, axis_last=True):
+        if TA is not None and isinstance(self._multiplier(), FusedProduct):
+            # fp64 FMA chain: the products exist only inside each fma (read the factors)
+            TB = TB if TB is not None else np.ones_like(TA)
+            out = np.empty(TA.shape[0])
+            _K.fma64_rows(np.ascontiguousarray(TA, dtype=np.float64),
+                          np.ascontiguousarray(TB, dtype=np.float64),
+                          np.ascontiguousarray(c, dtype=np.float64), out)
+            return out
         if self.rounding != "stochastic":
             return super()._evaluate(T, TA, TB, c, row0, salt, axis_last)
         _, p = self._leaf_args()
@@ -224,6 +255,10 @@ class Sequential(_Leaf):
         return out
 
     def _matmul(self, A, B, C, row0=0):
+        if isinstance(self._multiplier(), FusedProduct):  # fp64 FMA chains: one kernel
+            D = np.empty((A.shape[0], B.shape[1]))
+            _K.gemm_fma64(A, np.ascontiguousarray(B), C, D)
+            return D
         fma = self._fast_f32()
         if fma is None:
             return super()._matmul(A, B, C, row0)

@@ -16,7 +16,8 @@ from .. import arith as _AR
 from ..formats import FloatFormat, Format, as_format
 from ._common import K as _K, acc_format, mode, params, raise_nan
 
-__all__ = ["ExactProduct", "LMulProduct", "Multiplier", "RoundedProduct", "as_multiplier"]
+__all__ = ["ExactProduct", "FusedProduct", "LMulProduct", "Multiplier", "RoundedProduct",
+           "as_multiplier"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,28 @@ class ExactProduct:
 
     def _products(self, A, B):
         with np.errstate(invalid="ignore", over="ignore"):
+            return A * B
+
+
+@dataclass(frozen=True)
+class FusedProduct:
+    """The exact product inside a fused multiply-add into an fp64 accumulator
+    (``Sequential("fp64", fma=True)``): never rounded, never held on its own - the
+    accumulator reads the factors (float64 cannot hold the product of two float64 values),
+    so inputs may be any float64 values. It is the multiplier of that model only (not an
+    option of ``multiply=``).
+
+    >>> import fpsim
+    >>> fpsim.accum.Sequential("fp64", fma=True)._multiplier()
+    FusedProduct()
+    """
+
+    _narrow_inputs = False
+
+    def _products(self, A, B):
+        # float64's rounding of each product: what a model summing given terms would see;
+        # the fp64 FMA leaf reads the factors instead (Sequential._evaluate)
+        with np.errstate(invalid="ignore", over="ignore", under="ignore"):
             return A * B
 
 

@@ -67,7 +67,9 @@ class ElementOnly:
 class BlockCodes(tuple):
     """``(element codes, scale codes)`` of a block-encoded array, as :func:`fpsim.encode`
     returns it. ``tensor_scale`` holds the per-tensor scale code (NVFP4) or ``None``;
-    ``axis`` the blocked axis. Unpacks like a pair.
+    ``axis`` the blocked axis; ``fmt`` the format that encoded it (``None`` when built by
+    hand). Unpacks like a pair. Block-scaled matrix-engine models take these codes directly
+    as operands of :func:`fpsim.dot` and :func:`fpsim.matmul`.
 
     >>> import numpy as np, fpsim
     >>> e, s = fpsim.encode(np.array([1.0, -3.0, 0.5, 6.0]), "mxfp4")
@@ -75,10 +77,11 @@ class BlockCodes(tuple):
     ([2, 13, 1, 7], [127])
     """
 
-    def __new__(cls, elements, scales, tensor_scale=None, axis=-1):
+    def __new__(cls, elements, scales, tensor_scale=None, axis=-1, fmt=None):
         self = super().__new__(cls, (elements, scales))
         self.tensor_scale = tensor_scale
         self.axis = axis
+        self.fmt = fmt
         return self
 
     @property
@@ -309,7 +312,7 @@ class BlockFormat(Format):
         ecodes = ecodes.reshape(shape)
         scodes = _R.encode(scales, self.scale)
         tcode = None if g is None else _R.encode(np.array([g]), self.tensor_scale)[0]
-        return BlockCodes(ecodes, scodes, tcode, _EN.norm_axis(ax, len(shape)))
+        return BlockCodes(ecodes, scodes, tcode, _EN.norm_axis(ax, len(shape)), self)
 
     def _decode(self, codes, *, dtype=np.float64, axis=None):
         if not isinstance(codes, (tuple, list)) or len(codes) != 2:

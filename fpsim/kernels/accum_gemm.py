@@ -1,11 +1,12 @@
 """Fast GEMM kernels of the accumulation models: no product matrix in memory (see
-:mod:`fpsim.kernels.accum`)."""
+:mod:`fpsim.kernels.accum`); and the fp64 FMA chains (rows and GEMM), whose products exist
+only inside each fused multiply-add."""
 
 import numpy as np
 from numba import njit, prange
 
 from .accum_leaves import exp_of, pow2, rnd1
-from .eft import bits_f64, f64_bits
+from .eft import bits_f64, f64_bits, fma64
 
 
 # ---------------------------------------------------------------------------------------
@@ -46,6 +47,39 @@ def gemm_seq_f32(A, B, C, D, fma):
                 step = np.int64(1) if (lo > 0.0) == (hh >= 0) else np.int64(-1)
                 hh = hh + (step if inexact_even else np.int64(0))
                 s[j] = np.float64(np.float32(bits_f64(np.uint64(hh))))
+        for j in range(N):
+            D[i, j] = s[j]
+    return 0
+
+
+@njit(cache=True, parallel=True)
+def fma64_rows(A, B, c, out):
+    """fp64 FMA chains: ``s = c[r]; for k: s = fl64(A[r, k] * B[r, k] + s)``, one rounding
+    per step (round to nearest even; IEEE inf/NaN), for any float64 factors."""
+    for r in prange(A.shape[0]):
+        s = c[r]
+        for k in range(A.shape[1]):
+            s = fma64(A[r, k], B[r, k], s)
+        out[r] = s
+    return 0
+
+
+@njit(cache=True, parallel=True)
+def gemm_fma64(A, B, C, D):
+    """fp64 FMA chains (``Sequential("fp64", fma=True)``), vectorised across the columns of
+    the output: D[i, :] = C[i, :]; for k: D[i, j] = fl64(A[i, k] * B[k, j] + D[i, j]), one
+    rounding per step. The K loop of every element runs in order; rows run in parallel."""
+    M, K = A.shape
+    N = B.shape[1]
+    for i in prange(M):
+        s = np.empty(N, dtype=np.float64)
+        for j in range(N):
+            s[j] = C[i, j]
+        for k in range(K):
+            a = A[i, k]
+            Bk = B[k]
+            for j in range(N):
+                s[j] = fma64(a, Bk[j], s[j])
         for j in range(N):
             D[i, j] = s[j]
     return 0

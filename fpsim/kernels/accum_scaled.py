@@ -14,7 +14,16 @@ from .accum_mfma import norm_exp
 
 @njit(cache=True, inline="always")
 def _scaled_step(s, T, X, lo, hi, F, e_zero, p, ovf_lim):
-    """One block-scaled instruction: terms T[lo:hi] (alignment exponents X) and c = s."""
+    """One block-scaled instruction: terms T[lo:hi] (alignment exponents X) and c = s.
+
+    The terms are exact (scaled products, or scaled sums of a group of products); their
+    alignment exponents come from the operands and scales, not from the values (the
+    hardware aligns a group sum at its scales' exponent; zero terms carry ``e_zero``).
+    ``E = max(X, exponent of c)`` (c clamped at ``p.emin``; a zero c counts as ``e_zero``);
+    every term and c truncated toward zero at ``2**(E - F)``; the integers summed exactly
+    and rounded once with ``p`` (an overflow of the truncating mode gives inf). Terms or c
+    holding inf or NaN give their IEEE sum.
+    """
     special = s - s != 0.0
     for k in range(lo, hi):
         if T[k] - T[k] != 0.0:
@@ -43,39 +52,48 @@ def _scaled_step(s, T, X, lo, hi, F, e_zero, p, ovf_lim):
     return (0.0 if r == 0.0 else r), e  # a sum that rounds to zero gives +0
 
 
-@njit(cache=True, parallel=True)
-def rows_scaled_fused(T, X, c, out, per, F, e_zero, p, ovf_lim):
-    """Chained fused dot-adds of pre-scaled terms: ``T`` (R, n) holds each row's exact
-    terms (scaled products, or scaled sums of a group of products), ``X`` their alignment
-    exponents (computed from the operands and scales, not from the values: the hardware
-    aligns a group sum at its scale's exponent; zero terms carry ``e_zero``), ``per`` terms
-    per instruction, chained through the accumulator (c <- d).
-
-    Per instruction: ``E = max(X, exponent of c)`` (c clamped at ``p.emin``; a zero c
-    counts as ``e_zero``); every term and c truncated toward zero at ``2**(E - F)``; the
-    integers summed exactly and rounded once with ``p`` (an overflow of the truncating mode
-    gives inf). An instruction whose terms or c hold inf or NaN gives their IEEE sum.
-    """
-    R, n = T.shape
-    errs = np.zeros(R, dtype=np.int64)
-    for r in prange(R):
-        s = c[r]
-        e_r = 0
-        for lo in range(0, n, per):
-            s, e = _scaled_step(s, T[r], X[r], lo, min(n, lo + per), F, e_zero, p, ovf_lim)
-            e_r += e
-        out[r] = s
-        errs[r] = e_r
-    return errs.sum()
+@njit(cache=True, inline="always")
+def _scaled_dot(ar, br, sar, sbr, s, T, X, L, block, group, F, e_zero, emin_a, emin_b, emin_s,
+                p, ovf_lim):
+    """One chained block-scaled dot product of the rows ``ar``, ``br`` (K, a multiple of L)
+    with their scales ``sar``, ``sbr`` (K/block) from c = ``s``: per instruction of L
+    products, the L/group terms and their exponents formed into ``T``/``X``, then
+    :func:`_scaled_step`."""
+    K = ar.size
+    per = L // group
+    e_r = 0
+    for lo in range(0, K, L):
+        for g in range(per):
+            k0 = lo + g * group
+            sa = sar[k0 // block]
+            sb = sbr[k0 // block]
+            t = 0.0
+            nz = False
+            for k in range(k0, k0 + group):
+                pr = ar[k] * br[k]
+                t += pr  # exact: at most 16 products of 4-bit elements (group 16)
+                nz |= pr != 0.0
+            t = t * sa * sb
+            T[g] = t
+            if group == 1:
+                X[g] = e_zero if t == 0.0 else (
+                    norm_exp(ar[k0], emin_a) + norm_exp(br[k0], emin_b)
+                    + norm_exp(sa, emin_s) + norm_exp(sb, emin_s))
+            elif not nz or sa == 0.0 or sb == 0.0:
+                X[g] = e_zero
+            else:
+                X[g] = norm_exp(sa, emin_s) + norm_exp(sb, emin_s)
+        s, e = _scaled_step(s, T, X, 0, per, F, e_zero, p, ovf_lim)
+        e_r += e
+    return s, e_r
 
 
 @njit(cache=True, parallel=True)
 def gemm_scaled(A, BT, SA, SBT, C, D, L, block, group, F, e_zero, emin_a, emin_b, emin_s, p,
                 ovf_lim):
-    """D = A @ BT.T + C with block scales SA (M, K/block), SBT (N, K/block): the terms of
-    :func:`rows_scaled_fused` formed on the fly (no product matrix in memory). K is a
-    multiple of L."""
-    M, K = A.shape
+    """D = A @ BT.T + C with block scales SA (M, K/block), SBT (N, K/block): every output
+    one :func:`_scaled_dot` (no product matrix in memory). K is a multiple of L."""
+    M = A.shape[0]
     N = BT.shape[0]
     per = L // group
     errs = np.zeros(M * N, dtype=np.int64)
@@ -84,31 +102,23 @@ def gemm_scaled(A, BT, SA, SBT, C, D, L, block, group, F, e_zero, emin_a, emin_b
         j = idx % N
         T = np.empty(per)
         X = np.empty(per, dtype=np.int64)
-        s = C[i, j]
-        e_r = 0
-        for lo in range(0, K, L):
-            for g in range(per):
-                k0 = lo + g * group
-                sa = SA[i, k0 // block]
-                sb = SBT[j, k0 // block]
-                t = 0.0
-                nz = False
-                for k in range(k0, k0 + group):
-                    pr = A[i, k] * BT[j, k]
-                    t += pr
-                    nz |= pr != 0.0
-                t = t * sa * sb
-                T[g] = t
-                if group == 1:
-                    X[g] = e_zero if t == 0.0 else (
-                        norm_exp(A[i, k0], emin_a) + norm_exp(BT[j, k0], emin_b)
-                        + norm_exp(sa, emin_s) + norm_exp(sb, emin_s))
-                elif not nz or sa == 0.0 or sb == 0.0:
-                    X[g] = e_zero
-                else:
-                    X[g] = norm_exp(sa, emin_s) + norm_exp(sb, emin_s)
-            s, e = _scaled_step(s, T, X, 0, per, F, e_zero, p, ovf_lim)
-            e_r += e
-        D[i, j] = s
-        errs[idx] = e_r
+        D[i, j], errs[idx] = _scaled_dot(A[i], BT[j], SA[i], SBT[j], C[i, j], T, X, L, block,
+                                         group, F, e_zero, emin_a, emin_b, emin_s, p, ovf_lim)
+    return errs.sum()
+
+
+@njit(cache=True, parallel=True)
+def rows_scaled(A, B, SA, SB, c, out, L, block, group, F, e_zero, emin_a, emin_b, emin_s, p,
+                ovf_lim):
+    """Block-scaled dot products of row pairs: ``out[r]`` is the chained dot product of
+    A[r], B[r] (R, K; K a multiple of L) with scales SA[r], SB[r] (R, K/block) from c[r],
+    the same arithmetic as :func:`gemm_scaled` (no term matrix in memory)."""
+    R = A.shape[0]
+    per = L // group
+    errs = np.zeros(R, dtype=np.int64)
+    for r in prange(R):
+        T = np.empty(per)
+        X = np.empty(per, dtype=np.int64)
+        out[r], errs[r] = _scaled_dot(A[r], B[r], SA[r], SB[r], c[r], T, X, L, block, group,
+                                      F, e_zero, emin_a, emin_b, emin_s, p, ovf_lim)
     return errs.sum()

@@ -6,10 +6,15 @@ rounded arithmetic into formats of at most 25 significant bits.
 rounding that once more into any format with at most 51 significant bits (in any mode) is
 the correct rounding of the exact value (Boldo & Melquiond 2008), so arithmetic can reuse
 :func:`fpsim.kernels.float_round.round_bits` with float64-domain parameters.
+``fma64`` is float64's own fused multiply-add (for fp64 accumulators, whose products
+float64 cannot hold).
 """
 
 import numpy as np
-from numba import njit
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _SPLIT = 134217729.0  # 2**27 + 1, Dekker's splitter for float64
 
@@ -35,6 +40,29 @@ def two_prod(a, b):
     bl = b - bh
     e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
     return p, e
+
+
+@intrinsic
+def _llvm_fma_f64(typingctx, a, b, c):
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        f64 = ir.DoubleType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f64, [f64] * 3),
+                                            "llvm.fma.f64")
+        return builder.call(fn, list(args))
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def fma64(a, b, c):
+    """fl64(a * b + c) with one rounding (IEEE fusedMultiplyAdd, round to nearest even).
+
+    ``llvm.fma`` is correctly rounded on every target (the FMA instruction, or libm's
+    ``fma`` where the CPU has none); float64 has no exact product to build it from.
+    """
+    return _llvm_fma_f64(np.float64(a), np.float64(b), np.float64(c))
 
 
 @njit(cache=True, inline="always")
