@@ -228,7 +228,9 @@ def block_scaled_matmul(a, b, fa, fb, model, rounding="rne", rounding_b=None):
     """``a @ b`` on a block-scaled tensor core ``model`` for operands in the block formats
     ``fa``/``fb`` (blocked along K): ``fpsim.matmul(elements, ..., a_scale=, b_scale=)``
     times the per-tensor scales (NVFP4), an fp32 tensor on ``a``'s device. ``b`` is rounded
-    with ``rounding_b`` (default: ``rounding``).
+    with ``rounding_b`` (default: ``rounding``). The block encoding runs on the CPU kernels;
+    the GEMM runs where :func:`fpsim.torch.accum.backend` says (tensors off the CPU: on
+    their device, :mod:`fpsim.torch.accum_scaled`).
 
     >>> import torch, fpsim
     >>> m = fpsim.hardware.tensor_core("B200", "mxfp8")
@@ -240,8 +242,14 @@ def block_scaled_matmul(a, b, fa, fb, model, rounding="rne", rounding_b=None):
     ea, sa, ga = _block_operand(a, fa, rounding, -1, model)
     eb, sb, gb = _block_operand(b, fb, rounding if rounding_b is None else rounding_b, -2, model)
     m = _for_operands(model, fa.elem, fb.elem)
-    D = np.asarray(_core.matmul(ea, eb, model=m, a_scale=sa, b_scale=sb), np.float32)
-    out = torch.from_numpy(D).to(a.device)
+    if _accum.backend(a.device, m) == "torch":  # the tensor core on a's device
+        dev = a.device
+        out = _accum.matmul(*(torch.from_numpy(x).to(dev) for x in (ea, eb)), model=m,
+                            a_scale=torch.from_numpy(sa).to(dev),
+                            b_scale=torch.from_numpy(sb).to(dev)).to(torch.float32)
+    else:
+        D = np.asarray(_core.matmul(ea, eb, model=m, a_scale=sa, b_scale=sb), np.float32)
+        out = torch.from_numpy(D).to(a.device)
     return _scale_out(out, None if ga is None else torch.tensor(ga, dtype=torch.float32),
                       None if gb is None else torch.tensor(gb, dtype=torch.float32))
 
