@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
+from ..accum import exact_float64
 from ..formats import as_format
 from .accum_lanes import exp_of, fp32_params, norm_exp, pow2_normal, round_into
 from .quantize import quantize
@@ -55,7 +55,7 @@ def check_scales(model, s, what, shape, device):
             raise TypeError(f"{what}: floating-point tensors only, got {s.dtype}")
         v = s.detach().to(torch.float64)
     else:
-        v = torch.as_tensor(np.asarray(s, dtype=np.float64), device=device)
+        v = torch.as_tensor(exact_float64(s, what), device=device)  # fpsim's input rule
     try:
         v = v.broadcast_to(shape)
     except RuntimeError:
