@@ -87,4 +87,5 @@ def norm_exp(x, emin):
     """The kernels' ``norm_exp``: the leading bit's exponent clamped at ``emin``; a zero
     gives ``emin`` (non-finite lanes give ``emin`` too: callers take them apart)."""
     ok = (x != 0) & torch.isfinite(x)
-    return torch.clamp(exp_of(torch.where(ok, x, torch.ones_like(x))), min=emin).masked_fill(~ok, emin)
+    e = torch.clamp(exp_of(torch.where(ok, x, torch.ones_like(x))), min=emin)
+    return e.masked_fill(~ok, emin)
