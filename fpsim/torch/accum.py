@@ -94,6 +94,8 @@ def supports(model) -> bool:
     >>> import fpsim
     >>> supports(fpsim.hardware.fp8_promoted("H100", "e4m3", 128)), supports(fpsim.accum.Exact("fp32"))
     (True, False)
+    >>> supports(fpsim.hardware.tensor_core("B200", "nvfp4")), supports(fpsim.hardware.tensor_core("MI300X", "e4m3fnuz"))
+    (True, True)
     """
     # block-scaled models take their scales at the top level only (nested, fpsim refuses them)
     return isinstance(model, _A.BlockScaledFused) or _nested_ok(model)

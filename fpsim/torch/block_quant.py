@@ -20,8 +20,8 @@ GEMMs of CUDA tensors never leave the device; :func:`supports` says which format
 >>> import torch, fpsim
 >>> from fpsim.torch.block_quant import block_operand
 >>> e, s, g = block_operand(torch.tensor([[1.0, -3.0, 0.5, 7.0]]), fpsim.parse("mxfp4"))
->>> e.tolist(), s.tolist(), g
-([[1.0, -3.0, 0.5, 6.0]], [[1.0]], None)
+>>> e[:, :4].tolist(), tuple(e.shape), s.tolist(), g   # padded with zeros to a whole block
+([[1.0, -3.0, 0.5, 6.0]], (1, 32), [[1.0]], None)
 """
 
 from __future__ import annotations
