@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 import fpsim  # noqa: E402
 import fpsim.torch as ft  # noqa: E402
@@ -196,6 +198,8 @@ def test_mfma_torch_equals_numba(arch, name, fin):
     A, B = _operands(rng, fin[0], fin[1], 3, K)
     assert _same(*_both(m, A, B, _c(rng, (A.shape[0], B.shape[1])))), name
     assert _same(*_both(m, A[:5], B[:, :4])), name  # C = 0
+    assert _same(*_both(m, A[:, :1], B[:1], _c(rng, (A.shape[0], B.shape[1])))), name  # K = 1
+    assert _same(*_both(m, A[:, :0], B[:0], _c(rng, (A.shape[0], B.shape[1])))), name  # K = 0
 
 
 @pytest.mark.parametrize("arch,name,fin,blk,sc", SCALED, ids=[s[1] for s in SCALED])
@@ -222,12 +226,42 @@ def test_batched_and_broadcast():
     C = rng.standard_normal((1, 3, 4))  # broadcast, and not fp32 values
     assert _same(*_both(m, A, B, C, sa, sb))
     assert _same(*_both(m, A, B, None, sa, sb[:1]))  # a scale row broadcast over K blocks
+    for M, K, N in ((0, 32, 2), (2, 0, 3), (2, 32, 0)):  # empty shapes
+        assert _same(*_both(m, A[0, :M, :K], B[:K, :N], C[0, :M, :N] if N else None,
+                            sa[0, :M, :K // 32], sb[:K // 32, :N]))
     for arch, name, fin in MFMAS[::3]:
         mm = fpsim.hardware.mma(arch, name)
         fa, fb = fin
         A = fpsim.quantize(rng.standard_normal((2, 1, 3, 21)) * 4, fa)
         B = fpsim.quantize(rng.standard_normal((3, 21, 2)), fb)
         assert _same(*_both(mm, A, B, rng.standard_normal((3, 2)))), name
+
+
+def _codes(rng, fmt, shape):
+    """Values of random bit patterns of ``fmt`` (every class: zeros, subnormals, inf, NaN)."""
+    f = fpsim.as_format(fmt)
+    return fpsim.decode(rng.integers(0, 2**f.bits, shape), fmt)
+
+
+@settings(deadline=None, max_examples=10)
+@given(st.integers(1, 24), st.integers(0, 2**32 - 1))
+def test_random_bit_patterns(K, seed):
+    """Random operand (and scale) bit patterns through every MFMA variant and a block-scaled
+    kind of each group size."""
+    rng = np.random.default_rng(seed)
+    for arch, name in (("CDNA1", "v_mfma_f32_16x16x16f16"), ("CDNA2", "v_mfma_f32_16x16x16f16"),
+                       ("CDNA3", "v_mfma_f32_16x16x16_f16"), ("CDNA3", "v_mfma_f32_16x16x32_fp8_fp8")):
+        m = fpsim.hardware.mma(arch, name)
+        fa, fb = m.input_formats
+        A, B = _codes(rng, fa.name, (3, K)), _codes(rng, fb.name, (K, 2))
+        assert _same(*_both(m, A, B, _c(rng, (3, 2)))), name
+    for arch, name, fin, blk, sc in (SCALED[0], SCALED[6], SCALED[10]):
+        m = fpsim.hardware.mma(arch, name)
+        Kb = blk * (1 + K % 5)
+        A, B = _codes(rng, fin[0], (3, Kb)), _codes(rng, fin[1], (Kb, 2))
+        sfmt = "e8m0" if sc == "ue8m0" else "ue4m3"
+        sa, sb = _codes(rng, sfmt, (3, Kb // blk)), _codes(rng, sfmt, (Kb // blk, 2))
+        assert _same(*_both(m, A, B, _c(rng, (3, 2)), sa, sb)), name
 
 
 def test_wide_initial_c_and_kulisch_extremes():

@@ -87,6 +87,9 @@ def _ftz(src, c, L, emin_ftz):
 def _fused_trunc(a, b, P, emin_a, emin_b, F):
     """The kernel's _fused_trunc over the products P (n, lanes) of factors a, b: (integer
     sum of the products truncated at 2**(e - F), e), e = _NONE without nonzero products."""
+    if P.shape[0] == 0:  # no products (the odd half of a block of one)
+        z = P.new_zeros(P.shape[1:])
+        return z, torch.full(z.shape, _NONE, dtype=torch.int64, device=z.device)
     nz = (a != 0) & (b != 0)
     EP = torch.where(nz, norm_exp(a, emin_a) + norm_exp(b, emin_b), _NONE)
     e = EP.amax(0)
