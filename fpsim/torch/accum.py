@@ -18,6 +18,9 @@ Python loop over K (Sequential, Pairwise) or over K blocks (FusedBlock):
   one rounding (truncation overflow gives inf); blocks with inf/NaN give their IEEE sum.
 * ``Blocked``/``Promoted`` (split-K, the FP8 promotion recipe), ``Pairwise``, and
   ``Permuted`` with a permutation order or seed.
+* the instruction-level engines: ``BlockScaledFused`` (Blackwell MXFP8/6/4 and NVFP4 with
+  their block scales, ``a_scale=``/``b_scale=``; :mod:`fpsim.torch.accum_scaled`) and
+  ``MFMA`` (AMD CDNA1-3, every variant; :mod:`fpsim.torch.accum_mfma`).
 
 Other models (Exact, Kahan, NumpyOrder, Integer, stochastic rounding, L-Mul products,
 tree orders) are not written here: :func:`supports` says False and the torch bridge runs
@@ -42,7 +45,11 @@ import torch
 from .. import accum as _A
 from ..formats import FloatFormat
 from ..kernels import _modes as _C
-from .quantize import quantize, round_bits
+from .accum_lanes import SENT as _SENT, exp_of as _exp_of, f64 as _f64, odd_sum as _odd_sum
+from .accum_lanes import pow2_normal as _pow2, round_into as _round
+from .accum_mfma import mfma as _mfma
+from .accum_scaled import check_scales as _check_scales, scaled_gemm as _scaled_gemm
+from .quantize import quantize
 
 __all__ = ["matmul", "supports", "backend", "BACKENDS", "ENV"]
 
@@ -53,7 +60,6 @@ BACKENDS = ("auto", "torch", "numba")
 
 #: Lanes x terms per chunk of products (float64 elements): bounds the memory of one step.
 _CHUNK_ELEMS = 1 << 22
-_SENT = -(1 << 32)  # exponent of a zero (or non-finite) factor: never a block's maximum
 _FP32 = _A.as_format("fp32")
 
 
@@ -71,7 +77,7 @@ def _sum_ok(m) -> bool:
         return _float_acc(m.fmt) and m.rounding != "stochastic"
     if isinstance(m, _A.Pairwise):
         return _float_acc(m.fmt)
-    if isinstance(m, _A.FusedBlock):
+    if isinstance(m, (_A.FusedBlock, _A.MFMA)):
         return True
     if isinstance(m, _A.Blocked):
         return _sum_ok(m.inner) and _sum_ok(m.outer)
@@ -88,14 +94,21 @@ def supports(model) -> bool:
     >>> import fpsim
     >>> supports(fpsim.hardware.fp8_promoted("H100", "e4m3", 128)), supports(fpsim.accum.Exact("fp32"))
     (True, False)
+    >>> supports(fpsim.hardware.tensor_core("B200", "nvfp4")), supports(fpsim.hardware.tensor_core("MI300X", "e4m3fnuz"))
+    (True, True)
     """
+    # block-scaled models take their scales at the top level only (nested, fpsim refuses them)
+    return isinstance(model, _A.BlockScaledFused) or _nested_ok(model)
+
+
+def _nested_ok(model) -> bool:
     if isinstance(model, _A.Permuted):  # a periodic order pads K: left to the CPU kernels
-        return not model._is_tree() and model.period is None and supports(model.inner)
+        return not model._is_tree() and model.period is None and _nested_ok(model.inner)
     if isinstance(model, _A.Blocked):
-        return supports(model.inner) and _sum_ok(model.outer)
+        return _nested_ok(model.inner) and _sum_ok(model.outer)
     if isinstance(model, (_A.Sequential, _A.Pairwise)):
         return _sum_ok(model) and _mult_ok(model._multiplier())
-    return isinstance(model, _A.FusedBlock)
+    return isinstance(model, (_A.FusedBlock, _A.MFMA))
 
 
 def backend(device, model) -> str:
@@ -123,45 +136,6 @@ def backend(device, model) -> str:
     return "numba"
 
 
-# ---------------------------------------------------------------------------------------
-# elementwise twins of the scalar kernels (float64 lanes)
-# ---------------------------------------------------------------------------------------
-
-def _f64(bits):
-    return bits.view(torch.float64)
-
-
-def _round(x, p, fmt):
-    """round(x) into the RoundParams ``p`` (float64 in, float64 values out)."""
-    r, err = round_bits(x.contiguous().view(torch.int64), p)
-    if r is None:
-        raise ValueError(f"the accumulator format {fmt.name} has no NaN but the computation "
-                         f"produced {err} NaN value(s) (NaN inputs or inf - inf)")
-    return _f64(r)
-
-
-def _odd_sum(a, b):
-    """float64 round-to-odd of the exact a + b (two_sum; inf/NaN as IEEE addition)."""
-    h = a + b
-    bb = h - a
-    lo = (a - (h - bb)) + (b - bb)
-    hh = h.view(torch.int64)
-    # an inexact result with an even last bit steps one ulp toward lo (the odd neighbour)
-    step = torch.where((lo > 0) == (hh >= 0), 1, -1)
-    fix = (lo != 0) & ((hh & 1) == 0) & torch.isfinite(h)
-    return _f64(torch.where(fix, hh + step, hh))
-
-
-def _pow2(e):
-    """2.0**e as float64 from the bit pattern (int64 tensor e, -1022 <= e <= 1023)."""
-    return _f64((e + 1023) << 52)
-
-
-def _exp_of(x):
-    """Exponent of the leading bit of nonzero finite float64 lanes (subnormals too)."""
-    return torch.frexp(x)[1].to(torch.int64) - 1
-
-
 def _clamped(x, emin):
     """Exponents clamped below at the input format's emin; zeros and non-finite: _SENT."""
     ok = (x != 0) & torch.isfinite(x)
@@ -182,9 +156,13 @@ class _Gemm:
         self.lanes = (*A.shape[:-1], B.shape[-1])
         self._exps = {}
 
+    def factors(self, lo, hi):
+        """The factors of products lo..hi-1: (k, ..., M, 1) and (k, ..., 1, N)."""
+        return (self.A[..., lo:hi].movedim(-1, 0).unsqueeze(-1),
+                self.B[..., lo:hi, :].movedim(-2, 0).unsqueeze(-2))
+
     def prod(self, lo, hi):
-        a = self.A[..., lo:hi].movedim(-1, 0).unsqueeze(-1)
-        b = self.B[..., lo:hi, :].movedim(-2, 0).unsqueeze(-2)
+        a, b = self.factors(lo, hi)
         return a * b  # exact for inputs of <= 26 significant bits (checked)
 
     def exps(self, lo, hi, emin_a, emin_b):
@@ -212,6 +190,9 @@ class _Terms:
 
     def prod(self, lo, hi):
         return self.T[lo:hi]
+
+    def factors(self, lo, hi):
+        return self.T[lo:hi], torch.ones_like(self.T[lo:hi])
 
     def exps(self, lo, hi, emin_a, emin_b):
         return _clamped(self.T[lo:hi], emin_a) + max(0, emin_b)  # exponent of 1.0 is 0
@@ -382,6 +363,8 @@ def _eval(model, src, c, specials, mult=None, outer=False):
                      c, specials)
     if isinstance(model, _A.FusedBlock):
         return _fused(model, src, c, specials)
+    if isinstance(model, _A.MFMA):
+        return _mfma(model, src, c)
     if isinstance(model, _A.Blocked):
         k, K = model.k, src.K
         z = torch.zeros_like(c)
@@ -401,8 +384,8 @@ def _eval(model, src, c, specials, mult=None, outer=False):
 
 def _width(model):
     """Products per step the model holds at once (fused blocks; others chunk by _step)."""
-    if isinstance(model, _A.FusedBlock):
-        return max(32, model.n)
+    if isinstance(model, (_A.FusedBlock, _A.MFMA)):
+        return max(32, model.n if isinstance(model, _A.FusedBlock) else model.L)
     if isinstance(model, _A.Blocked):
         return max(_width(model.inner), _width(model.outer))
     if isinstance(model, _A.Permuted):
@@ -436,13 +419,14 @@ def _check_inputs(model, A, B):
                              "bits (fp32 and narrower); round the inputs first")
 
 
-def matmul(A, B, C=None, *, model):
+def matmul(A, B, C=None, *, model, a_scale=None, b_scale=None):
     """``D = A @ B + C`` under ``model`` with torch ops on the tensors' device; float64 result.
 
     Same contract and bits as :func:`fpsim.matmul`: ``A`` (..., M, K) and ``B`` (..., K, N)
     broadcast their batch dimensions, ``C`` (optional) broadcasts to (..., M, N); inputs must
-    hold values of the model's input format(s). Raises ``NotImplementedError`` for a model
-    :func:`supports` rejects.
+    hold values of the model's input format(s); a block-scaled model takes ``a_scale``
+    (..., M, K // block) and ``b_scale`` (..., K // block, N), tensors on the same device.
+    Raises ``NotImplementedError`` for a model :func:`supports` rejects.
 
     >>> import torch, fpsim
     >>> A = torch.tensor([[1.0, 2.0**-24, 2.0**-24]]); B = torch.ones(3, 1)
@@ -460,7 +444,8 @@ def matmul(A, B, C=None, *, model):
     if not supports(model):
         raise NotImplementedError(f"{model!r} is not written in torch ops (supported: "
                                   "Sequential, Pairwise, FusedBlock, Blocked/Promoted, Permuted "
-                                  "orders); use fpsim.matmul on CPU arrays")
+                                  "orders, MFMA, BlockScaledFused); use fpsim.matmul on CPU "
+                                  "arrays")
     if A.device != B.device or (C is not None and C.device != A.device):
         raise ValueError("A, B (and C) must be on one device")
     if A.dim() < 2 or B.dim() < 2:
@@ -474,6 +459,7 @@ def matmul(A, B, C=None, *, model):
             raise TypeError(f"{what}: floating-point tensors only, got {x.dtype}")
     batch = torch.broadcast_shapes(A.shape[:-2], B.shape[:-2])
     M, K, N = A.shape[-2], A.shape[-1], B.shape[-1]
+    shape_a, shape_b = tuple(A.shape), tuple(B.shape)
     A = A.detach().to(torch.float64).expand(*batch, M, K)
     B = B.detach().to(torch.float64).expand(*batch, K, N)
     _check_inputs(model, A, B)
@@ -485,6 +471,12 @@ def matmul(A, B, C=None, *, model):
         except RuntimeError:
             raise ValueError(f"C with shape {tuple(C.shape)} does not broadcast to the result "
                              f"shape {(*batch, M, N)}") from None
+    if isinstance(model, _A.BlockScaledFused):  # the checks of its fpsim.matmul, in order
+        kb = model._blocks(K, "matmul")
+        SA = _check_scales(model, a_scale, "a_scale", shape_a[:-1] + (kb,), A.device)
+        SB = _check_scales(model, b_scale, "b_scale", shape_b[:-2] + (kb, N), A.device)
+        return _scaled_gemm(model, A, B, Cb, SA.expand(*batch, M, kb), SB.expand(*batch, kb, N))
+    model._no_scales(a_scale, b_scale)
     specials = not (bool(torch.isfinite(A).all()) and bool(torch.isfinite(B).all())
                     and bool(torch.isfinite(Cb).all()))
     D = torch.empty((*batch, M, N), dtype=torch.float64, device=A.device)

@@ -28,6 +28,7 @@ from ..block import BlockFormat
 from ..rounding import decode, encode
 from . import _ops
 from . import accum as _accum
+from . import block_quant as _bq
 from .policy import Scaled
 from .quantize import quantize
 
@@ -186,16 +187,22 @@ def _promoted_fast(A, B, model):
 _SCALE_TYPES = {"e8m0": "e8m0", "e4m3": "ue4m3fn"}  # block format scale -> model scale
 
 
-def _block_operand(x, fmt, rounding, axis_k, model):
+def _block_operand(x, fmt, rounding, axis_k, model, device=False):
     """Element values, block scales and per-tensor scale (or None) of ``x`` encoded into the
-    block format ``fmt`` along ``axis_k`` (-1: A, -2: B), as float64 numpy arrays; K is
-    padded with zero elements to a multiple of the block (the scales of a shorter last
-    block come from its own elements either way)."""
+    block format ``fmt`` along ``axis_k`` (-1: A, -2: B), as float64 numpy arrays (``device``:
+    float64 tensors on x's device, encoded there where :mod:`fpsim.torch.block_quant` covers
+    the format); K is padded with zero elements to a multiple of the block (the scales of a
+    shorter last block come from its own elements either way)."""
     if not (isinstance(fmt, BlockFormat) and fmt.block == model.block
             and _SCALE_TYPES.get(fmt.scale.name) == model.scale_fmt.name):
         raise ValueError(f"{model!r} takes operands in block formats of {model.block} elements "
                          f"with {model.scale_fmt.name} scales; the policy gives "
                          f"{getattr(fmt, 'name', fmt)}")
+    if device and _bq.supports(fmt, rounding):
+        return _bq.block_operand(x, fmt, axis_k, rounding)
+    if device:  # the encoding on the CPU kernels, the GEMM on the device
+        e, s, ts = _block_operand(x, fmt, rounding, axis_k, model)
+        return torch.from_numpy(e).to(x.device), torch.from_numpy(s).to(x.device), ts
     X = x.detach().to("cpu", torch.float64).numpy()
     codes = encode(X, fmt, axis=axis_k, rounding=rounding)
     elems = decode(codes.elements, fmt.elem)
@@ -228,7 +235,10 @@ def block_scaled_matmul(a, b, fa, fb, model, rounding="rne", rounding_b=None):
     """``a @ b`` on a block-scaled tensor core ``model`` for operands in the block formats
     ``fa``/``fb`` (blocked along K): ``fpsim.matmul(elements, ..., a_scale=, b_scale=)``
     times the per-tensor scales (NVFP4), an fp32 tensor on ``a``'s device. ``b`` is rounded
-    with ``rounding_b`` (default: ``rounding``).
+    with ``rounding_b`` (default: ``rounding``). Where :func:`fpsim.torch.accum.backend` says
+    ``"torch"`` (tensors off the CPU) the encoding (:mod:`fpsim.torch.block_quant`: float
+    elements, deterministic modes; else the CPU kernels) and the GEMM
+    (:mod:`fpsim.torch.accum_scaled`) run on the tensors' device.
 
     >>> import torch, fpsim
     >>> m = fpsim.hardware.tensor_core("B200", "mxfp8")
@@ -237,11 +247,16 @@ def block_scaled_matmul(a, b, fa, fb, model, rounding="rne", rounding_b=None):
     >>> block_scaled_matmul(a, b, mx, mx, m)
     tensor([[2.7500]])
     """
-    ea, sa, ga = _block_operand(a, fa, rounding, -1, model)
-    eb, sb, gb = _block_operand(b, fb, rounding if rounding_b is None else rounding_b, -2, model)
+    dev = _accum.backend(a.device, model) == "torch"  # encoding and GEMM on a's device
+    ea, sa, ga = _block_operand(a, fa, rounding, -1, model, dev)
+    eb, sb, gb = _block_operand(b, fb, rounding if rounding_b is None else rounding_b, -2, model,
+                                dev)
     m = _for_operands(model, fa.elem, fb.elem)
-    D = np.asarray(_core.matmul(ea, eb, model=m, a_scale=sa, b_scale=sb), np.float32)
-    out = torch.from_numpy(D).to(a.device)
+    if dev:
+        out = _accum.matmul(ea, eb, model=m, a_scale=sa, b_scale=sb).to(torch.float32)
+    else:
+        D = np.asarray(_core.matmul(ea, eb, model=m, a_scale=sa, b_scale=sb), np.float32)
+        out = torch.from_numpy(D).to(a.device)
     return _scale_out(out, None if ga is None else torch.tensor(ga, dtype=torch.float32),
                       None if gb is None else torch.tensor(gb, dtype=torch.float32))
 
