@@ -6,6 +6,7 @@ Blackwell's :class:`~fpsim.accum.BlockScaledFused`) are in :mod:`fpsim.accum.mma
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -25,6 +26,12 @@ _FUSED_FAST = True
 #: Among them, the packed-panel kernel where it applies (tests switch it off to compare it
 #: with the kernels it replaces).
 _PACKED = True
+
+
+@functools.cache
+def _fp32_rne():
+    """RoundParams of fp32 round-to-nearest-even with overflow to inf (Sequential("fp32"))."""
+    return params(as_format("fp32"), "rne", "inf")
 
 
 def _clamped(X, emin_in):
@@ -179,8 +186,9 @@ class FusedBlock(Model):
             D = np.empty((A.shape[0], B.shape[1]))
             n, neab, emin_a, emin_b, p, lim = self._kernel_args()
             po = p if outer_params is None else outer_params
+            native32 = outer_params is not None and outer_params == _fp32_rne()
             err = _GF.fused_tiles(A, B, C, D, n, every, neab, emin_a, emin_b, p, lim,
-                                  *self._rtz_args(), po)
+                                  *self._rtz_args(), po, native32)
             if err >= 0:
                 raise_nan(err, out_fmt)
                 return D

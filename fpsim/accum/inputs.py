@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import lowering
+from ..formats import FloatFormat
 from ..rounding import quantize
 
 __all__ = ["check_inputs", "exact_float64"]
@@ -57,16 +58,22 @@ def check_inputs(model, arrays, multiplied=True):
             continue
         if fin is not None:
             nan = np.isnan(x)
-            if nan.any() and not fin.has_nan:
+            has_nan = bool(nan.any())
+            if has_nan and not fin.has_nan:
                 raise ValueError(f"{what} holds NaN but the model's input format {fin.name} has "
                                  "no NaN")
-            q = quantize(np.where(nan, 0.0, x), fin, nan="zero" if not fin.has_nan else None)
-            bad = (q != np.where(nan, 0.0, x)) & ~nan
+            xx = np.where(nan, 0.0, x) if has_nan else x  # (no copies in the common case)
+            q = quantize(xx, fin, nan="zero" if not fin.has_nan else None)
+            bad = q != xx
+            if has_nan:
+                bad &= ~nan
             if bad.any():
                 v = x[bad].flat[0]
                 raise ValueError(f"{what} holds {v!r}, which is not a value of the model's input "
                                  f"format {fin.name}; round the inputs first with "
                                  f"fpsim.quantize(x, {fin.name!r})")
+            if isinstance(fin, FloatFormat) and fin.man_bits <= 25:
+                continue  # its values have at most 26 significant bits: narrow already
         if narrow:
             _check_narrow(what, x)
 

@@ -52,23 +52,23 @@ _E_LIM = 300
 
 
 @intrinsic
-def _block(typingctx, ap, bp, eap, ebp, ct, vt, nk, qoff, emin_out, keep, rtz, min_normal,
-           ovf_lim, i32ok):
+def _block(typingctx, ap, bp, eap, ebp, ct, nk, qoff, emin_out, keep, min_normal, ovf_lim,
+           i32ok):
     """One block of ``nk`` (>= 1) products of a tile: ``ct <- round(trunc(ct) + sum_k
     trunc(Ap[k, r] Bp[k, j]))`` at each lane's quantum (see the module docstring).
 
     ``ap``/``bp``: addresses of float32 panels (nk, _TR) and (nk, _TN); ``eap``/``ebp`` of
     their int32 clamped exponents; ``ct``: the (_TR, _TN) float64 accumulators, updated in
-    place; lanes that need :func:`rnd1` get NaN in ``ct`` and the exact sum in ``vt``.
+    place: the rounded result, or the exact sum where :func:`_finish` has to round it
+    (``min_normal``: inf when the output rounding is not a truncation).
     ``i32ok``: the ``nk`` truncated products of a lane cannot overflow int32 (the float32
-    pass is allowed). Returns nonzero when a lane needs :func:`rnd1`.
+    pass is allowed). Returns nonzero when a lane needs :func:`_finish`.
     """
     ip, i64t, f64t = types.intp, types.int64, types.float64
-    sig = i64t(ip, ip, ip, ip, ip, ip, ip, i64t, i64t, i64t, i64t, f64t, f64t, i64t)
+    sig = i64t(ip, ip, ip, ip, ip, ip, i64t, i64t, i64t, f64t, f64t, i64t)
 
     def codegen(context, builder, signature, args):
-        (ap_i, bp_i, eap_i, ebp_i, ct_i, vt_i, kk, qoff_s, emin_s, keep_s, rtz_s, mn_s, ol_s,
-         i32ok_s) = args
+        ap_i, bp_i, eap_i, ebp_i, ct_i, kk, qoff_s, emin_s, keep_s, mn_s, ol_s, i32ok_s = args
         f32, f64, i32, i64 = ir.FloatType(), ir.DoubleType(), ir.IntType(32), ir.IntType(64)
         vd, vi = ir.VectorType(f64, _VW), ir.VectorType(i64, _VW)
         wf, wi, wd = (ir.VectorType(t, _TN) for t in (f32, i32, f64))  # one tile row
@@ -77,7 +77,6 @@ def _block(typingctx, ap, bp, eap, ebp, ct, vt, nk, qoff, emin_out, keep, rtz, m
         eap_p = builder.inttoptr(eap_i, i32.as_pointer())
         ebp_p = builder.inttoptr(ebp_i, i32.as_pointer())
         ct_p = builder.inttoptr(ct_i, f64.as_pointer())
-        vt_p = builder.inttoptr(vt_i, f64.as_pointer())
         trunc_fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vd, [vd]), "llvm.trunc.v8f64")
         fabs_fn = cgutils.get_or_insert_function(
@@ -145,10 +144,8 @@ def _block(typingctx, ap, bp, eap, ebp, ct, vt, nk, qoff, emin_out, keep, rtz, m
         emax = counted_loop("blk.p1", [cwi(2 * _ZERO_E)] * _TR, pass1)
 
         # the quantum of each lane, c's truncated term and the scale factors (float64 halves)
-        sign = cvi(-(1 << 63))
         emin_v, qoff_v = splat(emin_s, undef_i), splat(qoff_s, undef_i)
-        cs, s, sq, s0, wasinf, qs = [], [], [], [], [], []
-        inf_d = ir.Constant(vd, [float("inf")] * _VW)
+        s, sq, s0, qs = [], [], [], []
         zero_d = ir.Constant(vd, [0.0] * _VW)
         for r in range(_TR):
             for v in range(_NV):
@@ -158,16 +155,16 @@ def _block(typingctx, ap, bp, eap, ebp, ct, vt, nk, qoff, emin_out, keep, rtz, m
                 ec = builder.select(builder.fcmp_unordered("!=", c, zero_d), smax(ec, emin_v),
                                     cvi(2 * _ZERO_E))
                 m = smax(builder.sext(half(emax[r], v), vi), ec)
-                q = smin(smax(builder.sub(m, qoff_v), cvi(-1000)), cvi(1000))
-                # only zero terms: any quantum gives 0; 0 keeps the float32 pass open
-                q = builder.select(builder.icmp_signed("<", m, cvi(-(1 << 20))), cvi(0), q)
+                # only zero terms: any quantum gives 0; 0 keeps the float32 pass open. Else
+                # q lies in [-631, 1021] (inputs within 2**+-300, C within 2**+-900, an
+                # infinite c: 1024): 2**q and 2**-q are normal float64 numbers
+                q = builder.select(builder.icmp_signed("<", m, cvi(-(1 << 20))), cvi(0),
+                                   builder.sub(m, qoff_v))
                 sv = builder.bitcast(builder.shl(builder.sub(cvi(1023), q), cvi(52)), vd)
                 qs.append(q)
-                cs.append(c)
                 s.append(sv)
                 sq.append(builder.bitcast(builder.shl(builder.add(cvi(1023), q), cvi(52)), vd))
-                s0.append(builder.call(trunc_fn, [builder.fmul(c, sv)]))
-                wasinf.append(builder.fcmp_ordered("==", builder.call(fabs_fn, [c]), inf_d))
+                s0.append(builder.call(trunc_fn, [builder.fmul(c, sv)]))  # c = inf stays inf
 
         # pass 2 in float32 when every lane's quantum lies in [2**-125, 2**90]: a product of
         # inputs of at most 11 bits is exact in float32 (below its normal range it is < 2**q
@@ -235,35 +232,26 @@ def _block(typingctx, ap, bp, eap, ebp, ct, vt, nk, qoff, emin_out, keep, rtz, m
             ph.add_incoming(x64, end64)
             S.append(ph)
 
-        # the output rounding: the common cases here, the others marked for rnd1
+        # the output rounding: a normal truncated result or a zero here; any other lane
+        # (inf stays inf, overflow, a subnormal result, a rounding other than truncation:
+        # min_normal is inf then) keeps its exact value for the caller to finish
         keep_v = splat(keep_s, undef_i)
-        rtz_v = builder.icmp_signed("!=", splat(rtz_s, undef_i), cvi(0))
         mn_v, ol_v = splat(mn_s, undef_d), splat(ol_s, undef_d)
-        nan_d = ir.Constant(vd, [float("nan")] * _VW)
-        anyslow = ir.Constant(i64, 0)
+        anyslow = ir.Constant(ir.VectorType(ir.IntType(1), _VW), [0] * _VW)
         for r in range(_TR):
             for v in range(_NV):
                 x = r * _NV + v
                 val = builder.fmul(S[x], sq[x])
-                vb = builder.bitcast(val, vi)
                 av = builder.call(fabs_fn, [val])
                 normal = builder.and_(builder.fcmp_ordered(">=", av, mn_v),
                                       builder.fcmp_ordered("<", av, ol_v))
-                normal = builder.and_(normal, rtz_v)
-                ovf = builder.fcmp_ordered(">=", av, ol_v)
                 zero = builder.fcmp_ordered("==", val, zero_d)
-                res = builder.select(ovf, builder.bitcast(builder.or_(builder.and_(vb, sign),
-                                                                      cvi(0x7FF << 52)), vd),
-                                     nan_d)
-                res = builder.select(normal, builder.bitcast(builder.and_(vb, keep_v), vd), res)
-                res = builder.select(zero, zero_d, res)
-                res = builder.select(wasinf[x], cs[x], res)
-                slow = builder.not_(builder.or_(builder.or_(wasinf[x], zero),
-                                                builder.or_(normal, ovf)))
+                res = builder.select(normal, builder.bitcast(
+                    builder.and_(builder.bitcast(val, vi), keep_v), vd), val)
+                res = builder.select(zero, zero_d, res)  # +0 as the GPU model
                 builder.store(res, vptr(ct_p, c64(r * _TN + v * _VW), vd), align=8)
-                builder.store(val, vptr(vt_p, c64(r * _TN + v * _VW), vd), align=8)
-                anyslow = builder.or_(anyslow, builder.zext(builder.bitcast(slow, mask8), i64))
-        return anyslow
+                anyslow = builder.or_(anyslow, builder.not_(builder.or_(normal, zero)))
+        return builder.zext(builder.bitcast(anyslow, mask8), i64)
 
     return sig, codegen
 
@@ -328,11 +316,13 @@ def pack_panels(X, w, emin_in):
 
 @njit(cache=True, parallel=True)
 def fused_tiles(A, B, C, D, n, every, neab, emin_a, emin_b, p, ovf_lim, rtz_mask, min_normal,
-                po):
+                po, native32):
     """Tensor-core GEMM of finite inputs on packed panels: the arithmetic of
     :func:`fpsim.kernels.gemm.fused_f64` (``every == 0``: blocks of ``n`` chained over all
     of K from C; ``every > 0``: chunks of ``every`` products from 0, each added into an
-    accumulator started at C with one rounding ``po``).
+    accumulator started at C with one rounding ``po``; ``native32``: ``po`` is fp32
+    round-to-nearest-even with overflow to inf, so that adding two finite float32 values is
+    native float32 addition, correctly rounded).
 
     The caller guarantees finite inputs and ``bit_length(n + 1) + 25 + neab <= 53``.
     Returns -1 without touching D when an input is not a float32 value or an exponent of
@@ -350,7 +340,7 @@ def fused_tiles(A, B, C, D, n, every, neab, emin_a, emin_b, p, ovf_lim, rtz_mask
     if bad_a or bad_b:
         return -1
     keep = np.int64(~np.uint64(rtz_mask))
-    rtz = np.int64(1 if rtz_mask != 0 else 0)
+    mn = min_normal if rtz_mask != 0 else np.inf  # no truncating shortcut: every lane to rnd1
     qoff = np.int64(23 + neab)
     emin_out = np.int64(p.emin)
     # the float32 pass sums n terms below 2**(25 + neab) in int32
@@ -359,13 +349,34 @@ def fused_tiles(A, B, C, D, n, every, neab, emin_a, emin_b, p, ovf_lim, rtz_mask
     # tiles of one column panel are consecutive: a thread reuses that panel of B from L2
     for t in prange(nti * ntj):
         err += _tile(Ap, Bp, EAp, EBp, C, D, t % nti, t // nti, n, every, qoff, emin_out,
-                     keep, rtz, min_normal, ovf_lim, p, po, i32ok)
+                     keep, mn, ovf_lim, p, po, i32ok, native32)
     return err
 
 
 @njit(cache=True)
-def _tile(Ap, Bp, EAp, EBp, C, D, ti, tj, n, every, qoff, emin_out, keep, rtz, min_normal,
-          ovf_lim, p, po, i32ok):
+def _finish(ct, mn, ovf_lim, p):
+    """The lanes of a block that :func:`_block` left unrounded (finite, nonzero, not a
+    normal truncated result): overflow of a truncating output to inf, else :func:`rnd1`.
+    Returns the NaN error count."""
+    e = 0
+    for r in range(_TR):
+        for j in range(_TN):
+            v = ct[r, j]
+            av = abs(v)
+            if v == 0.0 or av == np.inf or (av >= mn and av < ovf_lim):
+                continue
+            if av >= ovf_lim:
+                ct[r, j] = -np.inf if v < 0.0 else np.inf
+            else:
+                rv, e1 = rnd1(v, p)
+                ct[r, j] = 0.0 if rv == 0.0 else rv  # +0 when a nonzero sum rounds to 0
+                e += e1
+    return e
+
+
+@njit(cache=True)
+def _tile(Ap, Bp, EAp, EBp, C, D, ti, tj, n, every, qoff, emin_out, keep, mn, ovf_lim, p, po,
+          i32ok, native32):
     """One output tile of :func:`fused_tiles`; returns its NaN error count."""
     M, N = D.shape
     K = Ap.shape[1]
@@ -375,7 +386,6 @@ def _tile(Ap, Bp, EAp, EBp, C, D, ti, tj, n, every, qoff, emin_out, keep, rtz, m
     mr = min(M, i0 + _TR) - i0
     nb = min(N, j0 + _TN) - j0
     ct = np.zeros((_TR, _TN), dtype=np.float64)  # running value of the blocks
-    vt = np.empty((_TR, _TN), dtype=np.float64)
     ss = np.zeros((_TR, _TN), dtype=np.float64)  # outer accumulator (every > 0)
     acc = ss if every > 0 else ct
     for r in range(mr):
@@ -383,7 +393,7 @@ def _tile(Ap, Bp, EAp, EBp, C, D, ti, tj, n, every, qoff, emin_out, keep, rtz, m
             acc[r, j] = C[i0 + r, j0 + j]
     a0, b0 = np.int64(Ap[ti].ctypes.data), np.int64(Bp[tj].ctypes.data)
     ea0, eb0 = np.int64(EAp[ti].ctypes.data), np.int64(EBp[tj].ctypes.data)
-    cp, vp = np.int64(ct.ctypes.data), np.int64(vt.ctypes.data)
+    cp = np.int64(ct.ctypes.data)
     e_t = 0
     for k0 in range(0, K, chunk):
         k1 = min(K, k0 + chunk)
@@ -391,22 +401,20 @@ def _tile(Ap, Bp, EAp, EBp, C, D, ti, tj, n, every, qoff, emin_out, keep, rtz, m
             ct[:, :] = 0.0
         for lo in range(k0, k1, n):
             nk = min(k1, lo + n) - lo
-            slow = _block(a0 + lo * (_TR * 4), b0 + lo * (_TN * 4), ea0 + lo * (_TR * 4),
-                          eb0 + lo * (_TN * 4), cp, vp, nk, qoff, emin_out, keep, rtz,
-                          min_normal, ovf_lim, i32ok)
-            if slow != 0:
-                for r in range(_TR):
-                    for j in range(_TN):
-                        if ct[r, j] != ct[r, j]:
-                            rv, e1 = rnd1(vt[r, j], p)
-                            ct[r, j] = 0.0 if rv == 0.0 else rv  # +0 as the GPU model
-                            e_t += e1
+            if _block(a0 + lo * (_TR * 4), b0 + lo * (_TN * 4), ea0 + lo * (_TR * 4),
+                      eb0 + lo * (_TN * 4), cp, nk, qoff, emin_out, keep, mn, ovf_lim, i32ok):
+                e_t += _finish(ct, mn, ovf_lim, p)
         if every > 0:
             for r in range(mr):
                 for j in range(nb):
-                    sv, e1 = radd(ss[r, j], ct[r, j], po)
-                    ss[r, j] = sv
-                    e_t += e1
+                    sj, cj = ss[r, j], ct[r, j]  # cj: a value of the inner (<= fp32) format
+                    f = np.float32(sj)
+                    if native32 and np.float64(f) == sj and abs(sj) < np.inf and abs(cj) < np.inf:
+                        ss[r, j] = np.float64(f + np.float32(cj))
+                    else:
+                        sv, e1 = radd(sj, cj, po)
+                        ss[r, j] = sv
+                        e_t += e1
     for r in range(mr):
         for j in range(nb):
             D[i0 + r, j0 + j] = acc[r, j]
