@@ -237,6 +237,8 @@ def _packed_inputs(rng, fmt, shape, kind):
         x *= np.exp2(f.emin - rng.integers(0, f.man_bits + 1, shape))
     elif kind == "cancel":
         x[..., 1::2] = -x[..., ::2][..., :x[..., 1::2].shape[-1]]
+    elif kind == "tiny":  # products near fp32's subnormal range: results need rnd1
+        x *= np.exp2(rng.integers(max(f.emin, -75), max(f.emin, -75) + 8, shape))
     return fpsim.quantize(np.clip(x, -f.max, f.max), fmt)
 
 
@@ -257,12 +259,14 @@ def test_packed_fused_kernel_equals_exact_rationals(name):
     n0 = numba.get_num_threads()
     try:
         for M, K, N in [(1, 1, 1), (13, 70, 21), (8, 32, 16), (9, 45, 17)]:
-            for kind in ("normal", "wide", "zeros", "subnormal", "cancel"):
+            for kind in ("normal", "wide", "zeros", "subnormal", "cancel", "tiny"):
                 a = _packed_inputs(rng, fmt, (M, K), kind)
                 b = _packed_inputs(rng, fmt, (K, N), "normal" if kind == "cancel" else kind)
                 if kind == "cancel":  # b's rows pair up so that products cancel
                     b[1::2] = b[::2][:b[1::2].shape[0]]
                 c = fpsim.quantize(rng.standard_normal((M, N)) * 4, "fp32")
+                if kind == "tiny":
+                    c *= 2.0**-130
                 c[::3, ::2] = 0.0
                 want = np.array([[_fused_ref(a[i], b[:, j], c[i, j], m.n, m.neab, fmt, out_man)
                                   for j in range(N)] for i in range(M)])
