@@ -143,54 +143,52 @@ def _block(typingctx, ap, bp, eap, ebp, ct, nk, qoff, emin_out, keep, min_normal
 
         emax = counted_loop("blk.p1", [cwi(2 * _ZERO_E)] * _TR, pass1)
 
-        # the quantum of each lane, c's truncated term and the scale factors (float64 halves)
-        emin_v, qoff_v = splat(emin_s, undef_i), splat(qoff_s, undef_i)
-        s, sq, s0, qs = [], [], [], []
-        zero_d = ir.Constant(vd, [0.0] * _VW)
+        # the quantum of each lane (int32, one vector per tile row): c's exponent from the
+        # high words of its float64 halves (a zero c has a zero exponent field: the caller
+        # keeps float64 subnormals out of C, and later values of c are output values)
+        cs = [[builder.load(vptr(ct_p, c64(r * _TN + v * _VW), vd), align=8)
+               for v in range(_NV)] for r in range(_TR)]
+        odd = ir.Constant(ir.VectorType(i32, _TN), list(range(1, 2 * _TN, 2)))
+        w2 = ir.VectorType(i32, 2 * _VW)
+        qs = []
+        mask16 = ir.IntType(_TN)
+        inwin = ir.Constant(mask16, -1)
         for r in range(_TR):
-            for v in range(_NV):
-                c = builder.load(vptr(ct_p, c64(r * _TN + v * _VW), vd), align=8)
-                cb = builder.bitcast(c, vi)
-                ec = builder.sub(builder.and_(builder.lshr(cb, cvi(52)), cvi(0x7FF)), cvi(1023))
-                ec = builder.select(builder.fcmp_unordered("!=", c, zero_d), smax(ec, emin_v),
-                                    cvi(2 * _ZERO_E))
-                m = smax(builder.sext(half(emax[r], v), vi), ec)
-                # only zero terms: any quantum gives 0; 0 keeps the float32 pass open. Else
-                # q lies in [-631, 1021] (inputs within 2**+-300, C within 2**+-900, an
-                # infinite c: 1024): 2**q and 2**-q are normal float64 numbers
-                q = builder.select(builder.icmp_signed("<", m, cvi(-(1 << 20))), cvi(0),
-                                   builder.sub(m, qoff_v))
-                sv = builder.bitcast(builder.shl(builder.sub(cvi(1023), q), cvi(52)), vd)
-                qs.append(q)
-                s.append(sv)
-                sq.append(builder.bitcast(builder.shl(builder.add(cvi(1023), q), cvi(52)), vd))
-                s0.append(builder.call(trunc_fn, [builder.fmul(c, sv)]))  # c = inf stays inf
+            hi = builder.shuffle_vector(builder.bitcast(cs[r][0], w2),
+                                        builder.bitcast(cs[r][1], w2), odd)
+            ef = builder.and_(builder.lshr(hi, cwi(20)), cwi(0x7FF))
+            ec = builder.select(builder.icmp_signed("==", ef, cwi(0)), cwi(2 * _ZERO_E),
+                                smax(builder.sub(ef, cwi(1023)), splat(builder.trunc(emin_s, i32),
+                                                                      undef_wi, _TN)))
+            m = smax(emax[r], ec)
+            # only zero terms: any quantum gives 0; 0 keeps the float32 pass open. Else q
+            # lies in [-631, 1021] (inputs within 2**+-300, C within 2**+-900, an infinite
+            # c: 1024): 2**q and 2**-q are normal float64 numbers
+            q = builder.select(builder.icmp_signed("<", m, cwi(-(1 << 20))), cwi(0),
+                               builder.sub(m, splat(builder.trunc(qoff_s, i32), undef_wi, _TN)))
+            qs.append(q)
+            w = builder.and_(builder.icmp_signed(">=", q, cwi(-125)),
+                             builder.icmp_signed("<=", q, cwi(90)))
+            inwin = builder.and_(inwin, builder.bitcast(w, mask16))
+        zero_d = ir.Constant(vd, [0.0] * _VW)
 
         # pass 2 in float32 when every lane's quantum lies in [2**-125, 2**90]: a product of
         # inputs of at most 11 bits is exact in float32 (below its normal range it is < 2**q
         # and truncates to 0, even rounded), times 2**-q it is below 2**31 and fptosi
         # truncates it; i32ok says that the nk int32 terms cannot overflow
         mask8 = ir.IntType(_VW)
-        inwin = ir.Constant(mask8, -1)
-        for q in qs:
-            w = builder.and_(builder.icmp_signed(">=", q, cvi(-125)),
-                             builder.icmp_signed("<=", q, cvi(90)))
-            inwin = builder.and_(inwin, builder.bitcast(w, mask8))
         use32 = builder.and_(builder.icmp_signed("!=", i32ok_s, c64(0)),
-                             builder.icmp_signed("==", inwin, ir.Constant(mask8, -1)))
+                             builder.icmp_signed("==", inwin, ir.Constant(mask16, -1)))
         b32 = builder.append_basic_block("blk.f32")
         b64 = builder.append_basic_block("blk.f64")
         merge = builder.append_basic_block("blk.merge")
         builder.cbranch(use32, b32, b64)
 
         builder.position_at_end(b32)
-        lanes = ir.Constant(ir.VectorType(i32, _TN), list(range(_TN)))
-        s32 = []
+        s32, sq32 = [], []
         for r in range(_TR):
-            q32 = builder.shuffle_vector(builder.trunc(qs[r * _NV], ir.VectorType(i32, _VW)),
-                                         builder.trunc(qs[r * _NV + 1], ir.VectorType(i32, _VW)),
-                                         lanes)
-            s32.append(builder.bitcast(builder.shl(builder.sub(cwi(127), q32), cwi(23)), wf))
+            s32.append(builder.bitcast(builder.shl(builder.sub(cwi(127), qs[r]), cwi(23)), wf))
+            sq32.append(builder.bitcast(builder.shl(builder.add(cwi(127), qs[r]), cwi(23)), wf))
 
         def pass2_32(k, acc):
             b = builder.load(vptr(bp_p, builder.mul(k, c64(_TN)), wf), align=4)
@@ -199,15 +197,27 @@ def _block(typingctx, ap, bp, eap, ebp, ct, nk, qoff, emin_out, keep, min_normal
                 wi)) for r in range(_TR)]
 
         isum = counted_loop("blk.p2f", [cwi(0)] * _TR, pass2_32)
-        S32 = []
+        S32, SQ32 = [], []
         for r in range(_TR):
             d = builder.sitofp(isum[r], wd)
-            S32 += [builder.fadd(s0[r * _NV + v], half(d, v)) for v in range(_NV)]
+            sd, sqd = builder.fpext(s32[r], wd), builder.fpext(sq32[r], wd)  # exact
+            for v in range(_NV):
+                c0 = builder.call(trunc_fn, [builder.fmul(cs[r][v], half(sd, v))])
+                S32.append(builder.fadd(c0, half(d, v)))
+                SQ32.append(half(sqd, v))
         end32 = builder.block
         builder.branch(merge)
 
         # pass 2 in float64: every product truncated at its lane's quantum, summed exactly
         builder.position_at_end(b64)
+        s, sq, s0 = [], [], []
+        for r in range(_TR):
+            for v in range(_NV):
+                q = builder.sext(half(qs[r], v), vi)
+                sv = builder.bitcast(builder.shl(builder.sub(cvi(1023), q), cvi(52)), vd)
+                s.append(sv)
+                sq.append(builder.bitcast(builder.shl(builder.add(cvi(1023), q), cvi(52)), vd))
+                s0.append(builder.call(trunc_fn, [builder.fmul(cs[r][v], sv)]))  # inf stays
 
         def pass2(k, acc):
             b = builder.fpext(builder.load(vptr(bp_p, builder.mul(k, c64(_TN)), wf), align=4), wd)
@@ -225,12 +235,17 @@ def _block(typingctx, ap, bp, eap, ebp, ct, nk, qoff, emin_out, keep, min_normal
         end64 = builder.block
         builder.branch(merge)
         builder.position_at_end(merge)
-        S = []
-        for x32, x64 in zip(S32, S64):
+        S, sq_m = [], []
+        for x32, x64, y32, y64 in zip(S32, S64, SQ32, sq):
             ph = builder.phi(vd)
             ph.add_incoming(x32, end32)
             ph.add_incoming(x64, end64)
             S.append(ph)
+            ph = builder.phi(vd)
+            ph.add_incoming(y32, end32)
+            ph.add_incoming(y64, end64)
+            sq_m.append(ph)
+        sq = sq_m
 
         # the output rounding: a normal truncated result or a zero here; any other lane
         # (inf stays inf, overflow, a subnormal result, a rounding other than truncation:
