@@ -4,9 +4,9 @@ split-K / promoted chains at a few times BLAS's cost.
 Same bits as :func:`fpsim.kernels.accum.gemm_fused_vec` and
 :func:`fpsim.kernels.gemm.fused_f64` (the tests compare them, and all of them with the
 general integer kernel and MMA-Sim), organised like a BLAS micro-kernel: A and B are packed
-into zero-padded panels of ``_TR`` rows and ``_TN`` columns (values and clamped exponents),
-and one block of ``n`` products of a ``_TR`` x ``_TN`` output tile is an LLVM IR intrinsic
-whose accumulators stay in vector registers.
+into zero-padded panels of ``_TR`` rows and ``_TN`` columns (float32 values and int32
+clamped exponents), and one block of ``n`` products of a ``_TR`` x ``_TN`` output tile is an
+LLVM IR intrinsic whose accumulators stay in vector registers.
 
 Arithmetic used (every statement is checked by the tests against the general kernel):
 
@@ -16,20 +16,25 @@ Arithmetic used (every statement is checked by the tests against the general ker
   granted, so ``q = max(max_k (ea_k + eb_k), ec) - 23 - neab`` (``ec``: c's exponent,
   clamped at the output emin; zeros count for nothing). Pass 1 is therefore a max of
   integer sums of the input exponents (int32 lanes), no product is formed twice.
-* Truncation at ``2**q`` is ``trunc(a * b * 2**-q)`` in float64 (``llvm.trunc``, one SIMD
-  instruction): ``a * b`` is exact for inputs of at most 26 bits, the scaling by a power
-  of two is exact (a result below float64's normal range is below 1 and truncates to 0
-  however it rounds), and the integers sum exactly when ``bit_length(n + 1) + 25 + neab
-  <= 53`` (the caller checks it, else the integer kernel runs).
+* Truncation at ``2**q`` is ``trunc(a * b * 2**-q)``. In float32 with int32 sums (16
+  lanes; ``fptosi`` truncates) when every lane of the tile's block has ``q`` in
+  [-125, 90] and ``n * 2**(25 + neab) <= 2**31``: the inputs are float32 values of at most
+  11 significant bits (the caller passes declared input formats only; packing checks it),
+  so a product is exact in float32 unless it lies below the normal range, where it is
+  below ``2**q`` and truncates to 0 however it rounds, and every truncated term is below
+  ``2**31``. Else in float64 (``llvm.trunc``, 8 lanes): exact products, exact scaling by a
+  power of two, integers that sum exactly when ``bit_length(n + 1) + 25 + neab <= 53``
+  (the caller checks it, else the earlier kernels run). c's term is always float64.
 * The result ``S * 2**q`` is written back by the truncating output rounding of the GPU
-  presets (a mask on the float64 pattern) when it is a normal number, as inf when it
-  overflows, as +0 when it is zero; any other lane (a subnormal result, or an output
-  rounding other than truncation) is marked and rounded by :func:`rnd1` outside the
-  intrinsic.
+  presets (a mask on the float64 pattern) when it is a normal number, as +0 when it is
+  zero; any other lane (inf from an earlier block, overflow, a subnormal result, an output
+  rounding other than truncation) keeps its exact value and :func:`_finish` rounds it.
+* fp32 round-to-nearest-even outer accumulators of a chain add two finite float32 values
+  natively (correctly rounded); any other outer rounding goes through :func:`radd`.
 
 The K loop of every output element is sequential and never split, and ``prange`` runs over
-output tiles only, so the results are identical for any thread count. Memory: the output,
-the packed panels (12 bytes per element of A and B) and a few tile buffers.
+output tiles only, so the results are identical for any thread count. Memory: the output
+and the packed panels (8 bytes per element of A and B: float32 value, int32 exponent).
 """
 
 import numpy as np
