@@ -101,6 +101,13 @@ def _promoted():
     return fp8_promoted("H100", "e4m3")
 
 
+def _packed_gemm():
+    from . import matmul, quantize
+    from .hardware import tensor_core
+    A, B = quantize(_exact_x((4, 32)), "bf16"), quantize(_exact_x((32, 4)), "bf16")
+    return matmul(A, B, model=tensor_core("H100", "bf16"))
+
+
 def _exact():
     return Exact("fp32")
 
@@ -168,6 +175,8 @@ _FAMILIES = [
     Family("accum-exact", "dot/matmul, Exact accumulation", 10, _acc(_exact), common=True),
     Family("accum-gemm-fp32", "matmul, Sequential fp32 on float32 data (blocked GEMM kernel)", 20,
            _acc(_seq32), common=True),
+    Family("accum-gemm-tensor-core", "matmul, FusedBlock/Promoted on declared input formats "
+           "(packed tensor-core GEMM kernel)", 25, _packed_gemm, common=True),
     Family("accum-mfma", "dot/matmul, AMD CDNA matrix cores (hardware.mma v_mfma_*)", 30,
            _acc(_mfma)),
     Family("accum-block-scaled", "dot/matmul, block-scaled MMA (MXFP8/MXFP4/NVFP4 kinds)", 30,

@@ -174,3 +174,147 @@ def test_fused_chain_specials_threads_and_non_contiguous(monkeypatch):
     monkeypatch.setattr(A.fused, "_FUSED_FAST", False)
     assert same(got, reference(a2, b2, np.zeros((4, 6)), m))
     assert np.isnan(got).any()
+
+
+# ---------------------------------------------------------------------------------------
+# The packed tensor-core kernel (fpsim.kernels.gemm_fused) against exact rationals
+# ---------------------------------------------------------------------------------------
+
+from fractions import Fraction  # noqa: E402
+
+import reference as R  # noqa: E402
+
+
+def _fused_ref(a, b, c, n, neab, fin, out_man):
+    """One dot product on FusedBlock's documented arithmetic, in exact rationals: blocks of
+    ``n`` chained from ``c``; clamped input exponents, the extra alignment bit, truncation
+    of every term at 2**(E - 23 - neab - big), truncating output into ``out_man`` mantissa
+    bits of fp32's range (overflow: inf; a zero sum, or one that rounds to 0: +0)."""
+    emin_in = fpsim.parse(fin).emin
+    fout = fpsim.formats.FloatFormat(8, out_man)
+    cv = float(c)
+    for lo in range(0, len(a), n):
+        terms, exps = [], []
+        for x, y in zip(a[lo:lo + n], b[lo:lo + n]):
+            t = Fraction(x) * Fraction(y)
+            if t != 0:
+                e = (max(R.floor_log2(abs(Fraction(x))), emin_in)
+                     + max(R.floor_log2(abs(Fraction(y))), emin_in))
+                terms.append(t)
+                exps.append((e, abs(t) / Fraction(2) ** e >= 2))
+        if np.isinf(cv):
+            continue  # an overflowed accumulator stays inf (finite products)
+        cf = Fraction(cv)
+        ec = max(R.floor_log2(abs(cf)), -126) if cf != 0 else None
+        if not terms and ec is None:
+            cv = 0.0
+            continue
+        E = max([e + big for e, big in exps] + ([ec] if ec is not None else []))
+        big = 0
+        if terms:
+            emaxp = max(e for e, _ in exps)
+            if any(bg for e, bg in exps if e == emaxp) and (ec is None or emaxp >= ec):
+                big = 1
+        q = Fraction(2) ** (E - 23 - neab - big)
+        S = sum(int(t / q) for t in terms + [cf])  # int() truncates toward zero
+        v = S * q
+        if abs(v) >= Fraction(2) ** 128:
+            cv = np.inf if v > 0 else -np.inf
+        else:
+            cv = R.round_value(v, fout, "rtz")
+            cv = 0.0 if cv == 0.0 else cv
+    return cv
+
+
+def _packed_inputs(rng, fmt, shape, kind):
+    f = fpsim.parse(fmt)
+    x = rng.standard_normal(shape)
+    if kind == "wide":  # products beyond fp32 and far below it: the float64 pass
+        x *= np.exp2(rng.integers(f.emin - 3, f.emax, shape))
+    elif kind == "zeros":
+        x *= rng.random(shape) < 0.3
+    elif kind == "subnormal":
+        x *= np.exp2(f.emin - rng.integers(0, f.man_bits + 1, shape))
+    elif kind == "cancel":
+        x[..., 1::2] = -x[..., ::2][..., :x[..., 1::2].shape[-1]]
+    elif kind == "tiny":  # products near fp32's subnormal range: results need rnd1
+        x *= np.exp2(rng.integers(max(f.emin, -75), max(f.emin, -75) + 8, shape))
+    return fpsim.quantize(np.clip(x, -f.max, f.max), fmt)
+
+
+PACKED = {
+    "H100-bf16": (lambda: fpsim.hardware.tensor_core("H100", "bf16"), "bf16", 23),
+    "H100-e4m3": (lambda: fpsim.hardware.tensor_core("H100", "e4m3"), "e4m3", 13),
+    "A100-bf16": (lambda: fpsim.hardware.tensor_core("A100", "bf16"), "bf16", 23),
+    # n * 2**(25 + neab) > 2**31: the int32 pass is off, every block takes the float64 pass
+    "n16-neab3-fp16": (lambda: A.FusedBlock(16, 3, in_fmt="fp16"), "fp16", 23),
+}
+
+
+@pytest.mark.parametrize("name", list(PACKED))
+def test_packed_fused_kernel_equals_exact_rationals(name):
+    make, fmt, out_man = PACKED[name]
+    m = make()
+    rng = np.random.default_rng(sum(map(ord, name)))
+    n0 = numba.get_num_threads()
+    try:
+        for M, K, N in [(1, 1, 1), (13, 70, 21), (8, 32, 16), (9, 45, 17)]:
+            for kind in ("normal", "wide", "zeros", "subnormal", "cancel", "tiny"):
+                a = _packed_inputs(rng, fmt, (M, K), kind)
+                b = _packed_inputs(rng, fmt, (K, N), "normal" if kind == "cancel" else kind)
+                if kind == "cancel":  # b's rows pair up so that products cancel
+                    b[1::2] = b[::2][:b[1::2].shape[0]]
+                c = fpsim.quantize(rng.standard_normal((M, N)) * 4, "fp32")
+                if kind == "tiny":
+                    c *= 2.0**-130
+                c[::3, ::2] = 0.0
+                want = np.array([[_fused_ref(a[i], b[:, j], c[i, j], m.n, m.neab, fmt, out_man)
+                                  for j in range(N)] for i in range(M)])
+                for nt in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+                    numba.set_num_threads(nt)
+                    got = m._packed(a, b, c, 0, None, m.out_fmt)
+                    assert got is not None, "the packed kernel did not run"
+                    assert same(got, want), (name, M, K, N, kind, nt)
+                assert same(fpsim.matmul(a, b, c, model=m), want)
+    finally:
+        numba.set_num_threads(n0)
+
+
+def test_packed_promoted_chain_equals_exact_rationals():
+    """fp8_promoted: chunks of 128 products by the H100 e4m3 adder from 0, each added into
+    an fp32 round-to-nearest-even accumulator started at C."""
+    m = fpsim.hardware.fp8_promoted()
+    rng = np.random.default_rng(12)
+    M, K, N = 5, 300, 19  # K: two full chunks and a partial one, partial blocks of 32
+    a, b = _packed_inputs(rng, "e4m3", (M, K), "normal"), _packed_inputs(rng, "e4m3", (K, N),
+                                                                          "zeros")
+    c = fpsim.quantize(rng.standard_normal((M, N)), "fp32")
+    want = np.empty((M, N))
+    for i in range(M):
+        for j in range(N):
+            s = float(c[i, j])
+            for k0 in range(0, K, 128):
+                part = _fused_ref(a[i, k0:k0 + 128], b[k0:k0 + 128, j], 0.0, 32, -10, "e4m3", 13)
+                s = R.round_value(Fraction(s) + Fraction(part), fpsim.parse("fp32"), "rne")
+            want[i, j] = s
+    kind, po = m.outer._leaf_args()
+    got = m.inner._packed(a, b, c, 128, po, m.out_fmt)
+    assert got is not None, "the packed kernel did not run"
+    assert same(got, want)
+    assert same(fpsim.matmul(a, b, c, model=m), want)
+
+
+def test_packed_kernel_declines_what_it_cannot_do_exactly(monkeypatch):
+    """No declared input format (values need not be float32), and C beyond its exponent
+    range: the other kernels run, with the same bits as before."""
+    rng = np.random.default_rng(13)
+    a = fpsim.quantize(rng.standard_normal((6, 40)), "bf16")
+    b = fpsim.quantize(rng.standard_normal((40, 7)), "bf16")
+    m_any = A.FusedBlock(16, 2)  # in_fmt None
+    assert m_any._packed(a, b, np.zeros((6, 7)), 0, None, m_any.out_fmt) is None
+    m = fpsim.hardware.tensor_core("H100", "bf16")
+    c = np.full((6, 7), 2.0**950)
+    assert m._packed(a, b, c, 0, None, m.out_fmt) is None
+    got = fpsim.matmul(a, b, c, model=m)
+    monkeypatch.setattr(A.fused, "_FUSED_FAST", False)
+    assert same(got, reference(a, b, c, m))

@@ -18,10 +18,11 @@ from ..rounding import NaNPolicy, Overflow, Rounding
 
 K = lazy_module("accum")  # numba is imported on first use, not by `import fpsim`
 G = lazy_module("gemm")  # register-blocked GEMM kernels (same bits, BLAS-like speed)
+GF = lazy_module("gemm_fused")  # the packed tensor-core GEMM (FusedBlock and its chains)
 
 FP32 = as_format("fp32")
 
-__all__ = ["C", "FP32", "G", "K", "acc_format", "check_int", "dot_rows", "leaf_kind", "mode",
+__all__ = ["C", "FP32", "G", "GF", "K", "acc_format", "check_int", "dot_rows", "leaf_kind", "mode",
            "params", "raise_nan", "set_input_formats"]
 
 

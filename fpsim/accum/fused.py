@@ -6,13 +6,14 @@ Blackwell's :class:`~fpsim.accum.BlockScaledFused`) are in :mod:`fpsim.accum.mma
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..formats import FloatFormat, Format, as_format
-from ._common import C as _C, G as _G, K as _K
+from ._common import C as _C, G as _G, GF as _GF, K as _K
 from ._common import check_int, mode, params, raise_nan, set_input_formats
 from .models import Model
 from .products import ExactProduct
@@ -22,6 +23,15 @@ __all__ = ["FusedBlock"]
 #: Use the fast tensor-core kernels for finite inputs (tests switch this off to compare
 #: them with the general kernel).
 _FUSED_FAST = True
+#: Among them, the packed-panel kernel where it applies (tests switch it off to compare it
+#: with the kernels it replaces).
+_PACKED = True
+
+
+@functools.cache
+def _fp32_rne():
+    """RoundParams of fp32 round-to-nearest-even with overflow to inf (Sequential("fp32"))."""
+    return params(as_format("fp32"), "rne", "inf")
 
 
 def _clamped(X, emin_in):
@@ -157,12 +167,32 @@ class FusedBlock(Model):
         if not (_FUSED_FAST and np.isfinite(A).all() and np.isfinite(B).all()
                 and np.isfinite(C).all()):
             return super()._matmul(A, B, C, row0)  # inf/NaN: the general kernel, by rows
+        D = self._packed(A, B, C, 0, None, self.out_fmt)
+        if D is not None:
+            return D
         D = np.empty((A.shape[0], B.shape[1]))
         n, neab, emin_a, emin_b, p, lim = self._kernel_args()
         err = _K.gemm_fused_vec(A, np.ascontiguousarray(B), _clamped(A, emin_a),
                                 _clamped(B, emin_b), C, D, n, neab, p, lim, *self._rtz_args())
         raise_nan(err, self.out_fmt)
         return D
+
+    def _packed(self, A, B, C, every, outer_params, out_fmt):
+        """The packed-panel kernel (:func:`fpsim.kernels.gemm_fused.fused_tiles`) for finite
+        inputs, or None where it does not apply: it needs declared input formats (values
+        exact in float32) and truncated block terms that sum exactly in float64."""
+        if (_PACKED and None not in self.input_formats
+                and (self.n + 1).bit_length() + 25 + self.neab <= 53):
+            D = np.empty((A.shape[0], B.shape[1]))
+            n, neab, emin_a, emin_b, p, lim = self._kernel_args()
+            po = p if outer_params is None else outer_params
+            native32 = outer_params is not None and outer_params == _fp32_rne()
+            err = _GF.fused_tiles(A, B, C, D, n, every, neab, emin_a, emin_b, p, lim,
+                                  *self._rtz_args(), po, native32)
+            if err >= 0:
+                raise_nan(err, out_fmt)
+                return D
+        return None
 
     def _matmul_split_k(self, A, B, C, every, outer_params, out_fmt):
         """``A @ B + C`` as chunks of ``every`` products, each by this fused adder, added
@@ -174,6 +204,9 @@ class FusedBlock(Model):
             return None
         if not (_FUSED_FAST and np.isfinite(A).all() and np.isfinite(B).all()):
             return None
+        D = self._packed(A, B, C, every, outer_params, out_fmt)
+        if D is not None:
+            return D
         D = np.empty((A.shape[0], B.shape[1]))
         n, neab, emin_a, emin_b, p, lim = self._kernel_args()
         err = _G.fused_f64(A, B, _clamped(A, emin_a), _clamped(B, emin_b), C, D, n, every,

@@ -38,6 +38,8 @@ _FAMILY = {
     "accum": ("accum", "accumulation kernels (dot/matmul/sum models, tensor cores)", 40),
     "arith": ("arith", "arithmetic kernels (add/mul/fma/div/sqrt)", 35),
     "lmul": ("lmul", "L-Mul kernels", 15),
+    "gemm_fused": ("gemm-fused", "packed tensor-core GEMM kernel (matmul with FusedBlock, "
+                   "Blocked and Promoted models)", 25),
 }
 
 _STATE = {"quiet": 0, "said": set()}

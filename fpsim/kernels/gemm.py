@@ -1,5 +1,11 @@
 """Register-blocked GEMM kernels of the accumulation models (issue 12).
 
+The tensor-core models run :mod:`fpsim.kernels.gemm_fused` (packed panels, an LLVM IR
+block micro-kernel, float32/int32 lanes where exact) wherever it applies; ``fused_f64``
+below is the fallback of their split-K / promoted chains (inputs without a declared
+format, C beyond that kernel's exponent range), and
+:func:`fpsim.kernels.accum.gemm_fused_vec` that of plain FusedBlock GEMMs.
+
 Same bits as the reference kernels of :mod:`fpsim.kernels.accum` (the tests compare them),
 but organised like a BLAS micro-kernel: the output is cut into tiles of ``_MR`` rows by
 ``_NB`` columns, a tile's accumulators stay in a small buffer in L1 for the whole K loop,
