@@ -24,7 +24,7 @@ from . import accum as _A
 from . import engines as _E
 from .formats import as_format
 
-__all__ = ["BLOCK_SCALED", "CAPTURED", "FNUZ", "GPU", "GPU_TABLE", "GPUS", "IN_FORMATS",
+__all__ = ["BLOCK_SCALED", "CAPTURED", "FNUZ", "FP6_FP4", "GPU", "GPU_TABLE", "GPUS", "IN_FORMATS",
            "UNREPRODUCED", "evidence", "fp16_halves", "fp8_promoted", "gpu", "mma", "parameter_table",
            "profile_formats", "table", "tensor_core"]
 
@@ -32,6 +32,8 @@ __all__ = ["BLOCK_SCALED", "CAPTURED", "FNUZ", "GPU", "GPU_TABLE", "GPUS", "IN_F
 IN_FORMATS = ("fp16", "bf16", "tf32", "e4m3", "e5m2")
 #: AMD CDNA3's FP8 input formats.
 FNUZ = ("e4m3fnuz", "e5m2fnuz")
+#: Blackwell's unscaled FP6/FP4 operands (``kind::f8f6f4`` without block scales).
+FP6_FP4 = ("e3m2", "e2m3", "e2m1")
 #: Block-scaled kinds of :func:`tensor_core` on Blackwell: name -> (kind, element, block, scale)
 BLOCK_SCALED = {"mxfp8": ("mxf8f6f4", "e4m3", 32, "ue8m0"),
                 "mxfp8_e4m3": ("mxf8f6f4", "e4m3", 32, "ue8m0"),
@@ -41,10 +43,11 @@ BLOCK_SCALED = {"mxfp8": ("mxf8f6f4", "e4m3", 32, "ue8m0"),
                 "mxfp4": ("mxf4", "e2m1", 32, "ue8m0"),
                 "nvfp4": ("mxf4nvf4", "e2m1", 16, "ue4m3")}
 _PTX = {"fp16": "f16", "bf16": "bf16", "tf32": "tf32", "e4m3": "e4m3", "e5m2": "e5m2",
-        "fp32": "f32"}
+        "fp32": "f32", **{f: f for f in FP6_FP4}}
 # input class of a format: the key of a row's instruction templates (AMD rows key by format)
 _CLASS = {"fp16": "16", "bf16": "16", "tf32": "tf32", "e4m3": "8", "e5m2": "8",
-          **{k: "mx" for k in BLOCK_SCALED}}
+          **{f: "f6f4" for f in FP6_FP4}, **{k: "mx" for k in BLOCK_SCALED}}
+_F8F6F4 = ("e4m3", "e5m2") + FP6_FP4  # the operands kind::f8f6f4 pairs freely
 
 
 @dataclass(frozen=True)
@@ -81,12 +84,15 @@ class GPU:
         block-scaled kind of the same instruction kind) and ``fout`` output (``ValueError``
         for an input the GPU does not take)."""
         amd = self.arch.startswith("CDNA")
+        cls = _CLASS.get(fin)
         if fin_b is not None and fin_b != fin:
             if fin_b not in self.inputs:
                 raise ValueError(self._lacks(fin_b, fout))
             same = lambda k: (k[0], k[2], k[3])  # noqa: E731  (kind, block, scale)
-            if not (fin in BLOCK_SCALED and fin_b in BLOCK_SCALED
-                    and same(BLOCK_SCALED[fin]) == same(BLOCK_SCALED[fin_b])):
+            if {fin, fin_b} <= set(_F8F6F4) and {fin, fin_b} & set(FP6_FP4):
+                cls = "f6f4"  # an FP6/FP4 operand: the kind::f8f6f4 instruction
+            elif not (fin in BLOCK_SCALED and fin_b in BLOCK_SCALED
+                      and same(BLOCK_SCALED[fin]) == same(BLOCK_SCALED[fin_b])):
                 raise ValueError(f"mixed block-scaled inputs must share an instruction kind, "
                                  f"block and scale type, not ({fin}, {fin_b})")
         if fin not in self.inputs:
@@ -97,12 +103,12 @@ class GPU:
             raise ValueError(f"{self.name} has no block-scaled {fin} -> {fout} MMA (Blackwell "
                              "and RTX Blackwell have them, into fp32)")
         templates = dict(self.instructions)
-        t = templates[fin] if amd else templates[_CLASS[fin]]
+        t = templates[fin] if amd else templates[cls]
         if fin in BLOCK_SCALED:
             kind, elem, block, sc = BLOCK_SCALED[fin]
             return t.format(k=32 if kind == "mxf8f6f4" else 64, kind=kind, block=block, a=elem,
                             b=BLOCK_SCALED[fin_b or fin][1], sc=sc)
-        return t if amd else t.format(d=_PTX[fout], a=_PTX[fin], b=_PTX[fin])
+        return t if amd else t.format(d=_PTX[fout], a=_PTX[fin], b=_PTX[fin_b or fin])
 
     def _lacks(self, fin, fout):
         if self.arch.startswith("CDNA"):
@@ -126,8 +132,10 @@ ADA = AMPERE + (("8", "mma.m16n8k32.{d}.{a}.{b}.{d}"),)
 HOPPER = (("16", "wgmma.m64n8k16.{d}.{a}.{b}"), ("tf32", "wgmma.m64n8k8.{d}.{a}.{b}"),
           ("8", "wgmma.m64n8k32.{d}.{a}.{b}"))
 BLACKWELL = ADA + (
+    ("f6f4", "tcgen05.mma.m128n256k32.kind::f8f6f4.{d}.{a}.{b}"),
     ("mx", "tcgen05.mma.m128n256k{k}.kind::{kind}.block{block}.f32.{a}.{b}.{sc}"),)
-RTX_BLACKWELL = ADA + (("mx", "mma.m16n8k{k}.kind::{kind}.block{block}.f32.{a}.{b}.f32.{sc}"),)
+RTX_BLACKWELL = ADA + (("f6f4", "mma.m16n8k32.kind::f8f6f4.{d}.{a}.{b}.{d}"),
+                       ("mx", "mma.m16n8k{k}.kind::{kind}.block{block}.f32.{a}.{b}.f32.{sc}"))
 # AMD: the largest-K instruction of each input type
 CDNA1 = (("fp16", "v_mfma_f32_16x16x16f16"), ("bf16", "v_mfma_f32_16x16x8bf16"))
 CDNA2 = (("fp16", "v_mfma_f32_16x16x16f16"), ("bf16", "v_mfma_f32_16x16x16bf16_1k"))
@@ -137,7 +145,7 @@ CDNA3 = (("fp16", "v_mfma_f32_16x16x16_f16"), ("bf16", "v_mfma_f32_16x16x16_bf16
 
 _F16 = ("fp16", "bf16", "tf32")
 _F8 = _F16 + ("e4m3", "e5m2")
-_MX = _F8 + tuple(BLOCK_SCALED)
+_MX = _F8 + FP6_FP4 + tuple(BLOCK_SCALED)
 _ALL16 = (("fp16", "fp32"), ("fp16", "fp16"), ("bf16", "fp32"), ("tf32", "fp32"))
 
 #: Every GPU fpsim has a preset for; :data:`GPUS`, :func:`tensor_core`, :func:`evidence`,
@@ -208,11 +216,12 @@ def _in_name(fmt) -> str:
     if isinstance(fmt, str) and fmt.lower() in BLOCK_SCALED:
         return fmt.lower()
     f = as_format(fmt)
-    for nm in IN_FORMATS + FNUZ:
+    for nm in IN_FORMATS + FNUZ + FP6_FP4:
         if as_format(nm) == f:
             return nm
-    raise ValueError(f"tensor cores take {', '.join(IN_FORMATS + FNUZ)} inputs (and the "
-                     f"block-scaled {', '.join(BLOCK_SCALED)} on Blackwell), not {f.name}")
+    raise ValueError(f"tensor cores take {', '.join(IN_FORMATS + FNUZ)} inputs (and on "
+                     f"Blackwell {', '.join(FP6_FP4)} and the block-scaled "
+                     f"{', '.join(BLOCK_SCALED)}), not {f.name}")
 
 
 #: The order in which the FP8 -> fp16 path of Hopper wgmma and Blackwell mma.sync sums the 32
@@ -252,13 +261,18 @@ def tensor_core(gpu_name, in_fmt, out_fmt="fp32"):
     block-scaled kinds: :class:`fpsim.accum.BlockScaledFused`).
 
     Raises ``ValueError`` for combinations the GPU does not have (V100: fp16 only; fp8 from
-    Ada on; tf32 and bf16 need fp32 output). ``in_fmt`` may be a pair of FP8 formats (A's, B's).
+    Ada on; tf32 and bf16 need fp32 output). ``in_fmt`` may be a pair (A's,
+    B's): FP8 pairs, AMD's fnuz FP8 pairs, and on Blackwell any pair of the
+    ``kind::f8f6f4`` operands (e4m3, e5m2, e3m2, e2m3, e2m1), which Blackwell also takes
+    alone, unscaled (``tensor_core("B200", "e2m1")``).
 
     >>> import fpsim
     >>> fpsim.hardware.tensor_core("V100", "fp16", "fp16").rounding
     'rne'
     >>> fpsim.hardware.tensor_core("H100", "e4m3")
     FusedBlock<H100 e4m3>(n=32, neab=-10, out=fp32, rounding='rtz')
+    >>> fpsim.hardware.tensor_core("B200", ("e2m1", "e4m3"))
+    FusedBlock<B200 e2m1 x e4m3>(n=32, neab=2, out=fp32, rounding='rtz')
     """
     g = gpu(gpu_name)
     if isinstance(in_fmt, (tuple, list)) and len(in_fmt) == 2:
@@ -271,10 +285,21 @@ def tensor_core(gpu_name, in_fmt, out_fmt="fp32"):
             t = {"e4m3fnuz": "fp8", "e5m2fnuz": "bf8"}
             m = mma(g.arch, f"v_mfma_f32_16x16x32_{t[fa]}_{t[fb]}")
             return _renamed(m, f"{g.name} {fa} x {fb}")
+        if fa != fb and {fa, fb} & set(FP6_FP4):  # kind::f8f6f4: any pair of its operands
+            fo = as_format(out_fmt)
+            try:
+                m = mma(g.arch, g.instruction(fa, fo.name, fb))
+            except ValueError:
+                raise ValueError(g._lacks(fa if fa not in g.inputs else fb, fo.name)
+                                 if not {fa, fb} <= set(g.inputs) else
+                                 f"{g.name} has no ({fa}, {fb}) -> {fo.name} MMA (Blackwell's "
+                                 f"kind::f8f6f4 pairs {', '.join(_F8F6F4)})") from None
+            return _renamed(m, f"{g.name} {fa} x {fb}" + ("" if fo.name == "fp32" else " -> fp16"))
         if fa != fb:
             if not {fa, fb} <= {"e4m3", "e5m2"}:
-                raise ValueError(f"mixed tensor-core inputs are FP8 pairs (e4m3, e5m2), not "
-                                 f"({fa}, {fb})")
+                raise ValueError(f"mixed tensor-core inputs are pairs of Blackwell's kind::f8f6f4 "
+                                 f"operands ({', '.join(_F8F6F4)}), FP8 pairs (e4m3, e5m2) or "
+                                 f"AMD's fnuz FP8 pairs, not ({fa}, {fb})")
             m = tensor_core(g, fa, out_fmt)
             if isinstance(m, _A.Permuted):  # the FP8 -> fp16 path of two k16 steps
                 step = m.inner.inner

@@ -305,3 +305,29 @@ def test_new_gpu_names():
         H.tensor_core("MI300X", "e4m3")
     with pytest.raises(ValueError, match="fnuz FP8 formats are AMD CDNA3's"):
         H.tensor_core("H100", "e4m3fnuz")
+
+
+@pytest.mark.parametrize("gpu", ["B200", "B300", "RTX 5090", "RTX PRO 6000"])
+def test_blackwell_presets_take_fp6_fp4_operands(gpu):
+    """Unscaled FP6/FP4 operands (and mixed pairs with FP8) are Blackwell's kind::f8f6f4
+    instruction at the GPU level: the same parameters as that instruction's model (which
+    tests/test_mmasim.py compares with MMA-Sim), with the operand formats as given."""
+    arch = fpsim.gpus.gpu(gpu).arch
+    for fa, fb in [("e2m1", "e2m1"), ("e3m2", "e3m2"), ("e2m3", "e2m3"), ("e2m1", "e4m3"),
+                   ("e5m2", "e3m2")]:
+        for fo in ("fp32", "fp16"):
+            got = fpsim.hardware.tensor_core(gpu, fa if fa == fb else (fa, fb), fo)
+            d = {"fp32": "f32", "fp16": "f16"}[fo]
+            instr = (f"tcgen05.mma.m128n256k32.kind::f8f6f4.{d}.{fa}.{fb}" if arch == "Blackwell"
+                     else f"mma.m16n8k32.kind::f8f6f4.{d}.{fa}.{fb}.{d}")
+            want = fpsim.hardware.mma(arch, instr)
+            assert (got.n, got.neab, got.rounding, got.out_fmt.name) == (
+                want.n, want.neab, want.rounding, want.out_fmt.name)
+            assert [f.name for f in got.input_formats] == [fa, fb]
+    with pytest.raises(ValueError, match="kind::f8f6f4"):
+        fpsim.hardware.tensor_core(gpu, ("e2m1", "bf16"))
+
+
+def test_fp6_fp4_operands_need_blackwell():
+    with pytest.raises(ValueError, match="H100 tensor cores have no e2m1 mode"):
+        fpsim.hardware.tensor_core("H100", "e2m1")

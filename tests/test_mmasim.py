@@ -45,6 +45,11 @@ CASES = [
     ("Hopper", "WGMMA", "m64n8k32.f32.e4m3.e4m3", ("H100", "e4m3", "fp32"), 32),
     ("Blackwell", "TCGen05MMA", "m128n8k16.kind::f16.f32.bf16.bf16", ("B200", "bf16", "fp32"), 16),
     ("Blackwell", "TCGen05MMA", "m128n8k8.kind::tf32.f32.tf32.tf32", ("B200", "tf32", "fp32"), 8),
+    # unscaled FP6/FP4 operands (kind::f8f6f4) at the GPU level
+    ("Blackwell", "TCGen05MMA", "m128n8k32.kind::f8f6f4.f32.e2m1.e2m1", ("B200", "e2m1", "fp32"), 32),
+    ("Blackwell", "TCGen05MMA", "m128n8k32.kind::f8f6f4.f16.e3m2.e3m2", ("B300", "e3m2", "fp16"), 32),
+    ("RTX Blackwell", "MMA", "m16n8k32.kind::f8f6f4.f32.e2m3.e2m3.f32", ("RTX 5090", "e2m3", "fp32"),
+     32),
 ]
 
 

@@ -336,7 +336,8 @@ def test_special_values():
 # The GPU table (fpsim.gpus.GPU_TABLE): the one source of GPU facts
 # ---------------------------------------------------------------------------------------
 
-_ALL_INPUTS = fpsim.hardware.IN_FORMATS + fpsim.gpus.FNUZ + tuple(fpsim.hardware.BLOCK_SCALED)
+_ALL_INPUTS = (fpsim.hardware.IN_FORMATS + fpsim.gpus.FNUZ + fpsim.gpus.FP6_FP4
+               + tuple(fpsim.hardware.BLOCK_SCALED))
 
 
 @pytest.mark.parametrize("row", fpsim.hardware.GPU_TABLE, ids=lambda g: g.name)
