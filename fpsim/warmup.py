@@ -102,8 +102,6 @@ def _promoted():
 
 
 def _packed_gemm():
-    from . import matmul, quantize
-    from .hardware import tensor_core
     A, B = quantize(_exact_x((4, 32)), "bf16"), quantize(_exact_x((32, 4)), "bf16")
     return matmul(A, B, model=tensor_core("H100", "bf16"))
 

@@ -451,7 +451,7 @@ def test_core_block_modules_import_no_matplotlib_and_no_block_privates():
     # scaling reaches the block engine through its public-internal names only
     tree = ast.parse(pathlib.Path(fpsim.scaling.__file__).read_text())
     used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)
-            and isinstance(n.value, ast.Name) and n.value.id == "engine"}
+            and isinstance(n.value, ast.Name) and n.value.id == "_EN"}
     assert used and not [u for u in used if u.startswith("_")], used
     imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
                 and (n.module or "").startswith("block") for a in n.names]

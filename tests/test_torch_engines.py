@@ -39,7 +39,7 @@ def _mfma_instructions():
     """(arch, v_mfma name, (A's format, B's format)): every row, K and operand pairing."""
     out = []
     for e in E.ENGINES:
-        if e.opcode != "v_mfma":
+        if e.opcode != "v_mfma" or e.inputs == ("fp64",):  # fp64: an FMA chain, not an MFMA model
             continue
         for fa in e.inputs:
             for fb in e.inputs:
