@@ -233,6 +233,7 @@ class Instruction:
     b: str
     block: str = ""
     scale: str = ""
+    c: str = ""  # C's type where it differs from D's (mma.m8n8k4.f32.f16.f16.f16)
 
 
 _SHAPE = re.compile(r"m(\d+)n(\d+)k(\d+)$")
@@ -245,7 +246,7 @@ def parse_instruction(text: str) -> Instruction:
 
     >>> from fpsim.engines import parse_instruction
     >>> parse_instruction("wgmma.mma_async.sync.aligned.m64n256k32.f32.e4m3.e5m2")
-    Instruction(opcode='wgmma', kind='', m=64, n=256, k=32, d='f32', a='e4m3', b='e5m2', block='', scale='')
+    Instruction(opcode='wgmma', kind='', m=64, n=256, k=32, d='f32', a='e4m3', b='e5m2', block='', scale='', c='')
     """
     if not isinstance(text, str):
         raise TypeError(f"instruction must be a string such as 'mma.m16n8k16.f32.bf16.bf16.f32', "
@@ -288,16 +289,15 @@ def parse_instruction(text: str) -> Instruction:
         raise ValueError(f"instruction {text!r}: expected the types of D, A, B (and C) after "
                          f"the shape, from {', '.join(ptx_types)}; got "
                          f"{'.'.join(rest) or 'nothing'}")
+    c = ""
     if len(rest) == 4 and rest[3] != rest[0]:
-        if (m, n, k, rest[0], rest[1], rest[3]) == (8, 8, 4, "f32", "f16", "f16"):
-            # MMA-Sim aligns an f16 C at fp16's smallest exponent (an fp16 subnormal C
-            # counts as 2**-14), which fpsim's fused kernels do not model
-            raise ValueError(f"instruction {text!r}: an f16 C into an f32 D is not modelled "
-                             "(fpsim models mma.m8n8k4.f32.f16.f16.f32, whose C is fp32)")
-        raise ValueError(f"instruction {text!r}: C ({rest[3]}) must have D's type ({rest[0]})")
+        if (m, n, k, rest[0], rest[1], rest[3]) != (8, 8, 4, "f32", "f16", "f16"):
+            raise ValueError(f"instruction {text!r}: C ({rest[3]}) must have D's type "
+                             f"({rest[0]}); the one exception is mma.m8n8k4.f32.f16.f16.f16")
+        c = rest[3]  # Volta's f16 C into an f32 D: FusedBlock(c_fmt="fp16")
     if not opcode:  # MMA-Sim's short forms: tcgen05 has a kind, others are mma
         opcode = "tcgen05.mma" if kind and m in (64, 128) else "mma"
-    return Instruction(opcode, kind, m, n, k, rest[0], rest[1], rest[2], block, scale)
+    return Instruction(opcode, kind, m, n, k, rest[0], rest[1], rest[2], block, scale, c)
 
 
 def arch_name(arch) -> str:

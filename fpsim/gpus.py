@@ -379,7 +379,8 @@ def mma(arch: str, instruction: str):
         return fp16_halves(F, (fa, fb), f"{e.arch} {instruction}")
     rounding = e.fp32_rounding if fout == "fp32" else "rne"
     return _A.FusedBlock(e.L, F - 23, out_fmt=fout, rounding=rounding, in_fmt=(fa, fb),
-                         name=f"{e.arch} {instruction}")
+                         name=f"{e.arch} {instruction}",
+                         c_fmt=_E.OPERAND_FORMATS[ins.c] if ins.c else None)
 
 
 def evidence(gpu_name: str, in_fmt, out_fmt="fp32") -> str:

@@ -56,7 +56,7 @@ def test_fusedblock_is_a_plain_dataclass():
     m = fpsim.hardware.tensor_core("H100", "e4m3")
     assert isinstance(m.out_fmt, fpsim.FloatFormat) and m.out_fmt.name == "fp32"
     assert [f.name for f in dataclasses.fields(A.FusedBlock)] == [
-        "n", "neab", "out_fmt", "rounding", "in_fmt", "name", "in_fmt_b"]
+        "n", "neab", "out_fmt", "rounding", "in_fmt", "name", "in_fmt_b", "c_fmt"]
     m2 = pickle.loads(pickle.dumps(m))
     assert m2 == m and hash(m2) == hash(m) and repr(m2) == repr(m)
     r = dataclasses.replace(m, n=16)
@@ -126,3 +126,29 @@ def test_permuted_period_tiles_the_order_and_pads_k_with_zeros():
         A.Permuted(fused, seed=1, period=8)
     with pytest.raises(ValueError, match="permutation of range"):
         A.Permuted(fused, order=(0, 1, 2), period=8)
+
+
+def test_fusedblock_c_fmt():
+    """c_fmt: a C format narrower than the output (Volta's f16 C into f32 D); the same
+    format as the output means none, a format the output cannot hold is refused, C values
+    outside c_fmt are refused, and the torch path leaves the model to the CPU kernels."""
+    assert A.FusedBlock(4, 0, c_fmt="fp32").c_fmt is None
+    with pytest.raises(ValueError, match="c_fmt fp32: allowed"):
+        A.FusedBlock(4, 0, out_fmt="fp16", c_fmt="fp32")
+    m = A.FusedBlock(4, 0, in_fmt="fp16", c_fmt="fp16")
+    assert "c_fmt='fp16'" in repr(m)
+    # C = 2**-20 (an fp16 subnormal) and one product 2**-28 + 2**-30 + 2**-38 + 2**-40:
+    # fp16's emin (-14) sets the quantum 2**-37, which drops the product's two low bits;
+    # the fp32 rule (c's own exponent -20, quantum 2**-43) keeps them
+    a = np.array([(1 + 2.0**-10) * 2.0**-14, 0, 0, 0])
+    b = np.array([1.25 * 2.0**-14, 0, 0, 0])
+    c = np.array(2.0**-20)
+    exact = 2.0**-20 + a[0] * b[0]
+    got, f32 = (float(fpsim.dot(a, b, c, model=x)) for x in (m, A.FusedBlock(4, 0, in_fmt="fp16")))
+    assert f32 == float(np.float32(exact)) and got != f32
+    q = 2.0**-37  # the first block's terms truncated at 2**(-14 - 23)
+    assert got == 2.0**-20 + np.floor(a[0] * b[0] / q) * q
+    with pytest.raises(ValueError, match="C format fp16"):
+        fpsim.dot(a, b, np.array(0.1), model=m)
+    torch_accum = pytest.importorskip("fpsim.torch.accum")
+    assert not torch_accum.supports(m) and torch_accum.supports(A.FusedBlock(4, 0, in_fmt="fp16"))

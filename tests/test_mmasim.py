@@ -245,20 +245,36 @@ def test_every_instruction_equals_mmasim(arch, cls, short, full, fin, fout, K):
 
 
 @pytest.mark.parametrize("arch", ["Volta", "Turing"])
-def test_f16_c_into_f32_d_is_refused_where_mmasim_differs(arch):
+def test_f16_c_into_f32_d_equals_mmasim(arch):
     """mma.m8n8k4.f32.f16.f16.f16 (an f16 C into an f32 D): MMA-Sim aligns C at fp16's
-    smallest exponent, so an fp16-subnormal C gives other bits than the f32-C model (shown
-    here); fpsim refuses the instruction instead of answering with the f32-C model."""
+    smallest normal exponent, so an fp16-subnormal C gives other bits than the f32-C model
+    (shown here, else the test is moot); fpsim's model (FusedBlock c_fmt="fp16") gives
+    MMA-Sim's bits on every input kind, for one and two chained instructions (the second
+    one's C is the first one's fp32 D), by dot and by the GEMM path."""
     rng = np.random.default_rng(11)
     op = sim.MMA(arch, "m8n8k4.f32.f16.f16.f16")
+    op32 = sim.MMA(arch, "m8n8k4.f32.f16.f16.f32")
     a, b, c, kinds = _operands(rng, "fp16", "fp32", 4)
+    a2, b2, _, _ = _operands(rng, "fp16", "fp32", 4)
     c = fpsim.quantize(np.where(kinds == "tiny", c * 2.0**110, c), "fp16")  # fp16 subnormals
+    assert ((c != 0) & (np.abs(c) < 2.0**-14)).sum() > 20
     want = _mmasim(op, "fp16", "fp32", a, b, c, c_fmt="fp16")
+    want2 = _mmasim(op32, "fp16", "fp32", a2, b2, want)  # chained: C is now fp32
     f32_c = fpsim.hardware.mma(arch, "mma.m8n8k4.f32.f16.f16.f32")
     same = _same(fpsim.dot(a, b, c, model=f32_c), want)
     assert same[kinds != "tiny"].all() and not same[kinds == "tiny"].all()
-    with pytest.raises(ValueError, match="f16 C into an f32 D is not modelled"):
-        fpsim.hardware.mma(arch, "mma.sync.aligned.m8n8k4.row.col.f32.f16.f16.f16")
+    m = fpsim.hardware.mma(arch, "mma.sync.aligned.m8n8k4.row.col.f32.f16.f16.f16")
+    assert m.c_fmt.name == "fp16"
+    got = fpsim.dot(a, b, c, model=m)
+    assert _same(got, want).all(), sorted(set(kinds[~_same(got, want)]))
+    aa, bb = np.concatenate([a, a2], 1), np.concatenate([b, b2], 1)
+    got2 = fpsim.dot(aa, bb, c, model=m)
+    assert _same(got2, want2).all(), sorted(set(kinds[~_same(got2, want2)]))
+    fin = np.nonzero(kinds != "special")[0][::7]
+    D = fpsim.matmul(aa[fin], bb[fin].T, np.diag(c[fin]), model=m)
+    assert _same(np.diag(D).copy(), want2[fin]).all()
+    with pytest.raises(ValueError, match="not a value of .* C format fp16"):
+        fpsim.dot(a[:1], b[:1], np.array([0.1]), model=m)
 
 
 def test_fp8_fp16_path_departs_from_mmasim_where_the_hardware_does():
@@ -298,8 +314,6 @@ def test_fpsim_has_every_instruction_mmasim_lists():
     for prefix, table in tables:
         for arch, names in table.items():
             for name in names:
-                if name == "m8n8k4.f32.f16.f16.f16":  # refused on purpose (see above)
-                    continue
                 m = fpsim.hardware.mma(arch, prefix + name)  # raises if fpsim lacks it
                 assert isinstance(m, fpsim.accum.Model)
                 n += 1

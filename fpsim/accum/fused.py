@@ -6,6 +6,7 @@ Blackwell's :class:`~fpsim.accum.BlockScaledFused`) are in :mod:`fpsim.accum.mma
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..formats import FloatFormat, Format, as_format
+from ..rounding import quantize
 from ._common import C as _C, G as _G, GF as _GF, K as _K
 from ._common import check_int, mode, params, raise_nan, set_input_formats
 from .models import Model
@@ -61,7 +63,11 @@ class FusedBlock(Model):
     them on random inputs, ``tests/test_mmasim.py``).
 
     ``in_fmt`` is one format, or a pair (A's format, B's format) for mixed operands (then
-    stored as ``in_fmt`` and ``in_fmt_b``).
+    stored as ``in_fmt`` and ``in_fmt_b``). ``c_fmt``: the format of the initial C when
+    the instruction takes a narrower C than it writes (Volta's ``mma.m8n8k4.f32.f16.f16.f16``:
+    C holds fp16 values); C must hold its values, and in the first block a C subnormal in
+    ``c_fmt`` counts with ``c_fmt``'s smallest normal exponent (as in MMA-Sim); later blocks
+    chain the output format's values as usual.
 
     >>> import numpy as np, fpsim
     >>> m = fpsim.accum.FusedBlock(4, 0, in_fmt="fp16")      # V100-like
@@ -82,6 +88,7 @@ class FusedBlock(Model):
     in_fmt: Format | None = None
     name: str = ""
     in_fmt_b: Format | None = None
+    c_fmt: Format | None = None
 
     def __post_init__(self):
         check_int(self, ("n", "neab"))
@@ -107,6 +114,14 @@ class FusedBlock(Model):
         set_input_formats(self, "FusedBlock", "e4m3, e5m2, e2m1, ...")
         if 23 + self.neab + (self.n.bit_length() + 3) > 60:
             raise ValueError("FusedBlock: n too large for the 64-bit aligned sum")
+        if self.c_fmt is not None:
+            cf = as_format(self.c_fmt)
+            if not (isinstance(cf, FloatFormat) and cf.encoding.ieee_like
+                    and cf.man_bits <= f.man_bits and cf.emin >= f.emin and cf.emax <= f.emax):
+                raise ValueError(f"FusedBlock c_fmt {cf.name}: allowed IEEE-style float formats "
+                                 f"whose values are values of the output format {f.name} "
+                                 "(e.g. fp16 for an fp32 output)")
+            object.__setattr__(self, "c_fmt", None if cf == f else cf)
 
     def __repr__(self):
         if self.name:
@@ -115,8 +130,9 @@ class FusedBlock(Model):
         fi = None if self.in_fmt is None else self.in_fmt.name
         if self.in_fmt_b is not None:
             fi = (fi, self.in_fmt_b.name)
+        cf = "" if self.c_fmt is None else f", c_fmt={self.c_fmt.name!r}"
         return (f"FusedBlock(n={self.n}, neab={self.neab}, out_fmt={self.out_fmt.name!r}, "
-                f"rounding={self.rounding!r}, in_fmt={fi!r})")
+                f"rounding={self.rounding!r}, in_fmt={fi!r}{cf})")
 
     @property
     def input_formats(self):
@@ -129,10 +145,7 @@ class FusedBlock(Model):
     def _kernel_args(self):
         """(n, neab, emin_a, emin_b, RoundParams, overflow limit) of the fused kernels."""
         f = self.out_fmt
-        m_eff = f.man_bits + min(self.neab, 0) if self.rounding == "rtz" else f.man_bits
-        m_eff = max(m_eff, 0)
-        fe = FloatFormat(f.exp_bits, m_eff, subnormals=f.subnormals)
-        p = params(fe, self.rounding, "inf")
+        p = params(self._eff_fmt(), self.rounding, "inf")
         emin_a, emin_b = (fi.emin if fi is not None else -126 for fi in self.input_formats)
         ovf_lim = 2.0 ** (f.emax + 1) if self.rounding == "rtz" else math.inf
         return int(self.n), int(self.neab), int(emin_a), int(emin_b), p, float(ovf_lim)
@@ -152,8 +165,20 @@ class FusedBlock(Model):
         # summed terms (fpsim.sum, the outer model of Blocked) are products with 1
         A = np.ascontiguousarray(TA if TA is not None else T)
         B = np.ascontiguousarray(TB if TB is not None else np.ones_like(T))
-        n, neab, emin_a, emin_b, p, lim = self._kernel_args()
         c = np.ascontiguousarray(c, dtype=np.float64)
+        narrow = self._narrow_c(c)
+        if narrow is not None and narrow.any():  # their first block aligns c at c_fmt's emin
+            out = np.empty(T.shape[0])
+            plain = dataclasses.replace(self, c_fmt=None)  # the same model from block two on
+            rest = ~narrow
+            if rest.any():
+                out[rest] = plain._evaluate(T[rest], A[rest], B[rest], c[rest])
+            k1 = min(self.n, A.shape[1])
+            first = self._first_block(A[narrow, :k1], B[narrow, :k1], c[narrow])
+            out[narrow] = (plain._evaluate(T[narrow, k1:], A[narrow, k1:], B[narrow, k1:], first)
+                           if A.shape[1] > k1 else first)
+            return out
+        n, neab, emin_a, emin_b, p, lim = self._kernel_args()
         out = np.empty(T.shape[0])
         if _FUSED_FAST and np.isfinite(A).all() and np.isfinite(B).all() and np.isfinite(c).all():
             err = _K.rows_fused_fast(A, B, _clamped(A, emin_a), _clamped(B, emin_b), c, out,
@@ -164,6 +189,13 @@ class FusedBlock(Model):
         return out
 
     def _matmul(self, A, B, C, row0=0):
+        narrow = self._narrow_c(C)
+        if narrow is not None and narrow.any():  # those outputs: the rows path (c_fmt rule)
+            D = FusedBlock._matmul(dataclasses.replace(self, c_fmt=None), A, B, C, row0)
+            i, j = np.nonzero(narrow)
+            Bt = np.ascontiguousarray(B[:, j].T)
+            D[i, j] = self._evaluate(A[i] * Bt, np.ascontiguousarray(A[i]), Bt, C[i, j])
+            return D
         if not (_FUSED_FAST and np.isfinite(A).all() and np.isfinite(B).all()
                 and np.isfinite(C).all()):
             return super()._matmul(A, B, C, row0)  # inf/NaN: the general kernel, by rows
@@ -176,6 +208,69 @@ class FusedBlock(Model):
                                 _clamped(B, emin_b), C, D, n, neab, p, lim, *self._rtz_args())
         raise_nan(err, self.out_fmt)
         return D
+
+    def _narrow_c(self, c):
+        """None without ``c_fmt``; else where c is a nonzero finite value below c_fmt's
+        smallest normal (a ValueError when c holds a value c_fmt lacks)."""
+        cf = self.c_fmt
+        if cf is None:
+            return None
+        c = np.asarray(c, dtype=np.float64)
+        fin = np.isfinite(c)
+        bad = fin & (quantize(np.where(fin, c, 0.0), cf) != np.where(fin, c, 0.0))
+        if bad.any():
+            raise ValueError(f"C holds {float(c[bad].flat[0])!r}, which is not a value of "
+                             f"{self!r}'s C format {cf.name}; round C first with "
+                             f"fpsim.quantize(c, {cf.name!r})")
+        return fin & (c != 0.0) & (np.abs(c) < cf.min_normal)
+
+    def _first_block(self, a, b, c):
+        """One block (rows of ``a``, ``b``: at most ``n`` products) from c, c aligned with
+        ``c_fmt``'s smallest normal exponent: the rule of the kernels (and of
+        :mod:`fpsim.torch.accum`), written with numpy for the few rows that need it."""
+        n, neab, emin_a, emin_b, p, lim = self._kernel_args()
+        fe = self._eff_fmt()
+        with np.errstate(invalid="ignore", over="ignore"):
+            P = a * b  # exact (inputs of at most 26 bits)
+            special = ~np.isfinite(P).all(axis=1) | ~np.isfinite(c)
+            out = np.empty(len(c))
+            if special.any():  # IEEE sum, rounded once (as the kernels)
+                t = c[special].copy()
+                for k in range(P.shape[1]):
+                    t = t + P[special, k]
+                out[special] = quantize(t, fe, rounding=self.rounding, overflow="inf")
+        ok = ~special
+        P, cc = P[ok], c[ok]
+
+        def expo(x, emin):
+            return np.maximum(np.frexp(x)[1].astype(np.int64) - 1, emin)
+
+        nz = P != 0.0
+        EP = expo(a[ok], emin_a) + expo(b[ok], emin_b)
+        ne = np.frexp(P)[1].astype(np.int64) - 1  # ep + 1 when the significand product >= 2
+        key = np.where(nz, 2 * EP + (ne > EP), -(1 << 40))
+        maxkey = key.max(axis=1, initial=-(1 << 40))
+        anyp = nz.any(axis=1)
+        emaxp, big = maxkey >> 1, (maxkey & 1) == 1
+        has_c = cc != 0.0
+        ec = np.where(has_c, expo(np.where(has_c, cc, 1.0), self.c_fmt.emin), -(1 << 30))
+        E = np.maximum(np.where(anyp, emaxp + big, -(1 << 30)), ec)
+        extra = big & (~has_c | (emaxp >= ec))
+        q = E - 23 - neab - extra
+        S = (np.trunc(np.ldexp(cc, -q)).astype(np.int64)
+             + np.trunc(np.ldexp(P, -q[:, None])).astype(np.int64).sum(axis=1))
+        v = np.ldexp(S.astype(np.float64), q)
+        with np.errstate(over="ignore"):
+            r = quantize(v, fe, rounding=self.rounding, overflow="inf")
+        r = np.where(np.abs(v) >= lim, np.copysign(np.inf, v), r)
+        out[ok] = np.where(r == 0.0, 0.0, r)  # +0, also for S == 0
+        return out
+
+    def _eff_fmt(self):
+        """The format the kernels round into (``neab < 0`` with truncation keeps fewer bits)."""
+        f = self.out_fmt
+        m_eff = f.man_bits + min(self.neab, 0) if self.rounding == "rtz" else f.man_bits
+        return FloatFormat(f.exp_bits, max(m_eff, 0), subnormals=f.subnormals)
 
     def _packed(self, A, B, C, every, outer_params, out_fmt):
         """The packed-panel kernel (:func:`fpsim.kernels.gemm_fused.fused_tiles`) for finite

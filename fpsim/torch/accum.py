@@ -108,7 +108,9 @@ def _nested_ok(model) -> bool:
         return _nested_ok(model.inner) and _sum_ok(model.outer)
     if isinstance(model, (_A.Sequential, _A.Pairwise)):
         return _sum_ok(model) and _mult_ok(model._multiplier())
-    return isinstance(model, (_A.FusedBlock, _A.MFMA))
+    if isinstance(model, _A.FusedBlock):  # a narrower C (Volta's f16 C): the CPU kernels
+        return model.c_fmt is None
+    return isinstance(model, _A.MFMA)
 
 
 def backend(device, model) -> str:
