@@ -43,10 +43,10 @@ BLOCK_SCALED = {"mxfp8": ("mxf8f6f4", "e4m3", 32, "ue8m0"),
                 "mxfp4": ("mxf4", "e2m1", 32, "ue8m0"),
                 "nvfp4": ("mxf4nvf4", "e2m1", 16, "ue4m3")}
 _PTX = {"fp16": "f16", "bf16": "bf16", "tf32": "tf32", "e4m3": "e4m3", "e5m2": "e5m2",
-        "fp32": "f32", **{f: f for f in FP6_FP4}}
+        "fp32": "f32", "fp64": "f64", **{f: f for f in FP6_FP4}}
 # input class of a format: the key of a row's instruction templates (AMD rows key by format)
 _CLASS = {"fp16": "16", "bf16": "16", "tf32": "tf32", "e4m3": "8", "e5m2": "8",
-          **{f: "f6f4" for f in FP6_FP4}, **{k: "mx" for k in BLOCK_SCALED}}
+          **{f: "f6f4" for f in FP6_FP4}, "fp64": "64", **{k: "mx" for k in BLOCK_SCALED}}
 _F8F6F4 = ("e4m3", "e5m2") + FP6_FP4  # the operands kind::f8f6f4 pairs freely
 
 
@@ -57,7 +57,8 @@ class GPU:
     ``inputs``: the input formats :func:`tensor_core` accepts (``IN_FORMATS`` names, the
     fnuz FP8 formats, the block-scaled kinds of :data:`BLOCK_SCALED`). ``instructions``:
     ``(input class, template)`` pairs; the class is ``"16"`` (fp16, bf16), ``"tf32"``, ``"8"``
-    (e4m3, e5m2), ``"mx"`` (block-scaled) or an input format (AMD); templates take ``{d}``
+    (e4m3, e5m2), ``"f6f4"`` (e3m2, e2m3, e2m1), ``"64"`` (fp64), ``"mx"`` (block-scaled)
+    or an input format (AMD); templates take ``{d}``
     (output), ``{a}`` and ``{b}`` (inputs) PTX types, and ``{k}``, ``{kind}``, ``{block}``, ``{sc}`` for
     block-scaled kinds; ``{a}``/``{b}`` are A's and B's types. ``captured``: ``(input, output)`` whose captured file the preset
     reproduces line for line; ``unreproduced``: captured files no known model reproduces.
@@ -97,7 +98,7 @@ class GPU:
                                  f"block and scale type, not ({fin}, {fin_b})")
         if fin not in self.inputs:
             raise ValueError(self._lacks(fin, fout))
-        if amd and fout != "fp32":
+        if (fin == "fp64") != (fout == "fp64") or (amd and fout not in ("fp32", "fp64")):
             raise ValueError(self._lacks(fin, fout))
         if fin in BLOCK_SCALED and fout != "fp32":
             raise ValueError(f"{self.name} has no block-scaled {fin} -> {fout} MMA (Blackwell "
@@ -127,10 +128,11 @@ class GPU:
 # Instruction templates per architecture (the parameters: fpsim.engines.ENGINES)
 VOLTA = (("16", "mma.m8n8k4.{d}.{a}.{b}.{d}"),)
 TURING = (("16", "mma.m16n8k8.{d}.{a}.{b}.{d}"),)
-AMPERE = (("16", "mma.m16n8k16.{d}.{a}.{b}.{d}"), ("tf32", "mma.m16n8k8.{d}.{a}.{b}.{d}"))
+AMPERE = (("16", "mma.m16n8k16.{d}.{a}.{b}.{d}"), ("tf32", "mma.m16n8k8.{d}.{a}.{b}.{d}"),
+          ("64", "mma.m8n8k4.f64.f64.f64.f64"))
 ADA = AMPERE + (("8", "mma.m16n8k32.{d}.{a}.{b}.{d}"),)
 HOPPER = (("16", "wgmma.m64n8k16.{d}.{a}.{b}"), ("tf32", "wgmma.m64n8k8.{d}.{a}.{b}"),
-          ("8", "wgmma.m64n8k32.{d}.{a}.{b}"))
+          ("8", "wgmma.m64n8k32.{d}.{a}.{b}"), ("64", "mma.m16n8k16.f64.f64.f64.f64"))
 BLACKWELL = ADA + (
     ("f6f4", "tcgen05.mma.m128n256k32.kind::f8f6f4.{d}.{a}.{b}"),
     ("mx", "tcgen05.mma.m128n256k{k}.kind::{kind}.block{block}.f32.{a}.{b}.{sc}"),)
@@ -138,14 +140,18 @@ RTX_BLACKWELL = ADA + (("f6f4", "mma.m16n8k32.kind::f8f6f4.{d}.{a}.{b}.{d}"),
                        ("mx", "mma.m16n8k{k}.kind::{kind}.block{block}.f32.{a}.{b}.f32.{sc}"))
 # AMD: the largest-K instruction of each input type
 CDNA1 = (("fp16", "v_mfma_f32_16x16x16f16"), ("bf16", "v_mfma_f32_16x16x8bf16"))
-CDNA2 = (("fp16", "v_mfma_f32_16x16x16f16"), ("bf16", "v_mfma_f32_16x16x16bf16_1k"))
+CDNA2 = (("fp16", "v_mfma_f32_16x16x16f16"), ("bf16", "v_mfma_f32_16x16x16bf16_1k"),
+         ("fp64", "v_mfma_f64_16x16x4f64"))
 CDNA3 = (("fp16", "v_mfma_f32_16x16x16_f16"), ("bf16", "v_mfma_f32_16x16x16_bf16"),
          ("tf32", "v_mfma_f32_16x16x8_xf32"), ("e4m3fnuz", "v_mfma_f32_16x16x32_fp8_fp8"),
-         ("e5m2fnuz", "v_mfma_f32_16x16x32_bf8_bf8"))
+         ("e5m2fnuz", "v_mfma_f32_16x16x32_bf8_bf8"), ("fp64", "v_mfma_f64_16x16x4_f64"))
 
 _F16 = ("fp16", "bf16", "tf32")
 _F8 = _F16 + ("e4m3", "e5m2")
 _MX = _F8 + FP6_FP4 + tuple(BLOCK_SCALED)
+# fp64 matrix instructions: the data-center GPUs whose data sheets list FP64 tensor / matrix
+# cores (the model is the instruction's, MMA-Sim's FMA chain, whatever the GPU's fp64 rate)
+_D = ("fp64",)
 _ALL16 = (("fp16", "fp32"), ("fp16", "fp16"), ("bf16", "fp32"), ("tf32", "fp32"))
 
 #: Every GPU fpsim has a preset for; :data:`GPUS`, :func:`tensor_core`, :func:`evidence`,
@@ -153,30 +159,30 @@ _ALL16 = (("fp16", "fp32"), ("fp16", "fp16"), ("bf16", "fp32"), ("tf32", "fp32")
 GPU_TABLE = (
     GPU("V100", "Volta", ("fp16",), VOLTA, captured=(("fp16", "fp32"), ("fp16", "fp16"))),
     GPU("T4", "Turing", ("fp16",), TURING),
-    GPU("A100", "Ampere", _F16, AMPERE, captured=_ALL16),
+    GPU("A100", "Ampere", _F16 + _D, AMPERE, captured=_ALL16),
     GPU("A2", "Ampere", _F16, AMPERE),
-    GPU("A30", "Ampere", _F16, AMPERE),
+    GPU("A30", "Ampere", _F16 + _D, AMPERE),
     GPU("A40", "Ampere", _F16, AMPERE),
     GPU("Ada", "Ada", _F8, ADA, captured=_ALL16 + tuple(
         (f, o) for f in ("e4m3", "e5m2") for o in ("fp32", "fp16"))),
     GPU("L40S", "Ada", _F8, ADA),
     GPU("L4", "Ada", _F8, ADA),
     GPU("RTX 4090", "Ada", _F8, ADA),
-    GPU("H100", "Hopper", _F8, HOPPER, captured=_ALL16 + tuple(
+    GPU("H100", "Hopper", _F8 + _D, HOPPER, captured=_ALL16 + tuple(
         (f, o) for f in ("e4m3", "e5m2") for o in ("fp32", "fp16"))),
-    GPU("H200", "Hopper", _F8, HOPPER),
-    GPU("GH200", "Hopper", _F8, HOPPER),
-    GPU("B200", "Blackwell", _MX, BLACKWELL, captured=tuple(
+    GPU("H200", "Hopper", _F8 + _D, HOPPER),
+    GPU("GH200", "Hopper", _F8 + _D, HOPPER),
+    GPU("B200", "Blackwell", _MX + _D, BLACKWELL, captured=tuple(
         (f, o) for f in ("e4m3", "e5m2") for o in ("fp32", "fp16"))),
     GPU("B300", "Blackwell", _MX, BLACKWELL),
     GPU("RTX 5090", "RTX Blackwell", _MX, RTX_BLACKWELL),
     GPU("RTX PRO 6000", "RTX Blackwell", _MX, RTX_BLACKWELL, aliases=("RTX PRO 6000 Blackwell",)),
     GPU("MI100", "CDNA1", ("fp16", "bf16"), CDNA1),
-    GPU("MI210", "CDNA2", ("fp16", "bf16"), CDNA2),
-    GPU("MI250X", "CDNA2", ("fp16", "bf16"), CDNA2),
-    GPU("MI300X", "CDNA3", _F16 + FNUZ, CDNA3),
-    GPU("MI300A", "CDNA3", _F16 + FNUZ, CDNA3),
-    GPU("MI325X", "CDNA3", _F16 + FNUZ, CDNA3),
+    GPU("MI210", "CDNA2", ("fp16", "bf16") + _D, CDNA2),
+    GPU("MI250X", "CDNA2", ("fp16", "bf16") + _D, CDNA2),
+    GPU("MI300X", "CDNA3", _F16 + FNUZ + _D, CDNA3),
+    GPU("MI300A", "CDNA3", _F16 + FNUZ + _D, CDNA3),
+    GPU("MI325X", "CDNA3", _F16 + FNUZ + _D, CDNA3),
 )
 
 #: GPU names accepted by :func:`tensor_core` (case-insensitive).
@@ -216,7 +222,7 @@ def _in_name(fmt) -> str:
     if isinstance(fmt, str) and fmt.lower() in BLOCK_SCALED:
         return fmt.lower()
     f = as_format(fmt)
-    for nm in IN_FORMATS + FNUZ + FP6_FP4:
+    for nm in IN_FORMATS + FNUZ + FP6_FP4 + ("fp64",):
         if as_format(nm) == f:
             return nm
     raise ValueError(f"tensor cores take {', '.join(IN_FORMATS + FNUZ)} inputs (and on "
@@ -255,10 +261,13 @@ def _renamed(m, name):
     return type(m)(**{**{k: getattr(m, k) for k in m.__dataclass_fields__}, "name": name})
 
 
-def tensor_core(gpu_name, in_fmt, out_fmt="fp32"):
+def tensor_core(gpu_name, in_fmt, out_fmt=None):
     """The tensor-core model of ``gpu_name`` for ``in_fmt`` inputs and ``out_fmt``
-    (fp32/fp16): a :class:`fpsim.accum.FusedBlock` (AMD: :class:`fpsim.accum.MFMA`;
-    block-scaled kinds: :class:`fpsim.accum.BlockScaledFused`).
+    (fp32/fp16; default fp32): a :class:`fpsim.accum.FusedBlock` (AMD:
+    :class:`fpsim.accum.MFMA`; block-scaled kinds: :class:`fpsim.accum.BlockScaledFused`).
+    ``"fp64"`` inputs (the data-center GPUs with fp64 tensor / matrix cores: A100, A30,
+    H100, H200, GH200, B200, MI210, MI250X, MI300X, MI300A, MI325X) give their fp64
+    instruction, ``Sequential("fp64", fma=True)``, with fp64 output.
 
     Raises ``ValueError`` for combinations the GPU does not have (V100: fp16 only; fp8 from
     Ada on; tf32 and bf16 need fp32 output). ``in_fmt`` may be a pair (A's,
@@ -275,6 +284,9 @@ def tensor_core(gpu_name, in_fmt, out_fmt="fp32"):
     FusedBlock<B200 e2m1 x e4m3>(n=32, neab=2, out=fp32, rounding='rtz')
     """
     g = gpu(gpu_name)
+    if out_fmt is None:  # fp32, or fp64 for fp64 inputs
+        pair = isinstance(in_fmt, (tuple, list))
+        out_fmt = "fp64" if not pair and _in_name(in_fmt) == "fp64" else "fp32"
     if isinstance(in_fmt, (tuple, list)) and len(in_fmt) == 2:
         fa, fb = _in_name(in_fmt[0]), _in_name(in_fmt[1])
         if fa != fb and fa in BLOCK_SCALED:  # e.g. MX E5M2 gradients x MX E4M3 weights
@@ -310,8 +322,14 @@ def tensor_core(gpu_name, in_fmt, out_fmt="fp32"):
         in_fmt = fa
     fin = _in_name(in_fmt)
     fo = as_format(out_fmt)
+    if fin == "fp64" or fo.name == "fp64":  # fp64 matrix instructions: an fp64 FMA chain
+        if (fin, fo.name) != ("fp64", "fp64"):
+            raise ValueError(f"fp64 tensor-core inputs give fp64 outputs only, not {fin} -> "
+                             f"{fo.name}")
+        return mma(g.arch, g.instruction("fp64", "fp64"))  # Sequential("fp64", fma=True)
     if fo.name not in ("fp32", "fp16"):
-        raise ValueError(f"tensor-core output must be fp32 or fp16, not {fo.name}")
+        raise ValueError(f"tensor-core output must be fp32 or fp16 (fp64 for fp64 inputs), not "
+                         f"{fo.name}")
     instr = g.instruction(fin, fo.name)
     try:
         m = mma(g.arch, instr)
@@ -383,7 +401,7 @@ def mma(arch: str, instruction: str):
                          c_fmt=_E.OPERAND_FORMATS[ins.c] if ins.c else None)
 
 
-def evidence(gpu_name: str, in_fmt, out_fmt="fp32") -> str:
+def evidence(gpu_name: str, in_fmt, out_fmt=None) -> str:
     """What the preset :func:`tensor_core` ``(gpu, in_fmt, out_fmt)`` stands on, starting
     with one of ``"captured GPU data"``, ``"MMA-Sim agreement"``, ``"published parameters
     only"``.
@@ -396,7 +414,8 @@ def evidence(gpu_name: str, in_fmt, out_fmt="fp32") -> str:
     """
     g = gpu(gpu_name)
     m = tensor_core(g, in_fmt, out_fmt)  # raises for modes the GPU lacks
-    fin, fo = m.in_fmt.name, m.out_fmt.name
+    fin, fo = (("fp64", "fp64") if isinstance(m, _A.Sequential)
+               else (m.in_fmt.name, m.out_fmt.name))
     if isinstance(in_fmt, str) and in_fmt.lower() in BLOCK_SCALED:
         fin = in_fmt.lower()
     instr = g.instruction(fin, fo)
@@ -451,7 +470,7 @@ def profile_formats(g) -> tuple:
 
 def _outputs(g, fin):
     outs = []
-    for fo in ("fp32", "fp16"):
+    for fo in ("fp32", "fp16", "fp64"):
         try:
             tensor_core(g, fin, fo)
         except ValueError:
@@ -466,7 +485,7 @@ def table() -> list:
     >>> from fpsim import gpus
     >>> row = gpus.table()[2]
     >>> row["GPU"], row["architecture"], row["inputs"], row["instructions"]
-    ('A100', 'Ampere', 'fp16, bf16, tf32', '`mma.m16n8k16` (fp16, bf16); `mma.m16n8k8` (tf32)')
+    ('A100', 'Ampere', 'fp16, bf16, tf32, fp64', '`mma.m16n8k16` (fp16, bf16); `mma.m16n8k8` (tf32); `mma.m8n8k4` (fp64)')
     """
     rows = []
     for g in GPU_TABLE:
@@ -474,7 +493,8 @@ def table() -> list:
         kinds = [f for f in g.inputs if f in BLOCK_SCALED]
         instr: dict = {}
         for f in g.inputs:  # one entry per instruction, with the inputs it serves
-            instr.setdefault(_short(g.instruction(f, "fp32")), []).append(f)
+            instr.setdefault(_short(g.instruction(f, "fp64" if f == "fp64" else "fp32")),
+                             []).append(f)
         rows.append({
             "GPU": g.name + (f" ({', '.join(g.aliases)})" if g.aliases else ""),
             "architecture": g.arch,

@@ -2,6 +2,8 @@
 the GPU-level presets are rows of the same table. Bit-level agreement of every row with
 MMA-Sim is in tests/test_mmasim.py; with captured GPU data in tests/test_tensor_cores.py."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
@@ -331,3 +333,35 @@ def test_blackwell_presets_take_fp6_fp4_operands(gpu):
 def test_fp6_fp4_operands_need_blackwell():
     with pytest.raises(ValueError, match="H100 tensor cores have no e2m1 mode"):
         fpsim.hardware.tensor_core("H100", "e2m1")
+
+
+@pytest.mark.parametrize("gpu,instr", [("A100", "mma.m8n8k4.f64.f64.f64.f64"),
+                                       ("H100", "mma.m16n8k16.f64.f64.f64.f64"),
+                                       ("B200", "mma.m8n8k4.f64.f64.f64.f64"),
+                                       ("MI250X", "v_mfma_f64_16x16x4f64"),
+                                       ("MI300X", "v_mfma_f64_16x16x4_f64")])
+def test_fp64_presets_are_the_fp64_instructions(gpu, instr):
+    """tensor_core(gpu, "fp64"): the GPU's fp64 matrix instruction (an fp64 FMA chain,
+    compared with MMA-Sim per instruction in tests/test_mmasim.py), fp64 out only."""
+    g = fpsim.gpus.gpu(gpu)
+    m = fpsim.hardware.tensor_core(gpu, "fp64")
+    assert m == fpsim.hardware.mma(g.arch, instr) == fpsim.accum.Sequential("fp64", fma=True)
+    assert fpsim.hardware.tensor_core(gpu, "fp64", "fp64") == m
+    assert fpsim.hardware.evidence(gpu, "fp64").startswith("MMA-Sim agreement")
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((3, 40)), rng.standard_normal((3, 40))
+    c = rng.standard_normal(3)
+    got = fpsim.dot(a, b, c, model=m)
+    for r in range(3):  # the FMA chain with exact rationals, one correct rounding per step
+        s = c[r]
+        for k in range(40):
+            s = float(Fraction(a[r, k]) * Fraction(b[r, k]) + Fraction(s))
+        assert got[r] == s
+    with pytest.raises(ValueError, match="fp64 outputs only"):
+        fpsim.hardware.tensor_core(gpu, "fp64", "fp32")
+
+
+@pytest.mark.parametrize("gpu", ["V100", "T4", "A40", "L40S", "RTX 4090", "MI100"])
+def test_gpus_without_fp64_matrix_cores_refuse_fp64(gpu):
+    with pytest.raises(ValueError, match="no fp64 (-> fp64 )?mode"):
+        fpsim.hardware.tensor_core(gpu, "fp64")

@@ -337,7 +337,7 @@ def test_special_values():
 # ---------------------------------------------------------------------------------------
 
 _ALL_INPUTS = (fpsim.hardware.IN_FORMATS + fpsim.gpus.FNUZ + fpsim.gpus.FP6_FP4
-               + tuple(fpsim.hardware.BLOCK_SCALED))
+               + tuple(fpsim.hardware.BLOCK_SCALED) + ("fp64",))
 
 
 @pytest.mark.parametrize("row", fpsim.hardware.GPU_TABLE, ids=lambda g: g.name)
