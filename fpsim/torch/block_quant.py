@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..block import BlockFormat
-from ..block import engine as _engine
+from ..block import engine as _EN
 from ..block.rules import POW2_RULES
 from ..formats import FloatFormat
 from ..rounding import decode, encode
@@ -119,7 +119,7 @@ def block_operand(x, fmt, axis=-1, rounding="rne"):
         probe[0] = amax
         codes = encode(probe, fmt, axis=-1)
         g = ts = float(decode(np.array([codes.tensor_scale]), fmt.tensor_scale)[0])
-    q, ep, _, _, sp, _ = _engine.params(fmt, rounding, None, None, g=g, want_codes=True)
+    q, ep, _, _, sp, _ = _EN.params(fmt, rounding, None, None, g=g, want_codes=True)
     xm = x.movedim(axis, -1)
     L, k = xm.shape[-1], fmt.block
     nb = -(-L // k)

@@ -98,8 +98,9 @@ from functools import lru_cache
 
 import torch
 
-from .. import accum, hardware
-from . import profiles
+from .. import accum as _A
+from .. import hardware as _H
+from . import profiles as _P
 from .collectives import ALLREDUCE, allreduce, sequential_sum, with_grad_of
 from .gemm import gemm, prepare
 from .policy import Scaled
@@ -370,14 +371,14 @@ def _kv_block(head_dim):
 @lru_cache(maxsize=64)
 def _base_model(dep: Deployment, backward: bool):
     if dep.dtype in ("bf16", "fp16"):
-        return hardware.tensor_core(dep.gpu, dep.dtype)
+        return _H.tensor_core(dep.gpu, dep.dtype)
     if dep.dtype != "fp8":
-        return accum.Sequential("fp32", fma=True)
-    core = hardware.tensor_core(dep.gpu, "e4m3")
+        return _A.Sequential("fp32", fma=True)
+    core = _H.tensor_core(dep.gpu, "e4m3")
     if backward:  # the same fused adder on e4m3 x e5m2 products (as the h100_fp8 profile)
-        core = accum.FusedBlock(core.n, core.neab, out_fmt=core.out_fmt, rounding=core.rounding,
+        core = _A.FusedBlock(core.n, core.neab, out_fmt=core.out_fmt, rounding=core.rounding,
                                 in_fmt=None, name=f"{core.name} mixed fp8")
-    return core if dep.fast_accum else accum.Promoted(core, every=128)
+    return core if dep.fast_accum else _A.Promoted(core, every=128)
 
 
 @lru_cache(maxsize=4096)
@@ -386,7 +387,7 @@ def _gemm_model(dep: Deployment, M, N, K, batch, backward=False):
     L = dep.slice_length(M, N, K, batch)
     if L >= K:
         return base
-    return accum.Promoted(base, every=L)
+    return _A.Promoted(base, every=L)
 
 
 @dataclass(frozen=True)
@@ -501,10 +502,10 @@ def _unscaled(pol, roles):
 def _policy(dep: Deployment, patterns: tuple):
     if dep.dtype == "fp8":  # a bf16 model whose GEMMs are FP8 (as the h100_fp8 profile)
         op = Scaled("e4m3", per=dep.scaling)
-        base = profiles.get("bf16").replace(weight=op, activation=op,
+        base = _P.get("bf16").replace(weight=op, activation=op,
                                             gradient=Scaled("e5m2", per=dep.scaling))
     else:
-        base = profiles.get(dep.dtype)
+        base = _P.get(dep.dtype)
     pol = base.replace(accum=_Kernels(dep), backward_accum=None, name=dep.name,
                        description=f"{dep.gpu.upper()} {dep.dtype}, tp={dep.tp}, {dep.kernels} "
                                    f"kernels ({dep.allreduce} all-reduce in {dep.comm_dtype})")

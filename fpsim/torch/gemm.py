@@ -23,12 +23,12 @@ import dataclasses
 import numpy as np
 import torch
 
-from .. import accum as _core
+from .. import accum as _A
 from ..block import BlockFormat
 from ..rounding import decode, encode
 from . import _ops
-from . import accum as _accum
-from . import block_quant as _bq
+from . import accum as _TA
+from . import block_quant as _BQ
 from .policy import Scaled
 from .quantize import quantize
 
@@ -151,14 +151,14 @@ def model_matmul(qa, qb, model):
     Tensors off the CPU stay on their device (:mod:`fpsim.torch.accum`, same bits);
     ``$FPSIM_TORCH_ACCUM`` chooses otherwise (:func:`fpsim.torch.accum.backend`)."""
     out_dt = torch.float64 if qa.dtype == torch.float64 else torch.float32
-    if _accum.backend(qa.device, model) == "torch":
-        return _accum.matmul(qa, qb, model=model).to(out_dt)
+    if _TA.backend(qa.device, model) == "torch":
+        return _TA.matmul(qa, qb, model=model).to(out_dt)
     batch = torch.broadcast_shapes(qa.shape[:-2], qb.shape[:-2])
     A = qa.detach().to("cpu", torch.float64).expand(*batch, *qa.shape[-2:]).contiguous().numpy()
     B = qb.detach().to("cpu", torch.float64).expand(*batch, *qb.shape[-2:]).contiguous().numpy()
     D = _promoted_fast(A, B, model)
     if D is None:
-        D = np.asarray(_core.matmul(A, B, model=model), dtype=np.float64)
+        D = np.asarray(_A.matmul(A, B, model=model), dtype=np.float64)
     return torch.from_numpy(D).to(qa.device, out_dt)
 
 
@@ -166,10 +166,10 @@ def _promoted_fast(A, B, model):
     """Promoted(inner, every, outer=fp32 RNE sequential) as chunked inner GEMMs whose fp32
     partial sums are added in float32 (one RNE rounding each, the outer model exactly);
     None when ``model`` is not of that form. Equal to fpsim.matmul bit for bit (tested)."""
-    if type(model) is not _core.Promoted:
+    if type(model) is not _A.Promoted:
         return None
     outer = model.outer
-    if not (isinstance(outer, _core.Sequential) and outer.fmt.name == "fp32" and outer.rounding == "rne"
+    if not (isinstance(outer, _A.Sequential) and outer.fmt.name == "fp32" and outer.rounding == "rne"
             and outer.fma and outer.multiply is None and outer.overflow in (None, "inf")
             and model.inner.out_fmt.name == "fp32"):
         return None
@@ -177,7 +177,7 @@ def _promoted_fast(A, B, model):
     D = None
     with np.errstate(over="ignore", invalid="ignore"):
         for j in range(0, K, k):
-            part = np.asarray(_core.matmul(A[..., j:j + k], B[..., j:j + k, :], model=model.inner))
+            part = np.asarray(_A.matmul(A[..., j:j + k], B[..., j:j + k, :], model=model.inner))
             part = part.astype(np.float32)  # exact: the inner result is an fp32 value
             D = part if D is None else D + part
     return D.astype(np.float64)
@@ -198,8 +198,8 @@ def _block_operand(x, fmt, rounding, axis_k, model, device=False):
         raise ValueError(f"{model!r} takes operands in block formats of {model.block} elements "
                          f"with {model.scale_fmt.name} scales; the policy gives "
                          f"{getattr(fmt, 'name', fmt)}")
-    if device and _bq.supports(fmt, rounding):
-        return _bq.block_operand(x, fmt, axis_k, rounding)
+    if device and _BQ.supports(fmt, rounding):
+        return _BQ.block_operand(x, fmt, axis_k, rounding)
     if device:  # the encoding on the CPU kernels, the GEMM on the device
         e, s, ts = _block_operand(x, fmt, rounding, axis_k, model)
         return torch.from_numpy(e).to(x.device), torch.from_numpy(s).to(x.device), ts
@@ -221,7 +221,7 @@ def _for_operands(model, fa, fb):
     """``model`` for operands of element formats (fa, fb): a mixed-format block-scaled or
     AMD model whose two formats come in the other order is used swapped (the instructions
     take both orders: kind::mxf8f6f4 any pair, CDNA3 ``_fp8_bf8`` and ``_bf8_fp8``)."""
-    if not isinstance(model, (_core.BlockScaledFused, _core.MFMA)) or fa is None or fb is None:
+    if not isinstance(model, (_A.BlockScaledFused, _A.MFMA)) or fa is None or fb is None:
         return model
     fa, fb = (getattr(f, "fmt", f) for f in (fa, fb))  # a Scaled: its element format
     have = tuple(model.input_formats)
@@ -247,15 +247,15 @@ def block_scaled_matmul(a, b, fa, fb, model, rounding="rne", rounding_b=None):
     >>> block_scaled_matmul(a, b, mx, mx, m)
     tensor([[2.7500]])
     """
-    dev = _accum.backend(a.device, model) == "torch"  # encoding and GEMM on a's device
+    dev = _TA.backend(a.device, model) == "torch"  # encoding and GEMM on a's device
     ea, sa, ga = _block_operand(a, fa, rounding, -1, model, dev)
     eb, sb, gb = _block_operand(b, fb, rounding if rounding_b is None else rounding_b, -2, model,
                                 dev)
     m = _for_operands(model, fa.elem, fb.elem)
     if dev:
-        out = _accum.matmul(ea, eb, model=m, a_scale=sa, b_scale=sb).to(torch.float32)
+        out = _TA.matmul(ea, eb, model=m, a_scale=sa, b_scale=sb).to(torch.float32)
     else:
-        D = np.asarray(_core.matmul(ea, eb, model=m, a_scale=sa, b_scale=sb), np.float32)
+        D = np.asarray(_A.matmul(ea, eb, model=m, a_scale=sa, b_scale=sb), np.float32)
         out = torch.from_numpy(D).to(a.device)
     return _scale_out(out, None if ga is None else torch.tensor(ga, dtype=torch.float32),
                       None if gb is None else torch.tensor(gb, dtype=torch.float32))
@@ -263,7 +263,7 @@ def block_scaled_matmul(a, b, fa, fb, model, rounding="rne", rounding_b=None):
 
 def _model_forward(a, b, pol, ra, rb):
     fa, fb = pol.role_fmt(ra, pol.accum), pol.role_fmt(rb, pol.accum)
-    if isinstance(pol.accum, _core.BlockScaledFused):
+    if isinstance(pol.accum, _A.BlockScaledFused):
         return block_scaled_matmul(a, b, fa, fb, pol.accum, pol.rounding).to(a.dtype)
     qa, sa = prepare(a, fa, pol.rounding, -1, ste=False)
     qb, sb = prepare(b, fb, pol.rounding, -2, ste=False)
@@ -280,7 +280,7 @@ def _backward_model(pol, x, y):
 def _grad_a(g, a, b, pol, rb):
     """dA = G @ Bᵀ (reduction over N) through the backward model."""
     m = _backward_model(pol, g, b.transpose(-1, -2))
-    if isinstance(m, _core.BlockScaledFused):
+    if isinstance(m, _A.BlockScaledFused):
         ga = block_scaled_matmul(g, b.transpose(-1, -2), pol.role_fmt("gradient", m),
                                  pol.role_fmt(rb, m), m, pol.grad_rounding,
                                  pol.rounding).to(a.dtype)
@@ -295,7 +295,7 @@ def _grad_a(g, a, b, pol, rb):
 def _grad_b(g, a, b, pol, ra):
     """dB = Aᵀ @ G (reduction over M) through the backward model."""
     m = _backward_model(pol, a.transpose(-1, -2), g)
-    if isinstance(m, _core.BlockScaledFused):
+    if isinstance(m, _A.BlockScaledFused):
         gb = block_scaled_matmul(a.transpose(-1, -2), g, pol.role_fmt(ra, m),
                                  pol.role_fmt("gradient", m), m, pol.rounding,
                                  pol.grad_rounding).to(b.dtype)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from . import coverage as _COV
 from . import compute_ops as _CO
 from . import gemm_ops as _GO
-from . import profiles
+from . import profiles as _P
 from .ops_common import OperandMismatchError, UnsupportedOpError, op_name
 
 __all__ = ["HANDLERS", "COMPOSITES", "UnsupportedOpError", "OperandMismatchError", "classify",
@@ -190,5 +190,5 @@ def markdown_tables() -> tuple:
            "with one warning per op name and profile):", "", "| op | reason |", "|---|---|"]
     out += [f"| `{n}` | {why} |" for n, why in pt]
     val = ["| profile | what the claim stands on |", "|---|---|"]
-    val += [f"| `{n}` | {profiles.validation(n)} |" for n in profiles.names()]
+    val += [f"| `{n}` | {_P.validation(n)} |" for n in _P.names()]
     return "\n".join(out), "\n".join(val)

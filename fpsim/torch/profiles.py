@@ -38,7 +38,8 @@ True
 
 from __future__ import annotations
 
-from .. import accum, hardware
+from .. import accum as _A
+from .. import hardware as _H
 from ..formats import as_format
 from .policy import Policy, Scaled, named, named_policies, register_named
 
@@ -47,12 +48,12 @@ __all__ = ["get", "names", "describe", "describe_validation", "validation", "TEN
 
 #: Tensor-core input formats per GPU profile name (``rtx4090``), from
 #: ``fpsim.hardware.GPU_TABLE``: the ``<gpu>_<fmt>`` profiles.
-TENSOR_CORE_GPUS = {g.profile: tuple(f for f in g.inputs if f in hardware.IN_FORMATS)
-                    for g in hardware.GPU_TABLE}
+TENSOR_CORE_GPUS = {g.profile: tuple(f for f in g.inputs if f in _H.IN_FORMATS)
+                    for g in _H.GPU_TABLE}
 #: (gpu, input) of tensor-core profiles whose preset reproduces captured GPU outputs
 #: (fp32 output; from the ``captured`` field of ``fpsim.hardware.GPU_TABLE``;
 #: tests/test_tensor_cores.py checks it against the data).
-CAPTURED = frozenset((g.profile, f) for g in hardware.GPU_TABLE for f, o in g.captured
+CAPTURED = frozenset((g.profile, f) for g in _H.GPU_TABLE for f, o in g.captured
                      if o == "fp32")
 
 _FP8 = ("e4m3", "e5m2")
@@ -82,14 +83,14 @@ def _layercast():
 
 def _mixed(model):
     """The same tensor core accepting any <= 26-bit inputs (e4m3 x e5m2 backward GEMMs)."""
-    return accum.FusedBlock(model.n, model.neab, out_fmt=model.out_fmt, rounding=model.rounding,
+    return _A.FusedBlock(model.n, model.neab, out_fmt=model.out_fmt, rounding=model.rounding,
                  in_fmt=None, name=(model.name or "tensor core") + " mixed fp8")
 
 
 def _h100_fp8():
     what = "h100_fp8"
-    fwd = hardware.fp8_promoted("H100", "e4m3", 128)
-    bwd = accum.Promoted(_mixed(fwd.inner), every=128, outer=fwd.outer)
+    fwd = _H.fp8_promoted("H100", "e4m3", 128)
+    bwd = _A.Promoted(_mixed(fwd.inner), every=128, outer=fwd.outer)
     return Policy(weight=Scaled("e4m3"), activation=Scaled("e4m3"), gradient=Scaled("e5m2"),
                   accum=fwd, backward_accum=bwd, name=what,
                   description="per-tensor-scaled E4M3 forward, E5M2 gradients, H100 FP8 tensor "
@@ -103,14 +104,14 @@ def _b200_block(kind, grad, backward, desc):
     def make():
         fmt = as_format("mxfp8_e4m3" if kind == "mxfp8" else kind)
         return Policy(weight=fmt, activation=fmt, gradient=as_format(grad),
-                      accum=hardware.tensor_core("B200", kind), backward_accum=backward(),
+                      accum=_H.tensor_core("B200", kind), backward_accum=backward(),
                       name=f"b200_{kind}", description=desc)
     return make
 
 
 def _mi300x_fp8():
-    fwd = hardware.tensor_core("MI300X", "e4m3fnuz")
-    bwd = hardware.tensor_core("MI300X", ("e5m2fnuz", "e4m3fnuz"))
+    fwd = _H.tensor_core("MI300X", "e4m3fnuz")
+    bwd = _H.tensor_core("MI300X", ("e5m2fnuz", "e4m3fnuz"))
     return Policy(weight=Scaled("e4m3fnuz"), activation=Scaled("e4m3fnuz"),
                   gradient=Scaled("e5m2fnuz"), accum=fwd, backward_accum=bwd, name="mi300x_fp8",
                   description="per-tensor-scaled E4M3FNUZ forward, E5M2FNUZ gradients, the "
@@ -131,7 +132,7 @@ def _lmul(m):
         what = f"lmul{m}"
         fmt = f"e8m{m}"
         return Policy(weight=fmt, activation=fmt,
-                      accum=accum.Sequential("fp32", multiply=accum.LMulProduct(m)), name=what,
+                      accum=_A.Sequential("fp32", multiply=_A.LMulProduct(m)), name=what,
                       description=f"L-Mul (Luo & Sun 2024, 'int' semantics) on e8m{m} inputs, "
                                   "products summed sequentially in fp32 (RNE)")
     return make
@@ -147,7 +148,7 @@ def _dint4_w4a8():
 def _tc_profile(gpu, fmt):
     def make():
         what = f"{gpu}_{fmt}"
-        model = hardware.tensor_core(gpu, fmt)
+        model = _H.tensor_core(gpu, fmt)
         grad = "e5m2" if fmt in _FP8 else fmt
         op = Scaled(fmt) if fmt in _FP8 else fmt
         gop = Scaled(grad) if fmt in _FP8 else grad
@@ -173,7 +174,7 @@ _BASE = {
                          "(weights, activations), MX E5M2 gradients, fp32 accumulation"),
     "lmul3": _lmul(3), "lmul4": _lmul(4), "dint4_w4a8": _dint4_w4a8,
     "b200_mxfp8": _b200_block(
-        "mxfp8", "mxfp8_e5m2", lambda: hardware.tensor_core("B200", ("mxfp8_e5m2", "mxfp8")),
+        "mxfp8", "mxfp8_e5m2", lambda: _H.tensor_core("B200", ("mxfp8_e5m2", "mxfp8")),
         desc="OCP MX E4M3 blocks of 32 along K (weights, activations), MX E5M2 gradients, "
              "every GEMM on the B200 tcgen05.mma kind::mxf8f6f4 block32 model (backward: "
              "E5M2 x E4M3 operands)"),
@@ -225,13 +226,13 @@ def validation(name: str) -> str:
     key = p.name.lower()
     gpu, _, fmt = key.partition("_")
     if fmt in TENSOR_CORE_GPUS.get(gpu, ()):
-        return hardware.evidence(gpu, fmt, "fp32")
+        return _H.evidence(gpu, fmt, "fp32")
     if key in ("b200_mxfp8", "b200_nvfp4", "mi300x_fp8"):
         gpu, fmt = {"b200_mxfp8": ("B200", "mxfp8"), "b200_nvfp4": ("B200", "nvfp4"),
                     "mi300x_fp8": ("MI300X", "e4m3fnuz")}[key]
-        return hardware.evidence(gpu, fmt, "fp32")
+        return _H.evidence(gpu, fmt, "fp32")
     if key == "h100_fp8":
-        inner = hardware.evidence("h100", "e4m3", "fp32")
+        inner = _H.evidence("h100", "e4m3", "fp32")
         return (inner + " (the H100 e4m3 core; the promotion into fp32 every 128 products is "
                 "DeepSeek-V3's published recipe)")
     if not p.is_native:
