@@ -90,8 +90,11 @@ class GPU:
             if fin_b not in self.inputs:
                 raise ValueError(self._lacks(fin_b, fout))
             same = lambda k: (k[0], k[2], k[3])  # noqa: E731  (kind, block, scale)
-            if {fin, fin_b} <= set(_F8F6F4) and {fin, fin_b} & set(FP6_FP4):
-                cls = "f6f4"  # an FP6/FP4 operand: the kind::f8f6f4 instruction
+            if {fin, fin_b} & set(FP6_FP4):  # an FP6/FP4 operand: the kind::f8f6f4 instruction
+                if not {fin, fin_b} <= set(_F8F6F4):
+                    raise ValueError(f"{self.name} has no ({fin}, {fin_b}) -> {fout} MMA "
+                                     f"(Blackwell's kind::f8f6f4 pairs {', '.join(_F8F6F4)})")
+                cls = "f6f4"
             elif not (fin in BLOCK_SCALED and fin_b in BLOCK_SCALED
                       and same(BLOCK_SCALED[fin]) == same(BLOCK_SCALED[fin_b])):
                 raise ValueError(f"mixed block-scaled inputs must share an instruction kind, "
@@ -299,13 +302,7 @@ def tensor_core(gpu_name, in_fmt, out_fmt=None):
             return _renamed(m, f"{g.name} {fa} x {fb}")
         if fa != fb and {fa, fb} & set(FP6_FP4):  # kind::f8f6f4: any pair of its operands
             fo = as_format(out_fmt)
-            try:
-                m = mma(g.arch, g.instruction(fa, fo.name, fb))
-            except ValueError:
-                raise ValueError(g._lacks(fa if fa not in g.inputs else fb, fo.name)
-                                 if not {fa, fb} <= set(g.inputs) else
-                                 f"{g.name} has no ({fa}, {fb}) -> {fo.name} MMA (Blackwell's "
-                                 f"kind::f8f6f4 pairs {', '.join(_F8F6F4)})") from None
+            m = mma(g.arch, g.instruction(fa, fo.name, fb))
             return _renamed(m, f"{g.name} {fa} x {fb}" + ("" if fo.name == "fp32" else " -> fp16"))
         if fa != fb:
             if not {fa, fb} <= {"e4m3", "e5m2"}:
