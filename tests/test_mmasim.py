@@ -175,6 +175,7 @@ def test_overflow_in_an_early_block_stays_inf():
 # ---------------------------------------------------------------------------------------
 
 from fpsim import engines as E  # noqa: E402
+from engine_names import mfma_suffix  # noqa: E402
 
 _SIM_ARCH = {"Ada": "Ada Lovelace"}
 _PTX = {"fp16": "f16", "fp32": "f32", "fp64": "f64"}
@@ -424,8 +425,6 @@ def test_block_scaled_equals_mmasim(arch, cls, short, full, fin, blk, sc, K):
 amd = pytest.importorskip("mmasim.amd.sim")
 TORCH.update({"fp32": torch.float32, "e4m3fnuz": torch.float8_e4m3fnuz,
               "e5m2fnuz": torch.float8_e5m2fnuz})
-_AMD_T = {"fp32": "f32", "tf32": "xf32", "fp16": "f16", "bf16": "bf16", "e4m3fnuz": "fp8",
-          "e5m2fnuz": "bf8"}
 # fp64 MFMA: both shapes of each architecture (MMA-Sim's suffixes)
 _F64_MFMA = {"CDNA2": ("f64_16x16x4f64", "f64_4x4x4f64"),
              "CDNA3": ("f64_16x16x4_f64", "f64_4x4x4_4b_f64")}
@@ -443,22 +442,8 @@ def _mfma_instructions():
             continue
         pairs = [(fa, fb) for fa in e.inputs for fb in e.inputs]
         for fa, fb in pairs:
-            ta, tb = _AMD_T[fa], _AMD_T[fb]
             for k in (e.ks if len(e.inputs) > 1 else e.ks[-1:]):
-                if e.arch == "CDNA3":
-                    mn = {1: "32x32", 2: "32x32", 4: "16x16", 8: "16x16", 16: "32x32",
-                          32: "16x16"}[k]
-                    if fa == "tf32":
-                        mn = "16x16" if k == 8 else "32x32"
-                    if fa in ("fp16", "bf16") and k == 16:
-                        mn = "16x16"
-                    suffix = f"f32_{mn}x{k}_{ta}" + (f"_{tb}" if len(e.inputs) > 1 else "")
-                else:
-                    mn = {1: "32x32", 2: "32x32", 4: "16x16", 8: "32x32", 16: "16x16"}[k]
-                    if fa == "bf16" and not e.kind:
-                        mn = {2: "32x32", 4: "32x32", 8: "16x16"}[k]
-                    suffix = f"f32_{mn}x{k}{ta}" + ("_1k" if e.kind else "")
-                out.append((e.arch, suffix, (fa, fb), k, "fp32"))
+                out.append((e.arch, mfma_suffix(e, fa, fb, k), (fa, fb), k, "fp32"))
     return out
 
 

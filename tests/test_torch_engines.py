@@ -23,6 +23,7 @@ import fpsim.torch as ft  # noqa: E402
 from fpsim import engines as E  # noqa: E402
 from fpsim.accum import Blocked, FusedBlock, Permuted, Sequential  # noqa: E402
 from fpsim.torch import accum as ta  # noqa: E402
+from engine_names import mfma_suffix  # noqa: E402
 
 KINDS = ["normal", "wide", "cancel", "zeros", "subnormal", "tiny", "special"]
 
@@ -31,8 +32,6 @@ KINDS = ["normal", "wide", "cancel", "zeros", "subnormal", "tiny", "special"]
 # the instruction kinds of fpsim.engines.ENGINES (the enumeration of tests/test_mmasim.py)
 # ---------------------------------------------------------------------------------------
 
-_AMD_T = {"fp32": "f32", "tf32": "xf32", "fp16": "f16", "bf16": "bf16", "e4m3fnuz": "fp8",
-          "e5m2fnuz": "bf8"}
 
 
 def _mfma_instructions():
@@ -43,22 +42,8 @@ def _mfma_instructions():
             continue
         for fa in e.inputs:
             for fb in e.inputs:
-                ta_, tb_ = _AMD_T[fa], _AMD_T[fb]
                 for k in (e.ks if len(e.inputs) > 1 else e.ks[-1:]):
-                    if e.arch == "CDNA3":
-                        mn = {1: "32x32", 2: "32x32", 4: "16x16", 8: "16x16", 16: "32x32",
-                              32: "16x16"}[k]
-                        if fa == "tf32":
-                            mn = "16x16" if k == 8 else "32x32"
-                        if fa in ("fp16", "bf16") and k == 16:
-                            mn = "16x16"
-                        suffix = f"f32_{mn}x{k}_{ta_}" + (f"_{tb_}" if len(e.inputs) > 1 else "")
-                    else:
-                        mn = {1: "32x32", 2: "32x32", 4: "16x16", 8: "32x32", 16: "16x16"}[k]
-                        if fa == "bf16" and not e.kind:
-                            mn = {2: "32x32", 4: "32x32", 8: "16x16"}[k]
-                        suffix = f"f32_{mn}x{k}{ta_}" + ("_1k" if e.kind else "")
-                    out.append((e.arch, "v_mfma_" + suffix, (fa, fb)))
+                    out.append((e.arch, "v_mfma_" + mfma_suffix(e, fa, fb, k), (fa, fb)))
     return out
 
 
