@@ -172,9 +172,13 @@ def _train_step(prof, monkeypatch, backend):
     return [y.detach()] + [p.grad for p in net.parameters()]
 
 
-@pytest.mark.parametrize("prof", ["h100_bf16", "h100_fp8", "a100_tf32"])
+# the tensor-core models, and the instruction-level engines (fpsim.torch.accum_scaled,
+# fpsim.torch.accum_mfma: Blackwell block-scaled MMA, AMD MFMA)
+@pytest.mark.parametrize("prof", ["h100_bf16", "h100_fp8", "a100_tf32", "b200_nvfp4",
+                                  "b200_mxfp8", "mi300x_fp8"])
 def test_emulated_model_forced_torch_path_equals_numba(prof, monkeypatch):
-    """Forward and both backward GEMMs of a small MLP: same bits on both paths."""
+    """Forward and both backward GEMMs of a small MLP: same bits on both paths, and the
+    torch twin really ran."""
     calls = []
     real = ta.matmul
     monkeypatch.setattr(ta, "matmul", lambda *a, **k: calls.append(1) or real(*a, **k))

@@ -19,7 +19,6 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import fpsim  # noqa: E402
-import fpsim.torch as ft  # noqa: E402
 from fpsim import engines as E  # noqa: E402
 from fpsim.accum import Blocked, FusedBlock, Permuted, Sequential  # noqa: E402
 from fpsim.torch import accum as ta  # noqa: E402
@@ -438,30 +437,6 @@ def test_mfma_torch_equals_mmasim(arch, suffix, fin, K):
 
 
 # ---------------------------------------------------------------------------------------
-# end to end: the torch profiles on the forced torch path
+# end to end: the torch profiles of these engines on the forced torch path are in
+# tests/test_torch_accum.py (test_emulated_model_forced_torch_path_equals_numba)
 # ---------------------------------------------------------------------------------------
-
-def _train_step(prof, monkeypatch, backend):
-    monkeypatch.setenv(ta.ENV, backend)
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(40, 24), torch.nn.GELU(), torch.nn.Linear(24, 8))
-    x = torch.randn(2, 6, 40) * 3
-    with ft.emulate(prof):
-        y = net(x)
-        y.square().sum().backward()
-    return [y.detach()] + [p.grad for p in net.parameters()]
-
-
-@pytest.mark.parametrize("prof", ["b200_nvfp4", "b200_mxfp8", "mi300x_fp8"])
-def test_emulated_profile_forced_torch_path_equals_numba(prof, monkeypatch):
-    """Forward and both backward GEMMs of a small MLP: same bits on both paths, and the
-    torch twin really ran."""
-    calls = []
-    real = ta.matmul
-    monkeypatch.setattr(ta, "matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
-    ref = _train_step(prof, monkeypatch, "numba")
-    assert not calls
-    got = _train_step(prof, monkeypatch, "torch")
-    assert calls
-    for r, g in zip(ref, got):
-        assert torch.equal(r.view(torch.int32), g.view(torch.int32)), prof
