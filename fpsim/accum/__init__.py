@@ -16,6 +16,7 @@ model             arithmetic
 ``Kahan``         compensated summation, every operation rounded in the accumulator
 ``Exact``         exact (Kulisch) sum of c and all products, rounded once
 ``FusedBlock``    tensor-core multi-term fused adder (blocks of n, truncated alignment)
+``FusedDotAdd``   the generic fused dot-add (every tensor-core knob a field; as_generic)
 ``Blocked``       split-K: chunks of k by ``inner`` (from 0), partials + c by ``outer``
 ``Promoted``      FP8 recipe: ``every`` products in ``inner``, then into an fp32 ``outer``
 ``Permuted``      an explicit order, an explicit tree, or a seeded random order
@@ -54,6 +55,7 @@ from ..formats import as_format  # noqa: F401 - fpsim.accum.as_format is used (f
 from .api import dot, kernel_params, matmul, sum  # noqa: A004
 from .chains import Blocked, Permuted, Promoted
 from .fused import FusedBlock
+from .generic import FusedDotAdd, as_generic
 from .growth import error_growth
 from .inputs import exact_float64
 from .mma import MFMA, BlockScaledFused
@@ -66,6 +68,7 @@ __all__ = [
     "Exact",
     "ExactProduct",
     "FusedBlock",
+    "FusedDotAdd",
     "FusedProduct",
     "Integer",
     "Kahan",
@@ -84,4 +87,5 @@ __all__ = [
     "kernel_params",
     "matmul",
     "sum",
+    "as_generic",
 ]

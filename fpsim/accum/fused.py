@@ -169,14 +169,11 @@ class FusedBlock(Model):
         narrow = self._narrow_c(c)
         if narrow is not None and narrow.any():  # their first block aligns c at c_fmt's emin
             out = np.empty(T.shape[0])
-            plain = dataclasses.replace(self, c_fmt=None)  # the same model from block two on
             rest = ~narrow
-            if rest.any():
-                out[rest] = plain._evaluate(T[rest], A[rest], B[rest], c[rest])
-            k1 = min(self.n, A.shape[1])
-            first = self._first_block(A[narrow, :k1], B[narrow, :k1], c[narrow])
-            out[narrow] = (plain._evaluate(T[narrow, k1:], A[narrow, k1:], B[narrow, k1:], first)
-                           if A.shape[1] > k1 else first)
+            if rest.any():  # the same model without the floor (it only matters for them)
+                out[rest] = dataclasses.replace(self, c_fmt=None)._evaluate(
+                    T[rest], A[rest], B[rest], c[rest])
+            out[narrow] = self._generic_rows(A[narrow], B[narrow], c[narrow])
             return out
         n, neab, emin_a, emin_b, p, lim = self._kernel_args()
         out = np.empty(T.shape[0])
@@ -224,46 +221,20 @@ class FusedBlock(Model):
                              f"fpsim.quantize(c, {cf.name!r})")
         return fin & (c != 0.0) & (np.abs(c) < cf.min_normal)
 
-    def _first_block(self, a, b, c):
-        """One block (rows of ``a``, ``b``: at most ``n`` products) from c, c aligned with
-        ``c_fmt``'s smallest normal exponent: the rule of the kernels (and of
-        :mod:`fpsim.torch.accum`), written with numpy for the few rows that need it."""
+    def _generic_rows(self, A, B, c):
+        """Rows whose first block aligns c at ``c_fmt``'s smallest normal exponent: the
+        generic fused kernel (:mod:`fpsim.kernels.accum_generic`, the rule of
+        :class:`~fpsim.accum.FusedDotAdd`) with that first-block exponent floor."""
         n, neab, emin_a, emin_b, p, lim = self._kernel_args()
         fe = self._eff_fmt()
-        with np.errstate(invalid="ignore", over="ignore"):
-            P = a * b  # exact (inputs of at most 26 bits)
-            special = ~np.isfinite(P).all(axis=1) | ~np.isfinite(c)
-            out = np.empty(len(c))
-            if special.any():  # IEEE sum, rounded once (as the kernels)
-                t = c[special].copy()
-                for k in range(P.shape[1]):
-                    t = t + P[special, k]
-                out[special] = quantize(t, fe, rounding=self.rounding, overflow="inf")
-        ok = ~special
-        P, cc = P[ok], c[ok]
-
-        def expo(x, emin):
-            return np.maximum(np.frexp(x)[1].astype(np.int64) - 1, emin)
-
-        nz = P != 0.0
-        EP = expo(a[ok], emin_a) + expo(b[ok], emin_b)
-        ne = np.frexp(P)[1].astype(np.int64) - 1  # ep + 1 when the significand product >= 2
-        key = np.where(nz, 2 * EP + (ne > EP), -(1 << 40))
-        maxkey = key.max(axis=1, initial=-(1 << 40))
-        anyp = nz.any(axis=1)
-        emaxp, big = maxkey >> 1, (maxkey & 1) == 1
-        has_c = cc != 0.0
-        ec = np.where(has_c, expo(np.where(has_c, cc, 1.0), self.c_fmt.emin), -(1 << 30))
-        E = np.maximum(np.where(anyp, emaxp + big, -(1 << 30)), ec)
-        extra = big & (~has_c | (emaxp >= ec))
-        q = E - 23 - neab - extra
-        S = (np.trunc(np.ldexp(cc, -q)).astype(np.int64)
-             + np.trunc(np.ldexp(P, -q[:, None])).astype(np.int64).sum(axis=1))
-        v = np.ldexp(S.astype(np.float64), q)
-        with np.errstate(over="ignore"):
-            r = quantize(v, fe, rounding=self.rounding, overflow="inf")
-        r = np.where(np.abs(v) >= lim, np.copysign(np.inf, v), r)
-        out[ok] = np.where(r == 0.0, 0.0, r)  # +0, also for S == 0
+        one = np.ones((A.shape[0], 1))
+        out = np.empty(A.shape[0])
+        err = _K.rows_generic(np.ascontiguousarray(A), np.ascontiguousarray(B), one, one,
+                              np.ascontiguousarray(c, dtype=np.float64), out, n, 0, 1,
+                              23 + neab, False, False, False, _K.NO_EXP, _K.NO_EXP,
+                              int(self.c_fmt.emin), int(fe.emin), emin_a, emin_b, 0, 0.0, 0.0,
+                              p, lim, float(fe.min_normal), False)
+        raise_nan(err, self.out_fmt)
         return out
 
     def _eff_fmt(self):
