@@ -81,8 +81,9 @@ class FusedDotAdd(Model):
     >>> float(fpsim.dot(a, a, model=v100))     # 2 * 2**-24 truncated away
     1.0
     >>> import dataclasses
+    >>> # with a sticky bit (at 2**-24) per term, the two sticky bits sum to 2**-23
     >>> float(fpsim.dot(a, a, model=dataclasses.replace(v100, sticky=True, rounding="rne")))
-    1.0
+    1.0000001192092896
     >>> float(fpsim.dot(a, a, model=dataclasses.replace(v100, F=25, rounding="rne")))
     1.0000001192092896
     """
@@ -325,7 +326,7 @@ def as_generic(model) -> FusedDotAdd:
     >>> m = fpsim.hardware.mma("Blackwell", "tcgen05.mma.m128n256k64.kind::mxf4nvf4.block16.f32.e2m1.e2m1.ue4m3")
     >>> g = fpsim.accum.as_generic(m)
     >>> g.L, g.F, g.group, g.scale_block, g.zero_exp, g.scale_fmt.name
-    (64, 35, 16, 16, -133, 'ue4m3')
+    (64, 35, 16, 16, -139, 'ue4m3fn')
     """
     if isinstance(model, FusedDotAdd):
         return model
