@@ -100,10 +100,8 @@ def test_wgrad_is_quantized_rht_operands_on_the_tensor_core():
     r = ft.NVFP4Recipe(weight_2d=False, rht_wgrad=True, sr_grads=False, seed=11)
     _, _, gw = _lin_grads(r, x, w, dy)
     blk = scipy.linalg.block_diag(*[hadamard(16, 11).numpy()] * 2)  # M = 24 padded to 32
-    pad = np.zeros((8, 1))
     hx = blk @ np.vstack([x.double().numpy(), np.zeros((8, x.shape[1]))])
     hdy = blk @ np.vstack([dy.double().numpy(), np.zeros((8, dy.shape[1]))])
-    assert pad.shape == (8, 1)
     ref = _oracle_gemm(np.ascontiguousarray(hx.T), hdy)  # dW' = q(Hx)ᵀ q(H dy): (K, N)
     np.testing.assert_array_equal(gw.numpy(), ref.T)
     no_rht = _lin_grads(ft.NVFP4Recipe(weight_2d=False, rht_wgrad=False, sr_grads=False), x, w, dy)[2]
@@ -204,3 +202,24 @@ def test_bad_calls():
         block_operand(torch.ones(2, 2, 16), NV, tile=16)
     with pytest.raises(ValueError, match="power of two"):
         hadamard(12)
+
+
+def test_gpu_check_cpu_mode_covers_every_torch_twin(capsys):
+    """benchmarks/gpu_check.py --cpu at tiny sizes: tensor cores, MFMA, fp64 chains, the
+    block-scaled encodings and GEMMs and the recipe's 2D tiles all checked and passing."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check_recipes", path)
+    gc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gc)
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine runs the full script instead")
+    assert gc.main(["--cpu", "--trials", "1", "--m", "16", "--k", "32", "--n", "16",
+                    "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in ("MI300X e4m3fnuz MFMA", "seq fp64 (fp32)", "B200 nvfp4", "B200 mxfp8 x e5m2",
+                 "NVFP4 recipe 2D tiles  bit-identical", "B200 nvfp4 block16"):
+        assert name in out, name
+    assert "MISMATCH" not in out and "PASS" in out
+    assert not gc._same([0.0], [-0.0]) and gc._same([np.nan], [np.nan])  # the check can fail
