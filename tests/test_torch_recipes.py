@@ -223,3 +223,24 @@ def test_gpu_check_cpu_mode_covers_every_torch_twin(capsys):
         assert name in out, name
     assert "MISMATCH" not in out and "PASS" in out
     assert not gc._same([0.0], [-0.0]) and gc._same([np.nan], [np.nan])  # the check can fail
+
+
+def test_tinygpt_step_and_convert_under_the_recipe():
+    """3D activations (flattened to one GEMM), attention's batched matmuls (the b200_nvfp4
+    profile) and fpsim.torch.convert with a recipe."""
+    torch.manual_seed(0)
+    g = ft.TinyGPT(32)
+    idx = torch.randint(0, 32, (2, 16))
+    with ft.emulate(ft.NVFP4Recipe(seed=1), model=g):
+        loss = g(idx).float().logsumexp(-1).mean()
+    loss.backward()
+    grads = [p.grad for p in g.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(t).all() for t in grads)
+    net = torch.nn.Sequential(torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    m = ft.convert(net, ft.NVFP4Recipe(seed=2, high_precision_layers=("2",)))
+    x = torch.randn(8, 32)
+    y = m(x)
+    y.sum().backward()
+    assert net[0].weight.grad is not None
+    with torch.no_grad():
+        assert not torch.equal(y, net(x))  # the converted model is not the fp32 one
