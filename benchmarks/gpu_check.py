@@ -4,9 +4,15 @@ On a machine with a CUDA device:
 
 1. **check**: random GEMMs (every model the torch profiles use, K not a multiple of the
    block, K = 1, subnormals, overflow, inf/NaN) evaluated by ``fpsim.torch.accum.matmul`` on
-   the GPU and by ``fpsim.matmul`` (the Numba kernels) on the CPU must agree bit for bit;
+   the GPU and by ``fpsim.matmul`` (the Numba kernels) on the CPU must agree bit for bit:
+   the tensor cores, the MI300X MFMA (``mi300x_fp8``), the fp64 FMA chain, and the
+   block-scaled B200 models (``b200_mxfp8``, ``b200_nvfp4``: the operands encoded on the GPU
+   by ``fpsim.torch.block_quant`` against ``fpsim.encode``, the GEMM by
+   ``fpsim.torch.accum_scaled`` against ``fpsim.matmul`` with scales), and the NVFP4
+   recipe's 2D weight tiles (GPU against CPU);
 2. **throughput**: a ``--m x --k x --n`` GEMM of bf16 inputs under the H100 bf16 tensor-core
-   model, the FP8 promoted model and sequential fp32, against the GPU's native bf16
+   model, the FP8 promoted model and sequential fp32 (and of FP8 / NVFP4 inputs under the
+   MI300X MFMA and the B200 ``kind::mxf4nvf4`` block16 models), against the GPU's native bf16
    ``torch.matmul`` in the same run (G multiply-accumulates/s and the ratio);
 3. **capture**: what this GPU's own ``torch.matmul`` (bf16, fp16, tf32) and
    ``torch._scaled_mm`` (e4m3, fast accumulation on and off) return for a few hundred small
@@ -54,7 +60,73 @@ def _models():
         "H100 e4m3 x e5m2": (hw.tensor_core("H100", ("e4m3", "e5m2")), "e4m3", "e5m2"),
         "H100 fp8 promoted": (hw.fp8_promoted("H100", "e4m3", 128), "e4m3", "e4m3"),
         "mixed fp8 promoted": (Promoted(FusedBlock(32, -10, in_fmt=None), every=128), "e5m2", "e4m3"),
+        "MI300X e4m3fnuz MFMA": (hw.tensor_core("MI300X", "e4m3fnuz"), "e4m3fnuz", "e4m3fnuz"),
+        "seq fp64 (fp32)": (Sequential("fp64"), "fp32", "fp32"),
+        "seq fp64 fma (fp32)": (Sequential("fp64", fma=True), "fp32", "fp32"),
     }
+
+
+#: Block-scaled models of the torch profiles (b200_mxfp8, b200_nvfp4): (GPU kind, A, B formats).
+BLOCK_MODELS = {"B200 mxfp8": ("mxfp8", "mxfp8_e4m3", "mxfp8_e4m3"),
+                "B200 mxfp8 x e5m2": (("mxfp8_e4m3", "mxfp8_e5m2"), "mxfp8_e4m3", "mxfp8_e5m2"),
+                "B200 nvfp4": ("nvfp4", "nvfp4", "nvfp4")}
+
+
+def _same(want, got):
+    """Bit identity with NaN == NaN."""
+    want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
+    nw, ng = np.isnan(want), np.isnan(got)
+    return want.shape == got.shape and np.array_equal(nw, ng) and np.array_equal(
+        np.where(nw, 0.0, want).view(np.int64), np.where(ng, 0.0, got).view(np.int64))
+
+
+def check_block(device, trials):
+    """Block quantization (fpsim.torch.block_quant, the NVFP4 recipe's 2D tiles) and the
+    block-scaled GEMMs (fpsim.torch.accum_scaled) on ``device`` == fpsim.encode and
+    fpsim.matmul on the CPU; returns the number of mismatches."""
+    import torch
+    import fpsim
+    from fpsim.torch import accum as ta
+    from fpsim.torch.block_quant import block_operand
+    from fpsim.torch.recipes import nvfp4_operand
+    rng = np.random.default_rng(13)
+    bad = 0
+    for name, (kind, fa, fb) in BLOCK_MODELS.items():
+        model = fpsim.hardware.tensor_core("B200", kind)
+        n = fails = 0
+        for t in range(trials):
+            for M, K, N in [(5, 64, 3), (7, 45, 5), (16, 128, 16), (3, 300, 4)]:
+                A = rng.standard_normal((M, K)) * np.exp2(rng.integers(-6, 6, (M, K)))
+                B = rng.standard_normal((K, N)) * np.exp2(rng.integers(-6, 6, (K, N)))
+                if t % 2:
+                    A[0, 0], B[1, 0] = np.inf, np.nan
+                ops = []
+                for X, f, ax in ((A, fa, -1), (B, fb, -2)):
+                    fmt = fpsim.parse(f)
+                    e, s, g = block_operand(torch.from_numpy(X).to(device), fmt, ax)
+                    c = fpsim.encode(X, fmt, axis=ax)
+                    ce = fpsim.decode(c.elements, fmt.elem)
+                    L = X.shape[ax]
+                    ok = (_same(ce, e.cpu().numpy().take(range(L), axis=ax))
+                          and _same(fpsim.decode(c.scales, fmt.scale), s.cpu().numpy()))
+                    fails += not ok
+                    n += 1
+                    ops.append((e, s, g))
+                (ea, sa, _), (eb, sb, _) = ops
+                want = fpsim.matmul(ea.cpu().numpy(), eb.cpu().numpy(), model=model,
+                                    a_scale=sa.cpu().numpy(), b_scale=sb.cpu().numpy())
+                got = ta.matmul(ea, eb, model=model, a_scale=sa, b_scale=sb).cpu().numpy()
+                fails += not _same(want, got)
+                n += 1
+        print(f"  check {name:22s} {n - fails:4d}/{n} encodings and GEMMs bit-identical")
+        bad += fails
+    # the NVFP4 recipe's 2D (16x16) weight scales: on the device == on the CPU (torch ops)
+    W = rng.standard_normal((48, 40))
+    cpu = nvfp4_operand(torch.from_numpy(W), -2, tile=16)
+    dev = nvfp4_operand(torch.from_numpy(W).to(device), -2, tile=16)
+    ok = all(_same(a.cpu().numpy(), b.cpu().numpy()) for a, b in zip(cpu[:2], dev[:2]))
+    print(f"  check {'NVFP4 recipe 2D tiles':22s} {'bit-identical' if ok else 'MISMATCH'}")
+    return bad + (not ok)
 
 
 def _data(shape, fmt, rng, special):
@@ -82,6 +154,9 @@ def check(device, trials):
     rng = np.random.default_rng(12)
     shapes = [(7, 45, 5), (3, 1, 4), (2, 0, 3), (9, 300, 6), (16, 128, 16)]
     for name, (model, fa, fb) in models.items():
+        if not ta.supports(model):  # no torch twin: the CPU kernels run it on every device
+            print(f"  check {name:22s} no torch twin (fpsim.torch.accum.supports): skipped")
+            continue
         n = fails = 0
         for t in range(trials):
             for M, K, N in shapes:
@@ -112,6 +187,7 @@ def throughput(device, m, k, n, repeat):
     import fpsim
     from fpsim import hardware as hw
     from fpsim.torch import accum as ta
+    from fpsim.torch.block_quant import block_operand
     rng = np.random.default_rng(0)
     A = fpsim.quantize(rng.standard_normal((m, k)), "bf16")
     B = fpsim.quantize(rng.standard_normal((k, n)), "bf16")
@@ -133,16 +209,27 @@ def throughput(device, m, k, n, repeat):
     what = "bf16" if device.type == "cuda" else "float32"
     print(f"  GEMM {m}x{k}x{n} on {device}: native {what} torch.matmul {t_nat * 1e3:9.2f} ms "
           f"{macs / t_nat / 1e9:9.2f} G MAC/s")
+    Af = fpsim.quantize(rng.standard_normal((m, k)), "e4m3fnuz")
+    Bf = fpsim.quantize(rng.standard_normal((k, n)), "e4m3fnuz")
+    nv = fpsim.parse("nvfp4")  # NVFP4 operands encoded on the device (block_quant)
+    ea, sa, _ = block_operand(torch.from_numpy(A).to(device), nv, -1)
+    eb, sb, _ = block_operand(torch.from_numpy(B).to(device), nv, -2)
+    scales = {"a_scale": sa, "b_scale": sb}
+    np_scales = {key: v.cpu().numpy() for key, v in scales.items()}
     rows = {}
-    for name, model, a, b, na, nb in [
-            ("seq fp32 fma", fpsim.accum.Sequential("fp32", fma=True), tA, tB, A, B),
-            ("H100 bf16 tensor core", hw.tensor_core("H100", "bf16"), tA, tB, A, B),
-            ("H100 fp8 promoted", hw.fp8_promoted("H100", "e4m3", 128), tA8, tB8, A8, B8)]:
-        t_t = timed(lambda: ta.matmul(a, b, model=model))
+    for name, model, a, b, na, nb, kw, nkw in [
+            ("seq fp32 fma", fpsim.accum.Sequential("fp32", fma=True), tA, tB, A, B, {}, {}),
+            ("H100 bf16 tensor core", hw.tensor_core("H100", "bf16"), tA, tB, A, B, {}, {}),
+            ("H100 fp8 promoted", hw.fp8_promoted("H100", "e4m3", 128), tA8, tB8, A8, B8, {}, {}),
+            ("MI300X fp8 MFMA", hw.tensor_core("MI300X", "e4m3fnuz"),
+             torch.from_numpy(Af).to(device), torch.from_numpy(Bf).to(device), Af, Bf, {}, {}),
+            ("B200 nvfp4 block16", hw.tensor_core("B200", "nvfp4"), ea, eb, ea.cpu().numpy(),
+             eb.cpu().numpy(), scales, np_scales)]:
+        t_t = timed(lambda: ta.matmul(a, b, model=model, **kw))
         line = (f"  {name:22s} torch path {t_t * 1e3:9.1f} ms {macs / t_t / 1e9:7.3f} G MAC/s "
                 f"({t_t / t_nat:7.0f}x native)")
         if device.type == "cpu":
-            t_n = best_time(lambda: fpsim.matmul(na, nb, model=model), repeat)
+            t_n = best_time(lambda: fpsim.matmul(na, nb, model=model, **nkw), repeat)
             line += f"; Numba {t_n * 1e3:8.1f} ms (torch path {t_t / t_n:5.1f}x Numba's time)"
         print(line)
         rows[name] = t_t
@@ -261,7 +348,7 @@ def main(argv=None):
               "to check or capture; run with --cpu for the CPU-only checks")
         return 2
     t0 = time.perf_counter()
-    bad = check(device, args.trials) if args.trials else 0
+    bad = (check(device, args.trials) + check_block(device, args.trials)) if args.trials else 0
     throughput(device, args.m, args.k, args.n, args.repeat)
     if device.type == "cuda":
         capture(device, args.out, args.per_k)

@@ -9,6 +9,7 @@ tensor([0.1001])
 
 from . import profiles
 from .deployment import Deployment
+from .recipes import NVFP4Recipe
 from .convert import EmulatedModule, LowPrecisionOptimizer, convert
 from .gemm import gemm
 from . import mode
@@ -21,7 +22,8 @@ from .tiny import TinyGPT
 __all__ = ["quantize", "BACKWARD_MODES", "IMPLS", "is_block_format", "Policy", "Scaled",
            "as_policy", "profiles", "emulate", "EmulationMode", "UnsupportedOpError",
            "UNSUPPORTED", "supported_ops", "coverage_table", "Report", "OperandMismatchError", "gemm",
-           "convert", "EmulatedModule", "LowPrecisionOptimizer", "TinyGPT", "Deployment"]
+           "convert", "EmulatedModule", "LowPrecisionOptimizer", "TinyGPT", "Deployment",
+           "NVFP4Recipe"]
 
 
 def __getattr__(name):

@@ -100,11 +100,35 @@ def _scale(amax, bad, q, sp, sfmt):
     return torch.where(bad, torch.full_like(s, float("nan")), s)
 
 
-def block_operand(x, fmt, axis=-1, rounding="rne"):
+def _tiled(v, tile, reduce):
+    """``reduce`` of (lines, blocks) ``v`` over groups of ``tile`` lines, repeated per line."""
+    R = v.shape[0]
+    pad = -R % tile
+    if pad:
+        v = torch.cat([v, v.new_zeros((pad, *v.shape[1:]))], 0)
+    t = reduce(v.unflatten(0, (-1, tile)), dim=1, keepdim=True)
+    return t.expand(-1, tile, *v.shape[1:]).flatten(0, 1)[:R]
+
+
+def block_operand(x, fmt, axis=-1, rounding="rne", tile=1):
     """``x`` encoded into the block format ``fmt`` along ``axis`` on its device: (element
     values padded with zeros to whole blocks along ``axis``, block scales, the tensor scale
     as a float or None), float64 tensors equal to ``fpsim.decode`` of what
-    ``fpsim.encode(x, fmt, axis=axis, rounding=rounding)`` gives, bit for bit."""
+    ``fpsim.encode(x, fmt, axis=axis, rounding=rounding)`` gives, bit for bit.
+
+    ``tile > 1`` (2D block scaling, a matrix ``x``): each scale comes from the amax of a
+    ``tile x block`` tile (``tile`` consecutive lines across ``axis``), so every line of a
+    tile shares it; the scales keep one row per line (the GEMM's per-block layout).
+
+    >>> import torch, fpsim
+    >>> x = torch.tensor([[1.0] * 16, [12.0] * 16])
+    >>> nv = fpsim.parse("nvfp4")
+    >>> block_operand(x, nv)[0][0, 0].item(), block_operand(x, nv, tile=2)[0][0, 0].item()
+    (6.0, 0.5)
+    """
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1 or (tile > 1 and x.dim() != 2):
+        raise ValueError(f"block_operand: tile={tile!r} must be an int >= 1 (> 1 only for a "
+                         f"matrix, got {x.dim()} dims)")
     if not supports(fmt, rounding):
         raise ValueError(f"block_operand: {getattr(fmt, 'name', fmt)!r} with rounding="
                          f"{rounding!r} is not written in torch ops (block formats of float "
@@ -129,6 +153,8 @@ def block_operand(x, fmt, axis=-1, rounding="rne"):
     fin = torch.isfinite(xb)
     bad = ~fin.all(-1)
     amax = torch.where(fin, xb.abs(), torch.zeros_like(xb)).amax(-1)
+    if tile > 1:  # 2D: the amax (and inf/NaN) of each tile x block tile, for all its lines
+        amax, bad = _tiled(amax, tile, torch.amax), _tiled(bad, tile, torch.any)
     sval = _scale(amax, bad, q, sp, fmt.scale)
     tot = (sval * q.g).unsqueeze(-1)
     tb = tot.view(torch.int64)
