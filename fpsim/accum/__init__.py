@@ -55,7 +55,7 @@ from .api import dot, kernel_params, matmul, sum  # noqa: A004
 from .chains import Blocked, Permuted, Promoted
 from .fused import FusedBlock
 from .growth import error_growth
-from .inputs import exact_float64
+from .inputs import Rounded, exact_float64
 from .mma import MFMA, BlockScaledFused
 from .models import Exact, Integer, Kahan, Model, NumpyOrder, Pairwise, Sequential
 from .products import ExactProduct, FusedProduct, LMulProduct, Multiplier, RoundedProduct  # noqa: F401
@@ -76,6 +76,7 @@ __all__ = [
     "Pairwise",
     "Permuted",
     "Promoted",
+    "Rounded",
     "RoundedProduct",
     "Sequential",
     "dot",
