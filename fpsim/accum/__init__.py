@@ -57,7 +57,7 @@ from .chains import Blocked, Permuted, Promoted
 from .fused import FusedBlock
 from .generic import FusedDotAdd, as_generic
 from .growth import error_growth
-from .inputs import exact_float64
+from .inputs import Rounded, exact_float64
 from .mma import MFMA, BlockScaledFused
 from .models import Exact, Integer, Kahan, Model, NumpyOrder, Pairwise, Sequential
 from .products import ExactProduct, FusedProduct, LMulProduct, Multiplier, RoundedProduct  # noqa: F401
@@ -79,6 +79,7 @@ __all__ = [
     "Pairwise",
     "Permuted",
     "Promoted",
+    "Rounded",
     "RoundedProduct",
     "Sequential",
     "dot",

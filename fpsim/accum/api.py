@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .inputs import check_inputs, exact_float64
+from .inputs import Rounded, check_inputs, exact_float64
 from .models import Model
 
 __all__ = ["dot", "kernel_params", "matmul", "sum"]
@@ -34,7 +34,7 @@ def dot(A, B, C=None, *, model, a_scale=None, b_scale=None):
     >>> float(fpsim.dot(a, b, model=fpsim.accum.Exact("fp32")))
     1.0000001192092896
     """
-    A, B, a_scale, b_scale = _operands(model, A, B, a_scale, b_scale, (-1, -1))
+    A, B, a_scale, b_scale, proofs = _operands(model, A, B, a_scale, b_scale, (-1, -1))
     if A.ndim == 0 or B.ndim == 0:
         raise ValueError("dot needs arrays with at least one axis (the summed last axis)")
     if A.shape[-1] != B.shape[-1]:
@@ -42,7 +42,7 @@ def dot(A, B, C=None, *, model, a_scale=None, b_scale=None):
                          f"{B.shape[-1]} elements (shapes {A.shape} and {B.shape})")
     shp = _batch("dot", A.shape[:-1], B.shape[:-1])
     c = _c_rows(C, shp).reshape(-1)
-    check_inputs(model, [("A", A), ("B", B)])
+    check_inputs(model, [("A", proofs[0] or A), ("B", proofs[1] or B)])
     return model._dot(A, B, c, shp, a_scale, b_scale).reshape(shp)
 
 
@@ -111,7 +111,7 @@ def matmul(A, B, C=None, *, model, a_scale=None, b_scale=None):
     >>> fpsim.matmul(A8, A8.T, model=fpsim.accum.Exact("fp32")).tolist()
     [[6.25]]
     """
-    A, B, a_scale, b_scale = _operands(model, A, B, a_scale, b_scale, (-1, -2))
+    A, B, a_scale, b_scale, proofs = _operands(model, A, B, a_scale, b_scale, (-1, -2))
     if A.ndim < 2 or B.ndim < 2:
         raise ValueError(f"matmul needs A (..., M, K) and B (..., K, N) with at least 2 "
                          f"dimensions; got shapes {A.shape} and {B.shape} (use fpsim.dot for "
@@ -122,7 +122,7 @@ def matmul(A, B, C=None, *, model, a_scale=None, b_scale=None):
     batch = _batch("matmul", A.shape[:-2], B.shape[:-2])
     M, N = A.shape[-2], B.shape[-1]
     Cb = _c_rows(C, batch + (M, N))
-    check_inputs(model, [("A", A), ("B", B)])
+    check_inputs(model, [("A", proofs[0] or A), ("B", proofs[1] or B)])
     return model._gemm(A, B, Cb, batch, a_scale, b_scale)
 
 
@@ -159,10 +159,13 @@ def _check_model(model):
 
 def _operands(model, A, B, a_scale, b_scale, axes):
     """The model checked; A, B (block codes decoded by a block-scaled model, their scales
-    taken out: ``axes`` are the K axes of A and B) under the input rule (float64 arrays)."""
+    taken out: ``axes`` are the K axes of A and B) under the input rule (float64 arrays),
+    and the :class:`Rounded` each came as (or None) for :func:`check_inputs`."""
     _check_model(model)
+    proofs = tuple(x if isinstance(x, Rounded) else None for x in (A, B))
+    A, B = (x.values if isinstance(x, Rounded) else x for x in (A, B))
     A, B, a_scale, b_scale = model._coded(A, B, a_scale, b_scale, axes)
-    return exact_float64(A, "A"), exact_float64(B, "B"), a_scale, b_scale
+    return exact_float64(A, "A"), exact_float64(B, "B"), a_scale, b_scale, proofs
 
 
 def _batch(what, sa, sb):

@@ -2,7 +2,8 @@
 
 :func:`exact_float64` converts any accepted input exactly (or raises a clear error);
 :func:`check_inputs` checks converted inputs against a model (its input formats, and the
-26-bit limit of exact float64 products).
+26-bit limit of exact float64 products); :class:`Rounded` carries values that are values of
+a format by construction, so that the check need not test them again.
 """
 
 from __future__ import annotations
@@ -10,10 +11,58 @@ from __future__ import annotations
 import numpy as np
 
 from .. import lowering as _L
-from ..formats import FloatFormat
+from ..formats import FloatFormat, as_format
+from ..options import Rounding
 from ..rounding import quantize
 
-__all__ = ["check_inputs", "exact_float64"]
+__all__ = ["Rounded", "check_inputs", "exact_float64"]
+
+
+class Rounded:
+    """``x`` rounded into ``fmt`` by :func:`fpsim.quantize`: float64 values that are values
+    of ``fmt`` *by construction*, so that :func:`fpsim.matmul` / :func:`fpsim.dot` skip the
+    membership test of their input rule when ``fmt`` is the model's input format (the test
+    would quantize and compare them again: a pass over every operand of every GEMM).
+
+    Only the options that keep every result a value of ``fmt`` are taken: ``rounding`` (any
+    mode), ``nan`` (as fpsim.quantize) and ``seed`` (stochastic rounding). ``values`` is the
+    float64 array; ``r[index]`` is the Rounded of a part (still values of ``fmt``).
+
+    >>> import numpy as np, fpsim
+    >>> r = fpsim.accum.Rounded(np.array([[0.1, 3.0]]), "bf16")
+    >>> r.values.tolist(), r.fmt.name
+    ([[0.10009765625, 3.0]], 'bf16')
+    >>> m = fpsim.hardware.tensor_core("H100", "bf16")
+    >>> fpsim.matmul(r, fpsim.accum.Rounded(np.ones((2, 1)), "bf16"), model=m).tolist()
+    [[3.10009765625]]
+    """
+
+    __slots__ = ("values", "fmt")
+
+    def __init__(self, x, fmt, *, rounding="rne", nan=None, seed=None):
+        fmt = as_format(fmt)
+        if seed is not None and Rounding(rounding) is not Rounding.STOCHASTIC:
+            raise ValueError(f"seed= is for rounding='stochastic', not {rounding!r}")
+        self.values = np.asarray(quantize(exact_float64(x), fmt, rounding=rounding, nan=nan,
+                                          seed=seed), dtype=np.float64)
+        self.fmt = fmt
+
+    @classmethod
+    def _trusted(cls, values, fmt):
+        """A part of a Rounded: its values are already values of ``fmt``."""
+        r = object.__new__(cls)
+        r.values, r.fmt = values, fmt
+        return r
+
+    def __getitem__(self, index):
+        return Rounded._trusted(self.values[index], self.fmt)
+
+    @property
+    def shape(self):
+        return self.values.shape
+
+    def __repr__(self):
+        return f"Rounded({self.fmt.name}, shape={self.values.shape})"
 
 
 def exact_float64(x, what="x"):
@@ -42,7 +91,8 @@ def check_inputs(model, arrays, multiplied=True):
 
     ``arrays`` is ``[(name, float64 array), ...]`` matching ``model.input_formats``; for
     terms that are summed, not multiplied (``multiplied=False``), only the input format
-    ``model.in_fmt`` applies to the one array.
+    ``model.in_fmt`` applies to the one array. An array given as a :class:`Rounded` of the
+    input format is a value of it by construction and is not tested again.
 
     >>> import numpy as np, fpsim
     >>> try:
@@ -54,8 +104,16 @@ def check_inputs(model, arrays, multiplied=True):
     fmts = model.input_formats if multiplied else (model.in_fmt,)
     narrow = multiplied and model._multiplier()._narrow_inputs
     for (what, x), fin in zip(arrays, fmts):
+        proof = None
+        if isinstance(x, Rounded):
+            proof, x = x.fmt, x.values
         if x.size == 0:
             continue
+        if proof is not None and (proof == fin or fin is None):
+            if isinstance(proof, FloatFormat) and proof.man_bits <= 25:
+                continue  # values of fin (or of a float format of <= 26 significant bits)
+            if proof == fin:
+                fin = None  # its values; the 26-bit test below still applies
         if fin is not None:
             nan = np.isnan(x)
             has_nan = bool(nan.any())

@@ -25,12 +25,13 @@ import torch
 
 from .. import accum as _A
 from ..block import BlockFormat
+from ..options import Rounding
 from ..rounding import decode, encode
 from . import _ops
 from . import accum as _TA
 from . import block_quant as _BQ
 from .policy import Scaled
-from .quantize import quantize
+from .quantize import is_block_format, quantize
 
 __all__ = ["gemm", "round_output", "grad_round", "prepare", "block_scaled_matmul"]
 
@@ -39,10 +40,11 @@ _HALF = (torch.float16, torch.bfloat16)
 
 def _amax_scale(x, spec: Scaled, axis_k: int):
     """fp32 scale so that amax maps to the element format's max (per tensor or per row)."""
-    if spec.per == "tensor":
-        amax = x.detach().abs().amax()
-    else:
-        amax = x.detach().abs().amax(dim=axis_k, keepdim=True)
+    # max(-min, max): the largest magnitude in one pass without an |x| temporary (exact;
+    # NaN propagates as through abs().amax())
+    mn, mx = (torch.aminmax(x.detach()) if spec.per == "tensor"
+              else torch.aminmax(x.detach(), dim=axis_k, keepdim=True))
+    amax = torch.maximum(-mn, mx)
     fmax = float(spec.fmt.max)
     s = (amax.to(torch.float32) / fmax)
     s = torch.where(s > 0, s, torch.ones_like(s))
@@ -76,11 +78,15 @@ def dequant(q, s):
     return q if s is None else q * s.to(q.dtype)
 
 
-def _scale_out(out, sa, sb):
+def _scale_out(out, sa, sb, inplace=False):
+    """``out * sa * sb`` (in that order; ``inplace``: into ``out``, a fresh tensor of its
+    caller that nothing else holds)."""
     if sa is not None:
-        out = out * sa.to(out.dtype)  # (.., M, 1) or scalar
+        sa = sa.to(out.dtype)  # (.., M, 1) or scalar
+        out = out.mul_(sa) if inplace and sa.dim() <= out.dim() else out * sa
     if sb is not None:
-        out = out * sb.to(out.dtype)  # (.., 1, N) or scalar
+        sb = sb.to(out.dtype)  # (.., 1, N) or scalar
+        out = out.mul_(sb) if inplace and sb.dim() <= out.dim() else out * sb
     return out
 
 
@@ -164,8 +170,8 @@ def model_matmul(qa, qb, model):
 
 def _promoted_fast(A, B, model):
     """Promoted(inner, every, outer=fp32 RNE sequential) as chunked inner GEMMs whose fp32
-    partial sums are added in float32 (one RNE rounding each, the outer model exactly);
-    None when ``model`` is not of that form. Equal to fpsim.matmul bit for bit (tested)."""
+    partial sums are added in float32 (one RNE rounding each, the outer model exactly), as
+    a float32 array; None when ``model`` is not of that form. Equal to fpsim.matmul bit for bit (tested)."""
     if type(model) is not _A.Promoted:
         return None
     outer = model.outer
@@ -178,9 +184,11 @@ def _promoted_fast(A, B, model):
     with np.errstate(over="ignore", invalid="ignore"):
         for j in range(0, K, k):
             part = np.asarray(_A.matmul(A[..., j:j + k], B[..., j:j + k, :], model=model.inner))
-            part = part.astype(np.float32)  # exact: the inner result is an fp32 value
-            D = part if D is None else D + part
-    return D.astype(np.float64)
+            if D is None:  # the cast is exact: the inner result is an fp32 value
+                D = part.astype(np.float32)
+            else:  # float32 addition, in place (part cast to float32 first, exactly)
+                np.add(D, part, out=D, dtype=np.float32, casting="unsafe")
+    return D
 
 
 # block-scaled tensor cores: element values and block scales, not dequantized values
@@ -261,10 +269,45 @@ def block_scaled_matmul(a, b, fa, fb, model, rounding="rne", rounding_b=None):
                       None if gb is None else torch.tensor(gb, dtype=torch.float32))
 
 
+def _direct(fmt, rounding):
+    """Whether an operand format rounds straight into float64 on the CPU kernels
+    (:func:`_cpu_operand`): no format, a plain format or a per-tensor/row scaled one, with a
+    deterministic rounding (stochastic rounding keeps its tensor-shaped random stream)."""
+    if Rounding(getattr(rounding, "value", rounding)) is Rounding.STOCHASTIC:
+        return False
+    return fmt is None or not is_block_format(fmt.fmt if isinstance(fmt, Scaled) else fmt)
+
+
+def _cpu_operand(x, fmt, rounding, axis_k, batch):
+    """``x`` (broadcast to ``batch``) for the CPU kernels: float64 values rounded into
+    ``fmt`` as a :class:`fpsim.accum.Rounded` (so fpsim.matmul need not test them again),
+    and its scale or None. The same values as :func:`prepare` then a float64 copy: rounding
+    a value does not depend on its carrier (float32 or float64 holds it exactly), and a
+    scaled operand is divided by its scale in x's dtype first, as there."""
+    s = None
+    if isinstance(fmt, Scaled):
+        s = _amax_scale(x, fmt, axis_k)
+        x, fmt = x.detach() / s.to(x.dtype), fmt.fmt
+    X = x.detach().expand(*batch, *x.shape[-2:]).to(
+        "cpu", torch.float64, memory_format=torch.contiguous_format).numpy()  # one pass
+    return (X if fmt is None else _A.Rounded(X, fmt, rounding=rounding)), s
+
+
 def _model_forward(a, b, pol, ra, rb):
     fa, fb = pol.role_fmt(ra, pol.accum), pol.role_fmt(rb, pol.accum)
     if isinstance(pol.accum, _A.BlockScaledFused):
         return block_scaled_matmul(a, b, fa, fb, pol.accum, pol.rounding).to(a.dtype)
+    if (_TA.backend(a.device, pol.accum) != "torch" and _direct(fa, pol.rounding)
+            and _direct(fb, pol.rounding)):
+        batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        A, sa = _cpu_operand(a, fa, pol.rounding, -1, batch)
+        B, sb = _cpu_operand(b, fb, pol.rounding, -2, batch)
+        D = _promoted_fast(A, B, pol.accum)
+        if D is None:
+            D = np.asarray(_A.matmul(A, B, model=pol.accum), dtype=np.float64)
+        out_dt = torch.float64 if a.dtype == torch.float64 else torch.float32
+        out = torch.from_numpy(D).to(a.device, out_dt)  # D is this call's own array
+        return _scale_out(out, sa, sb, inplace=True).to(a.dtype)
     qa, sa = prepare(a, fa, pol.rounding, -1, ste=False)
     qb, sb = prepare(b, fb, pol.rounding, -2, ste=False)
     return _scale_out(model_matmul(qa, qb, pol.accum), sa, sb).to(a.dtype)
