@@ -8,8 +8,12 @@ targets of issue 12 (sequential <= 4x numpy, tensor core <= 8x, promoted <= 10x)
 CPU-time ratio (steadier on a shared machine: run with ``--threads 1`` and
 ``OPENBLAS_NUM_THREADS=1`` for a per-core comparison), the process's peak RSS after each
 model next to the size of the output, and whether the results depend on the thread count. ``--m 1024 --k 4096 --n 1024`` shows that the kernels scale.
+``--batch 96 --m 128 --k 32 --n 128`` is the batched attention row (all-MiniLM-L6-v2's
+scores: 96 matrices of 128x32x128 in one ``fpsim.matmul`` call on (batch, M, K) x
+(batch, K, N) arrays; numpy's batched float32 matmul is the reference).
 
-    python benchmarks/bench_gemm.py [--m 256 --k 1024 --n 256] [--threads 2] [--repeat 5]
+    python benchmarks/bench_gemm.py [--m 256 --k 1024 --n 256] [--batch 0] [--threads 2]
+                                    [--repeat 5]
                                     [--models seq,seq-fma,a100,h100,fp8-promoted]
 """
 
@@ -63,16 +67,22 @@ def main(argv=None):
     ap.add_argument("--m", type=int, default=256)
     ap.add_argument("--k", type=int, default=1024)
     ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=0,
+                    help="leading batch dimension (0: plain 2-D GEMM)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--models", default=",".join(MODELS))
     args = ap.parse_args(argv)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     rng = np.random.default_rng(0)
-    a0, b0 = rng.standard_normal((args.m, args.k)), rng.standard_normal((args.k, args.n))
-    macs = args.m * args.k * args.n
-    print(f"GEMM {args.m}x{args.k}x{args.n}, {numba.get_num_threads()} thread(s); output "
-          f"{args.m * args.n * 8 / 2**20:.1f} MiB (float64), inputs "
+    lead = (args.batch,) if args.batch > 0 else ()
+    a0 = rng.standard_normal(lead + (args.m, args.k))
+    b0 = rng.standard_normal(lead + (args.k, args.n))
+    nb = max(args.batch, 1)
+    macs = nb * args.m * args.k * args.n
+    shape = (f"{args.batch} x " if args.batch > 0 else "") + f"{args.m}x{args.k}x{args.n}"
+    print(f"GEMM {shape}, {numba.get_num_threads()} thread(s); output "
+          f"{nb * args.m * args.n * 8 / 2**20:.1f} MiB (float64), inputs "
           f"{(a0.size + b0.size) * 8 / 2**20:.1f} MiB; peak RSS at start {_peak_rss_mib():.0f} MiB")
     ok = True
     t_np, cpu_np = {}, {}
@@ -99,7 +109,7 @@ def main(argv=None):
               f"G MAC/s on {nt} dedicated core(s) ({cpu / max(cpu_np[fmt], 1e-9):.1f}x numpy's "
               f"CPU time); peak RSS so far {_peak_rss_mib():.0f} MiB")
         # thread-count independence on a slice
-        a, b = A[:32], B[:, :32]
+        a, b = A[..., :32, :], B[..., :32]
         numba.set_num_threads(1)
         d1 = fpsim.matmul(a, b, model=model)
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))

@@ -6,12 +6,15 @@ kernels that tests/test_accum.py checks against MPFR and float32 loops) and, for
 (M not a multiple of 6, N not a multiple of 16) and K is not a multiple of any block.
 """
 
+import math
+
 import numba
 import numpy as np
 import pytest
 
 import fpsim
 from fpsim import accum as A
+from fpsim.kernels import gemm_fused
 
 f32 = np.float32
 
@@ -318,3 +321,24 @@ def test_packed_kernel_declines_what_it_cannot_do_exactly(monkeypatch):
     got = fpsim.matmul(a, b, c, model=m)
     monkeypatch.setattr(A.fused, "_FUSED_FAST", False)
     assert same(got, reference(a, b, c, m))
+
+
+def test_packed_kernel_c_range_check_matches_frexp():
+    """The packed kernel's branch-free range check of C (|exponent| <= 900, zeros in
+    range) against Python's math.frexp on the boundary values, float64 subnormals, signs,
+    and an odd row length (the vectorised loop's remainder); 1 and 2 threads."""
+    edges = [0.0, -0.0, 1.0, 2.0**900, 2.0**901 * 0.999, 2.0**901, 2.0**-900,
+             2.0**-900 * 0.999, 2.0**-1022, 5e-324, 2.0**-1030, 1.7e308, 3.0 * 2.0**-901]
+    vals = np.array(edges + [-v for v in edges])
+
+    def oracle(v):  # frexp: v = f * 2**e with 0.5 <= |f| < 1, so the exponent is e - 1
+        return 0 if v == 0.0 else int(abs(math.frexp(v)[1] - 1) > 900)
+
+    want = sum(oracle(float(v)) for v in vals)
+    assert want == 12  # each sign: 2**901, 0.999*2**-900, 2**-1022, 5e-324, 2**-1030, 1.7e308
+    for threads in (1, 2):
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        for cols in (1, 7, 26):
+            C = np.resize(vals, (3, cols))
+            assert gemm_fused.c_bad(C) == sum(oracle(float(v)) for v in C.ravel())
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
